@@ -1,0 +1,187 @@
+"""`manage.py demo`: the demo accounts, users, VMs and volumes. Idempotent: run it as often as you like.
+
+Passwords are made once per data folder and kept in <var>/demo-logins.json, so a second run prints
+the same logins.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from guardian.shortcuts import assign_perm
+
+from clouddigit.backends import volumes as volume_files
+from clouddigit.compute import services
+from clouddigit.compute.models import VM, Account, Project, Region, Volume
+
+GiB = 2**30
+MiB = 2**20
+
+ACCOUNTS = {"acme": "Acme Corp", "globex": "Globex Inc"}
+PROJECTS = [("acme", "prod", "Production"), ("acme", "sandbox", "Sandbox"), ("globex", "main", "Main")]
+
+# username -> (what the login is for, [(permission, "account" | "account/project")])
+USERS = {
+    "acme-admin": ("account admin of acme", [("view_inventory", "acme"), ("operate_vms", "acme")]),
+    "prod-publisher": ("image publisher in acme/prod", [("view_inventory", "acme/prod")]),
+    "auditor": ("auditor of acme (read-only)", [("view_inventory", "acme")]),
+    "globex-user": (
+        "outsider: a user of the globex account",
+        [("view_inventory", "globex"), ("operate_vms", "globex")],
+    ),
+}
+
+
+@dataclass(frozen=True)
+class DemoVM:
+    project: str
+    region: str
+    name: str
+    flavor: str
+    vpc: str
+    boot_gib: int
+    tags: dict
+    guest_agent: str = "running"
+    running: bool = True
+    data_volumes: tuple = ()  # (name, GiB, MiB of data written)
+
+
+PROD = {"env": "prod"}
+VMS = [
+    DemoVM(
+        "acme/prod",
+        "bd-dha-1",
+        "db-01",
+        "std-4x8",
+        "prod-vpc",
+        20,
+        {**PROD, "role": "db"},
+        data_volumes=(("db-01-data", 100, 64),),
+    ),
+    DemoVM(
+        "acme/prod", "bd-dha-1", "web-01", "std-2x4", "prod-vpc", 10, {**PROD, "role": "web"}, running=False
+    ),
+    DemoVM(
+        "acme/prod",
+        "bd-dha-1",
+        "web-02",
+        "std-2x4",
+        "prod-vpc",
+        10,
+        {**PROD, "role": "web"},
+        guest_agent="not-running",
+    ),
+    DemoVM("acme/prod", "bd-ctg-1", "batch-01", "bm-c1", "prod-vpc", 40, {**PROD, "role": "batch"}),
+    DemoVM(
+        "acme/sandbox",
+        "bd-dha-1",
+        "dev-01",
+        "std-1x2",
+        "sandbox-vpc",
+        10,
+        {"env": "dev"},
+        guest_agent="not-installed",
+    ),
+    DemoVM("globex/main", "bd-dha-1", "gx-app-01", "std-2x4", "globex-vpc", 10, PROD),
+]
+
+
+class Command(BaseCommand):
+    help = "Create the demo accounts, users, VMs and volumes (idempotent)."
+
+    def handle(self, *args, **options):
+        services.sync_regions()
+        passwords = self._passwords()
+        with transaction.atomic():
+            accounts = {
+                slug: Account.objects.get_or_create(slug=slug, defaults={"name": name})[0]
+                for slug, name in ACCOUNTS.items()
+            }
+            projects = {
+                f"{account}/{slug}": Project.objects.get_or_create(
+                    account=accounts[account], slug=slug, defaults={"name": name}
+                )[0]
+                for account, slug, name in PROJECTS
+            }
+            users = {
+                name: self._user(name, passwords[name], grants, accounts, projects)
+                for name, (_, grants) in USERS.items()
+            }
+        for spec in VMS:
+            project = projects[spec.project]
+            actor = users["globex-user" if project.account.slug == "globex" else "acme-admin"]
+            self._vm(actor, project, Region.objects.get(slug=spec.region), spec)
+        self._loose_volume(users["acme-admin"], projects["acme/prod"])
+        self.stdout.write(self.style.SUCCESS("Demo data is in place. Logins:"))
+        for name, (purpose, _) in USERS.items():
+            self.stdout.write(f"  {name:15} {passwords[name]:22} {purpose}")
+
+    def _passwords(self) -> dict[str, str]:
+        path = settings.VAR_DIR / "demo-logins.json"
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        for name in USERS:
+            saved.setdefault(name, secrets.token_urlsafe(12))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(saved, indent=2))
+        path.chmod(0o600)
+        return saved
+
+    def _user(self, name, password, grants, accounts, projects):
+        user, created = get_user_model().objects.get_or_create(username=name)
+        if created or not user.check_password(password):
+            user.set_password(password)
+            user.save()
+        for perm, target in grants:
+            obj = projects[target] if "/" in target else accounts[target]
+            assign_perm(f"compute.{perm}", user, obj)
+        return user
+
+    def _vm(self, actor, project: Project, region: Region, spec: DemoVM) -> VM:
+        vm = VM.objects.filter(project=project, region=region, name=spec.name).first()
+        if vm is not None:
+            return vm
+        vm = services.create_vm(
+            actor=actor,
+            project=project,
+            region=region,
+            name=spec.name,
+            flavor=spec.flavor,
+            vpc=spec.vpc,
+            boot_size_bytes=spec.boot_gib * GiB,
+            tags=spec.tags,
+            guest_agent=spec.guest_agent,
+        )
+        volume_files.write_pattern(vm.volumes.get().path, 0, 4 * MiB, 0x42)
+        for index, (name, size_gib, written_mib) in enumerate(spec.data_volumes):
+            volume = services.create_volume(
+                actor=actor,
+                project=project,
+                region=region,
+                name=name,
+                size_bytes=size_gib * GiB,
+                tags=spec.tags,
+            )
+            volume_files.write_pattern(volume.path, 0, written_mib * MiB, 0x61 + index)
+            services.attach_volume(actor=actor, volume=volume, vm=vm, device=f"vd{chr(ord('b') + index)}")
+        if spec.running:
+            services.start_vm(actor=actor, vm=vm)
+        self.stdout.write(f"  created VM {project}/{spec.name} in {region}")
+        return vm
+
+    def _loose_volume(self, actor, project):
+        region = Region.objects.get(slug="bd-dha-1")
+        if not Volume.objects.filter(project=project, region=region, name="scratch-01").exists():
+            services.create_volume(
+                actor=actor,
+                project=project,
+                region=region,
+                name="scratch-01",
+                size_bytes=50 * GiB,
+                tags={"env": "prod", "owner": "data-team"},
+            )

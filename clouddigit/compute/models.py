@@ -1,0 +1,236 @@
+"""The compute inventory: accounts, projects, regions, hosts, VMs and volumes."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from guardian.shortcuts import get_objects_for_user
+
+from clouddigit.compute.flavors import FLAVOR_CHOICES, FLAVORS
+from clouddigit.statemachine import StateMachineMixin
+
+VIEW_INVENTORY = "compute.view_inventory"
+TAG_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._:/-]{0,62}$")
+
+
+def validate_tags(tags: object) -> None:
+    """Tags are a flat {key: value} map; keys are lower-case and safe to use in queries."""
+    if not isinstance(tags, dict):
+        raise ValidationError("Tags must be a map of key=value pairs.")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not TAG_KEY_RE.match(key) or "__" in key:
+            raise ValidationError(
+                f"Tag key {key!r} is not valid: use lower-case letters, digits and . _ : / - "
+                "(up to 63 characters, starting with a letter or digit)."
+            )
+        if not isinstance(value, str) or len(value) > 255:
+            raise ValidationError(f"Tag {key!r}: the value must be text of at most 255 characters.")
+
+
+def parse_tag(text: str) -> tuple[str, str]:
+    """'env=prod' -> ('env', 'prod'); raises ValidationError naming what is wrong."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ValidationError(f"Tag {text!r} must look like key=value, for example env=prod.")
+    validate_tags({key.strip(): value.strip()})
+    return key.strip(), value.strip()
+
+
+class Account(models.Model):
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=200)
+
+    class Meta:
+        ordering = ["slug"]
+        permissions = [
+            ("view_inventory", "Can list the VMs and volumes of every project in the account"),
+            ("operate_vms", "Can start and stop the VMs of every project in the account"),
+        ]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class ProjectQuerySet(models.QuerySet):
+    def visible_to(self, user, perm: str = VIEW_INVENTORY) -> ProjectQuerySet:
+        """Projects where `user` holds `perm`, on the project itself or on its account."""
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_superuser:
+            return self
+        # Project and Account share permission codenames; the bare codename makes guardian resolve it
+        # against `klass`'s content type.
+        codename = perm.split(".", 1)[-1]
+        projects = get_objects_for_user(user, codename, klass=Project, accept_global_perms=False)
+        accounts = get_objects_for_user(user, codename, klass=Account, accept_global_perms=False)
+        return self.filter(Q(pk__in=projects.values("pk")) | Q(account__in=accounts.values("pk")))
+
+
+class Project(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="projects")
+    slug = models.SlugField()
+    name = models.CharField(max_length=200)
+
+    objects = ProjectQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["account__slug", "slug"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "slug"], name="project_slug_unique_in_account")
+        ]
+        permissions = [
+            ("view_inventory", "Can list the project's VMs and volumes"),
+            ("operate_vms", "Can start and stop the project's VMs"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account.slug}/{self.slug}"
+
+
+class Region(models.Model):
+    """A region's backends. Rows are kept in step with settings.REGIONS by `sync_regions()`."""
+
+    slug = models.SlugField(primary_key=True)
+    name = models.CharField(max_length=100)
+    volume_dir = models.CharField(max_length=500)
+    s3_endpoint = models.URLField()
+    s3_bucket = models.CharField(max_length=63)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def config(self) -> dict:
+        """The settings entry, which also holds the S3 keys (secrets stay out of the database)."""
+        return settings.REGIONS[self.slug]
+
+
+class Host(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="hosts")
+    name = models.CharField(max_length=100, unique=True)
+    libvirt_uri = models.CharField(max_length=500, unique=True)
+    cpus = models.PositiveIntegerField(default=0)
+    memory_mib = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["region_id", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class InventoryQuerySet(models.QuerySet):
+    def visible_to(self, user, perm: str = VIEW_INVENTORY) -> InventoryQuerySet:
+        return self.filter(project__in=Project.objects.visible_to(user, perm).values("pk"))
+
+    def with_tag(self, key: str, value: str) -> InventoryQuerySet:
+        validate_tags({key: value})
+        return self.filter(**{f"tags__{key}": value})
+
+
+class VM(StateMachineMixin, models.Model):
+    class State(models.TextChoices):
+        STOPPED = "stopped", "Stopped"
+        STARTING = "starting", "Starting"
+        RUNNING = "running", "Running"
+        STOPPING = "stopping", "Stopping"
+
+    TRANSITIONS = {
+        State.STOPPED: {State.STARTING},
+        State.STARTING: {State.RUNNING, State.STOPPED},
+        State.RUNNING: {State.STOPPING},
+        State.STOPPING: {State.STOPPED, State.RUNNING},
+    }
+
+    class GuestAgent(models.TextChoices):
+        RUNNING = "running", "Running"
+        NOT_RUNNING = "not-running", "Installed, not running"
+        NOT_INSTALLED = "not-installed", "Not installed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="vms")
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="vms")
+    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="vms")
+    name = models.CharField(max_length=63)
+    flavor = models.CharField(max_length=32, choices=FLAVOR_CHOICES)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.STOPPED)
+    vpc = models.CharField("VPC", max_length=63)
+    guest_agent = models.CharField(max_length=16, choices=GuestAgent.choices, default=GuestAgent.RUNNING)
+    tags = models.JSONField(default=dict, blank=True, validators=[validate_tags])
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = InventoryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = "VM"
+        constraints = [models.UniqueConstraint(fields=["project", "region", "name"], name="vm_name_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def flavor_spec(self):
+        return FLAVORS[self.flavor]
+
+    @property
+    def in_transition(self) -> bool:
+        return self.state in {self.State.STARTING, self.State.STOPPING}
+
+
+class Volume(StateMachineMixin, models.Model):
+    class State(models.TextChoices):
+        AVAILABLE = "available", "Available"
+        ATTACHED = "attached", "Attached"
+        DETACHING = "detaching", "Detaching"
+
+    TRANSITIONS = {
+        State.AVAILABLE: {State.ATTACHED},
+        State.ATTACHED: {State.DETACHING},
+        State.DETACHING: {State.AVAILABLE, State.ATTACHED},
+    }
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="volumes")
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="volumes")
+    name = models.CharField(max_length=63)
+    size_bytes = models.PositiveBigIntegerField()
+    state = models.CharField(max_length=16, choices=State.choices, default=State.AVAILABLE)
+    vm = models.ForeignKey(VM, on_delete=models.PROTECT, null=True, blank=True, related_name="volumes")
+    device = models.CharField(max_length=8, blank=True, help_text="vda, sda, vdb ... while attached")
+    bootable = models.BooleanField(default=False)
+    path = models.CharField(max_length=500, help_text="The qcow2 file the volume writes to")
+    tags = models.JSONField(default=dict, blank=True, validators=[validate_tags])
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = InventoryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "region", "name"], name="volume_name_unique"),
+            models.UniqueConstraint(
+                fields=["vm", "device"], condition=Q(vm__isnull=False), name="volume_device_unique_per_vm"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def size_gib(self) -> float:
+        return self.size_bytes / 2**30

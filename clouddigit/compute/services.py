@@ -1,0 +1,265 @@
+"""Every operation on the compute inventory. Console views, API views, tasks and commands call these;
+none of them writes the models itself."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Count
+
+from clouddigit.backends import hypervisor, volumes
+from clouddigit.compute import tasks
+from clouddigit.compute.flavors import FLAVORS
+from clouddigit.compute.models import VM, Host, Project, Region, Volume, validate_tags
+from clouddigit.errors import BackendUnavailable, Conflict, InvalidRequest, PermissionRefused
+from clouddigit.queueing import enqueue, hypervisor_queue
+from clouddigit.statemachine import TransitionRefused
+
+log = logging.getLogger(__name__)
+
+OPERATE_VMS = "compute.operate_vms"
+
+
+def sync_regions() -> list[Region]:
+    """Make the Region and Host rows match settings.REGIONS (run at start-up and by `demo`)."""
+    regions = []
+    for slug, config in settings.REGIONS.items():
+        region, _ = Region.objects.update_or_create(
+            slug=slug,
+            defaults={
+                "name": config["name"],
+                "volume_dir": config["volume_dir"],
+                "s3_endpoint": config["s3_endpoint"],
+                "s3_bucket": config["s3_bucket"],
+            },
+        )
+        for uri in config["libvirt_uris"]:
+            info = _host_info_or_empty(uri)
+            Host.objects.update_or_create(
+                libvirt_uri=uri,
+                defaults={
+                    "region": region,
+                    "name": info.get("hostname") or _host_name(uri),
+                    "cpus": info.get("cpus", 0),
+                    "memory_mib": info.get("memory_mib", 0),
+                },
+            )
+        regions.append(region)
+    return regions
+
+
+def _host_name(uri: str) -> str:
+    """`test:///.../bd-dha-1-host-1.xml` -> `bd-dha-1-host-1`; `qemu+ssh://h7/system` -> `h7`."""
+    if uri.startswith("test://"):
+        return Path(uri.removeprefix("test://")).stem
+    return uri.split("://", 1)[-1].split("/", 1)[0].split("@")[-1] or uri
+
+
+def _host_info_or_empty(uri: str) -> dict:
+    try:
+        return hypervisor.host_info(uri)
+    except hypervisor.HypervisorError as error:
+        log.warning("host %s does not answer: %s", uri, error)
+        return {}
+
+
+def _check_name(name: str, field: str = "name") -> str:
+    name = (name or "").strip()
+    if not name or len(name) > 63 or not all(c.isalnum() or c in "-_." for c in name):
+        raise InvalidRequest(
+            f"{name!r} is not a valid name: use 1-63 letters, digits, '-', '_' or '.'.", field=field
+        )
+    return name
+
+
+def _check_tags(tags: dict | None) -> dict:
+    try:
+        validate_tags(tags or {})
+    except ValidationError as error:
+        raise InvalidRequest(error.messages[0], field="tags") from None
+    return dict(tags or {})
+
+
+def create_volume(
+    *,
+    actor,
+    project: Project,
+    region: Region,
+    name: str,
+    size_bytes: int,
+    bootable: bool = False,
+    tags: dict | None = None,
+) -> Volume:
+    """A new empty volume backed by its own qcow2 file under the region's volume folder."""
+    name = _check_name(name)
+    tags = _check_tags(tags)
+    if size_bytes <= 0 or size_bytes % 2**20:
+        raise InvalidRequest("The size must be a positive whole number of MiB.", field="size_bytes")
+    volume_id = uuid.uuid4()
+    path = Path(region.volume_dir) / f"{volume_id}.qcow2"
+    volumes.create(str(path), size_bytes)
+    try:
+        with transaction.atomic():
+            return Volume.objects.create(
+                id=volume_id,
+                project=project,
+                region=region,
+                name=name,
+                size_bytes=size_bytes,
+                bootable=bootable,
+                path=str(path),
+                tags=tags,
+            )
+    except IntegrityError:
+        path.unlink(missing_ok=True)
+        raise Conflict(
+            f"A volume named {name!r} already exists in {project} ({region}).", field="name"
+        ) from None
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _place(region: Region, bare_metal: bool) -> Host:
+    """The region's host with the fewest VMs (bare-metal flavors get a host of their own kind later)."""
+    host = Host.objects.filter(region=region).annotate(load=Count("vms")).order_by("load", "name").first()
+    if host is None:
+        raise BackendUnavailable(f"Region {region} has no hypervisor host; check CLOUDDIGIT_*_LIBVIRT_URIS.")
+    return host
+
+
+def create_vm(
+    *,
+    actor,
+    project: Project,
+    region: Region,
+    name: str,
+    flavor: str,
+    vpc: str,
+    boot_size_bytes: int,
+    tags: dict | None = None,
+    guest_agent: str = VM.GuestAgent.RUNNING,
+) -> VM:
+    """A stopped VM with a fresh boot volume attached as `vda` (`sda` on bare metal)."""
+    name = _check_name(name)
+    vpc = _check_name(vpc, field="vpc")
+    tags = _check_tags(tags)
+    if flavor not in FLAVORS:
+        raise InvalidRequest(
+            f"Unknown flavor {flavor!r}; choose one of {', '.join(FLAVORS)}.", field="flavor"
+        )
+    with transaction.atomic():
+        host = _place(region, FLAVORS[flavor].bare_metal)
+        try:
+            with transaction.atomic():
+                vm = VM.objects.create(
+                    project=project,
+                    region=region,
+                    host=host,
+                    name=name,
+                    flavor=flavor,
+                    vpc=vpc,
+                    tags=tags,
+                    guest_agent=guest_agent,
+                )
+        except IntegrityError:
+            raise Conflict(
+                f"A VM named {name!r} already exists in {project} ({region}).", field="name"
+            ) from None
+        boot = create_volume(
+            actor=actor,
+            project=project,
+            region=region,
+            name=f"{name}-boot",
+            size_bytes=boot_size_bytes,
+            bootable=True,
+            tags=tags,
+        )
+        attach_volume(actor=actor, volume=boot, vm=vm, device="sda" if FLAVORS[flavor].bare_metal else "vda")
+    return vm
+
+
+def attach_volume(*, actor, volume: Volume, vm: VM, device: str) -> Volume:
+    if volume.project_id != vm.project_id or volume.region_id != vm.region_id:
+        raise InvalidRequest("A volume attaches only to a VM of its own project and region.", field="vm")
+    volume.transition(Volume.State.ATTACHED, vm=vm, device=device)
+    return volume
+
+
+def domain_spec(vm: VM) -> hypervisor.DomainSpec:
+    """What the hypervisor should run for this row: the database is the truth."""
+    disks = [
+        hypervisor.DiskSpec(
+            path=volume.path,
+            target_dev=volume.device,
+            bus="virtio" if volume.device.startswith("vd") else "scsi",
+            fmt="qcow2",
+            boot=volume.bootable,
+        )
+        for volume in vm.volumes.order_by("device")
+    ]
+    flavor = vm.flavor_spec
+    return hypervisor.DomainSpec(
+        # Readable on the host, and unique even when a name is reused after a VM was deleted.
+        name=f"{vm.project.account.slug}-{vm.project.slug}-{vm.name}-{vm.id.hex[:8]}",
+        uuid=str(vm.id),
+        vcpus=flavor.vcpus,
+        memory_mib=flavor.memory_mib,
+        disks=disks,
+    )
+
+
+def _require(actor, perm: str, project: Project) -> None:
+    if not (actor.has_perm(perm, project) or actor.has_perm(perm, project.account)):
+        raise PermissionRefused(f"You may not do this in project {project}: it needs the {perm} permission.")
+
+
+def start_vm(*, actor, vm: VM) -> VM:
+    _require(actor, OPERATE_VMS, vm.project)
+    with transaction.atomic():
+        _transition_or_conflict(vm, VM.State.STARTING)
+        enqueue(tasks.apply_power_state, str(vm.id), queue=hypervisor_queue(vm.region_id))
+    return vm
+
+
+def stop_vm(*, actor, vm: VM) -> VM:
+    _require(actor, OPERATE_VMS, vm.project)
+    with transaction.atomic():
+        _transition_or_conflict(vm, VM.State.STOPPING)
+        enqueue(tasks.apply_power_state, str(vm.id), queue=hypervisor_queue(vm.region_id))
+    return vm
+
+
+def _transition_or_conflict(vm: VM, target: str) -> None:
+    try:
+        vm.transition(target, last_error="")
+    except TransitionRefused as refused:
+        raise Conflict(f"VM {vm.name} is {refused.current}; it cannot be {target} now.") from None
+
+
+def apply_power_state(vm_id: str) -> None:
+    """Worker side of start/stop: make the domain match a STARTING/STOPPING row, then settle the row.
+
+    Idempotent: a row already RUNNING or STOPPED is left alone, so a redelivered task does nothing.
+    """
+    vm = VM.objects.select_related("host", "project__account").get(pk=vm_id)
+    uri, spec = vm.host.libvirt_uri, domain_spec(vm)
+    if vm.state == VM.State.STARTING:
+        try:
+            hypervisor.start(uri, spec)
+        except hypervisor.HypervisorError as error:
+            vm.transition(VM.State.STOPPED, last_error=str(error))
+            raise
+        vm.transition(VM.State.RUNNING)
+    elif vm.state == VM.State.STOPPING:
+        try:
+            hypervisor.stop(uri, spec)
+        except hypervisor.HypervisorError as error:
+            vm.transition(VM.State.RUNNING, last_error=str(error))
+            raise
+        vm.transition(VM.State.STOPPED)

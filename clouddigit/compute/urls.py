@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from clouddigit.compute import views
+
+app_name = "compute"
+urlpatterns = [
+    path("vms/", views.vm_list, name="vm-list"),
+    path("vms/<uuid:pk>/", views.vm_detail, name="vm-detail"),
+    path("vms/<uuid:pk>/<str:action>/", views.vm_power, name="vm-power"),
+    path("volumes/", views.volume_list, name="volume-list"),
+    path("volumes/<uuid:pk>/", views.volume_detail, name="volume-detail"),
+]

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Count
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from clouddigit.backends import volumes as volume_files
+from clouddigit.compute import services
+from clouddigit.compute.filters import VMFilter, VolumeFilter
+from clouddigit.compute.models import VM, Volume
+from clouddigit.errors import ServiceError
+from clouddigit.htmx import render_page_or_fragment
+
+PAGE_SIZE = 50
+
+
+def _in_scope(queryset, request):
+    """The rows of the project and region chosen in the header's switchers."""
+    scope = request.scope
+    if not scope or scope.project is None:
+        return queryset.none()
+    queryset = queryset.filter(project=scope.project)
+    if scope.region is not None:
+        queryset = queryset.filter(region=scope.region)
+    return queryset
+
+
+def _list_page(request, queryset, filterset_class, template: str, extra: dict | None = None):
+    filterset = filterset_class(request.GET, queryset=_in_scope(queryset, request))
+    page = Paginator(filterset.qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {"filter": filterset, "page": page, "query": query.urlencode(), **(extra or {})}
+    return render_page_or_fragment(request, template, "table", context)
+
+
+@login_required
+def vm_list(request):
+    queryset = (
+        VM.objects.visible_to(request.user)
+        .select_related("region", "host")
+        .annotate(volume_count=Count("volumes"))
+        .order_by("name", "id")
+    )
+    return _list_page(request, queryset, VMFilter, "compute/vm_list.html")
+
+
+@login_required
+def vm_detail(request, pk):
+    vm = get_object_or_404(
+        VM.objects.visible_to(request.user).select_related("project__account", "region", "host"), pk=pk
+    )
+    context = {
+        "vm": vm,
+        "volumes": vm.volumes.order_by("device"),
+        "can_operate": request.user.has_perm(services.OPERATE_VMS, vm.project)
+        or request.user.has_perm(services.OPERATE_VMS, vm.project.account),
+    }
+    response = render_page_or_fragment(request, "compute/vm_detail.html", "power", context)
+    if request.htmx and not request.htmx.boosted and not vm.in_transition:
+        response.status_code = 286  # tells htmx to stop polling: the VM has settled
+    return response
+
+
+@login_required
+@require_POST
+def vm_power(request, pk, action):
+    vm = get_object_or_404(VM.objects.visible_to(request.user).select_related("project__account"), pk=pk)
+    operation = {"start": services.start_vm, "stop": services.stop_vm}.get(action)
+    if operation is None:
+        return redirect("compute:vm-detail", pk=vm.pk)
+    try:
+        operation(actor=request.user, vm=vm)
+        messages.success(request, f"VM {vm.name} is {vm.get_state_display().lower()}.")
+    except ServiceError as error:
+        messages.error(request, str(error))
+    return redirect("compute:vm-detail", pk=vm.pk)
+
+
+@login_required
+def volume_list(request):
+    queryset = Volume.objects.visible_to(request.user).select_related("region", "vm").order_by("name", "id")
+    return _list_page(request, queryset, VolumeFilter, "compute/volume_list.html")
+
+
+@login_required
+def volume_detail(request, pk):
+    volume = get_object_or_404(
+        Volume.objects.visible_to(request.user).select_related("project__account", "region", "vm"), pk=pk
+    )
+    chain, file_error = [], ""
+    try:
+        layers = volume_files.backing_chain(volume.path)
+    except volume_files.VolumeError as error:
+        file_error = str(error)
+    else:
+        chain = [
+            {
+                "file": layer["filename"],
+                "virtual_size": layer.get("virtual-size"),
+                "actual_size": layer.get("actual-size"),
+                "backing": layer.get("backing-filename", ""),
+            }
+            for layer in layers
+        ]
+    return render(
+        request, "compute/volume_detail.html", {"volume": volume, "chain": chain, "file_error": file_error}
+    )

@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+from celery import shared_task
+from django.utils import timezone
+
+from clouddigit.models import Heartbeat
+
+
+@shared_task
+def heartbeat(name: str = "worker") -> None:
+    """Scheduled by beat every 30 s; its row tells the console that beat and a worker are alive."""
+    Heartbeat.objects.update_or_create(name=name, defaults={"last_seen": timezone.now()})

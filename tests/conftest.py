@@ -1,0 +1,144 @@
+"""Fixtures every test module may use: the three people of every permission test, the inventory, and
+Celery running tasks in-process (tests that need a real worker start one themselves)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+from guardian.shortcuts import assign_perm
+
+from clouddigit.celery import app as celery_app
+
+pytest_plugins = ["tests.plugins.seaweed"]
+
+GiB = 2**30
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip when a server the test needs is not running, except in CI, where that is a failure."""
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        if sock.connect_ex((host, port)) == 0:
+            return
+    message = f"{name} does not answer on {host}:{port}"
+    if os.environ.get("CLOUDDIGIT_REQUIRE_SERVICES") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _eager_celery():
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = False
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def regions(db, tmp_path):
+    """Both regions, with their volume folders in the test's temporary folder."""
+    from clouddigit.compute.models import Region
+    from clouddigit.compute.services import sync_regions
+
+    sync_regions()
+    for region in Region.objects.all():
+        region.volume_dir = str(tmp_path / "volumes" / region.slug)
+        region.save()
+    return {region.slug: region for region in Region.objects.all()}
+
+
+@pytest.fixture
+def dha(regions):
+    return regions["bd-dha-1"]
+
+
+@pytest.fixture
+def ctg(regions):
+    return regions["bd-ctg-1"]
+
+
+@pytest.fixture
+def acme(db):
+    from clouddigit.compute.models import Account
+
+    return Account.objects.create(slug="acme", name="Acme Corp")
+
+
+@pytest.fixture
+def globex(db):
+    from clouddigit.compute.models import Account
+
+    return Account.objects.create(slug="globex", name="Globex Inc")
+
+
+@pytest.fixture
+def prod(acme):
+    from clouddigit.compute.models import Project
+
+    return Project.objects.create(account=acme, slug="prod", name="Production")
+
+
+@pytest.fixture
+def sandbox(acme):
+    from clouddigit.compute.models import Project
+
+    return Project.objects.create(account=acme, slug="sandbox", name="Sandbox")
+
+
+@pytest.fixture
+def globex_main(globex):
+    from clouddigit.compute.models import Project
+
+    return Project.objects.create(account=globex, slug="main", name="Main")
+
+
+@pytest.fixture
+def alice(django_user_model, acme):
+    """The owner: account admin of acme."""
+    user = django_user_model.objects.create_user("alice", password="alice-pass")
+    assign_perm("compute.view_inventory", user, acme)
+    assign_perm("compute.operate_vms", user, acme)
+    return user
+
+
+@pytest.fixture
+def bob(django_user_model, prod):
+    """A member with a granted role: can see acme/prod only, and operate nothing."""
+    user = django_user_model.objects.create_user("bob", password="bob-pass")
+    assign_perm("compute.view_inventory", user, prod)
+    return user
+
+
+@pytest.fixture
+def charlie(django_user_model, globex):
+    """An outsider from another account."""
+    user = django_user_model.objects.create_user("charlie", password="charlie-pass")
+    assign_perm("compute.view_inventory", user, globex)
+    assign_perm("compute.operate_vms", user, globex)
+    return user
+
+
+@pytest.fixture
+def make_vm(alice, dha):
+    from clouddigit.compute import services
+
+    def make(project, name="vm-1", *, region=None, flavor="std-2x4", tags=None, boot_gib=1, **extra):
+        return services.create_vm(
+            actor=alice,
+            project=project,
+            region=region or dha,
+            name=name,
+            flavor=flavor,
+            vpc="test-vpc",
+            boot_size_bytes=boot_gib * GiB,
+            tags=tags or {},
+            **extra,
+        )
+
+    return make

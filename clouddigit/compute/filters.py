@@ -35,8 +35,8 @@ class TagFilter(django_filters.Filter):
 
 class VMFilter(django_filters.FilterSet):
     name = django_filters.CharFilter(lookup_expr="icontains", label="Name contains")
-    state = django_filters.ChoiceFilter(choices=VM.State.choices)
-    flavor = django_filters.ChoiceFilter(choices=FLAVOR_CHOICES)
+    state = django_filters.ChoiceFilter(choices=VM.State.choices, empty_label="any")
+    flavor = django_filters.ChoiceFilter(choices=FLAVOR_CHOICES, empty_label="any")
     vpc = django_filters.CharFilter(label="VPC")
     tag = TagFilter(label="Tag (key=value)")
 
@@ -47,7 +47,7 @@ class VMFilter(django_filters.FilterSet):
 
 class VolumeFilter(django_filters.FilterSet):
     name = django_filters.CharFilter(lookup_expr="icontains", label="Name contains")
-    state = django_filters.ChoiceFilter(choices=Volume.State.choices)
+    state = django_filters.ChoiceFilter(choices=Volume.State.choices, empty_label="any")
     bootable = django_filters.BooleanFilter(
         widget=forms.Select(choices=[("", "any"), ("true", "yes"), ("false", "no")])
     )

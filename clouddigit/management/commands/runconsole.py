@@ -79,6 +79,7 @@ class Command(BaseCommand):
                 port_base=region["embedded_s3_port_base"],
                 access_key=region["s3_access_key"],
                 secret_key=region["s3_secret_key"],
+                log_path=settings.VAR_DIR / "logs" / f"s3-{region['slug']}.log",
             )
             server.name = f"s3-{region['slug']}"
             self.children.append(server)

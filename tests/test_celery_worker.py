@@ -85,7 +85,8 @@ def test_start_vm_runs_on_a_real_worker(broker, make_vm, prod, alice, tmp_path):
                 "-c",
                 "from django.contrib.auth.models import User; from clouddigit.compute import services; "
                 "from clouddigit.compute.models import VM; "
-                f"services.start_vm(actor=User.objects.get(username='alice'), vm=VM.objects.get(pk='{vm.pk}'))",
+                "alice = User.objects.get(username='alice'); "
+                f"services.start_vm(actor=alice, vm=VM.objects.get(pk='{vm.pk}'))",
             ],
             cwd=ROOT,
             env=env,

@@ -178,7 +178,7 @@ CSRF_COOKIE_SECURE = not DEBUG
 # (object store copies), `default` (reports, notifications, metrics). Tasks are queued with
 # transaction.on_commit and acknowledged late, so a worker killed mid-task leaves the message.
 # The embedded default broker is kombu's file-system transport: a broker that needs no server.
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost/")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):

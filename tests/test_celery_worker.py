@@ -49,7 +49,7 @@ def _redis_broker() -> str:
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("broker", ["redis", "filesystem"])
 def test_start_vm_runs_on_a_real_worker(broker, make_vm, prod, alice, tmp_path):
-    broker_url = _redis_broker() if broker == "redis" else "filesystem://"
+    broker_url = _redis_broker() if broker == "redis" else "filesystem://localhost/"
     vm = make_vm(prod, "db-01")
     env = _env(broker_url, tmp_path / "var")
     # The volume folder is the test's, so the worker finds the files the rows name.

@@ -13,6 +13,10 @@ class Flavor:
     memory_mib: int
     bare_metal: bool = False
 
+    @property
+    def memory_gib(self) -> int:
+        return self.memory_mib // 1024
+
 
 FLAVORS = {
     flavor.name: flavor

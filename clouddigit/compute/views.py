@@ -3,7 +3,8 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.db.models import Count
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -39,10 +40,14 @@ def _list_page(request, queryset, filterset_class, template: str, extra: dict | 
 
 @login_required
 def vm_list(request):
+    volume_counts = (
+        Volume.objects.filter(vm=OuterRef("pk")).order_by().values("vm").annotate(n=Count("pk")).values("n")
+    )
     queryset = (
         VM.objects.visible_to(request.user)
         .select_related("region", "host")
-        .annotate(volume_count=Count("volumes"))
+        # A correlated subquery counts volumes for the shown page only; Count() would group every row.
+        .annotate(volume_count=Coalesce(Subquery(volume_counts), 0))
         .order_by("name", "id")
     )
     return _list_page(request, queryset, VMFilter, "compute/vm_list.html")

@@ -87,6 +87,8 @@ INSTALLED_APPS = [
     "guardian",
     "clouddigit",
     "clouddigit.compute",
+    "clouddigit.audit",
+    "iam",
 ]
 
 MIDDLEWARE = [
@@ -100,7 +102,10 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "clouddigit.context.ScopeMiddleware",
+    "clouddigit.audit.context.SourceIPMiddleware",
 ]
+# How many proxies in front of the console append to X-Forwarded-For (0: trust REMOTE_ADDR only).
+TRUSTED_PROXY_COUNT = env_int("CLOUDDIGIT_TRUSTED_PROXY_COUNT", 0)
 
 ROOT_URLCONF = "clouddigit.urls"
 WSGI_APPLICATION = "clouddigit.wsgi.application"

@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from django.utils import timezone
 
+from clouddigit.errors import Conflict
 
-class TransitionRefused(Exception):
+
+class TransitionRefused(Conflict):
+    """A 409 for the user: the row is not in a state the operation can start from."""
+
     def __init__(self, obj, current: str, target: str):
         self.obj, self.current, self.target = obj, current, target
-        super().__init__(
-            f"{obj._meta.verbose_name} {obj} is {current}; it cannot become {target} from there."
-        )
+        super().__init__(f"{obj._meta.verbose_name} {obj} is {current}; it cannot become {target} from there.")
 
 
 class StateMachineMixin:

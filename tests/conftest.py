@@ -7,7 +7,6 @@ import os
 import socket
 
 import pytest
-from guardian.shortcuts import assign_perm
 
 from clouddigit.celery import app as celery_app
 
@@ -98,39 +97,40 @@ def globex_main(globex):
     return Project.objects.create(account=globex, slug="main", name="Main")
 
 
+def _user_with_role(django_user_model, name: str, role: str, account, project=None):
+    from iam.services import grant_role
+
+    user = django_user_model.objects.create_user(name, password=f"{name}-pass")
+    grant_role(actor=None, role=role, account=account, project=project, username=name)
+    return user
+
+
 @pytest.fixture
 def alice(django_user_model, acme):
     """The owner: account admin of acme."""
-    user = django_user_model.objects.create_user("alice", password="alice-pass")
-    assign_perm("compute.view_inventory", user, acme)
-    assign_perm("compute.operate_vms", user, acme)
-    return user
+    return _user_with_role(django_user_model, "alice", "account.admin", acme)
 
 
 @pytest.fixture
-def bob(django_user_model, prod):
-    """A member with a granted role: can see acme/prod only, and operate nothing."""
-    user = django_user_model.objects.create_user("bob", password="bob-pass")
-    assign_perm("compute.view_inventory", user, prod)
-    return user
+def bob(django_user_model, acme, prod):
+    """A member with a granted role: image publisher in acme/prod only."""
+    return _user_with_role(django_user_model, "bob", "image.publisher", acme, prod)
 
 
 @pytest.fixture
 def charlie(django_user_model, globex):
-    """An outsider from another account."""
-    user = django_user_model.objects.create_user("charlie", password="charlie-pass")
-    assign_perm("compute.view_inventory", user, globex)
-    assign_perm("compute.operate_vms", user, globex)
-    return user
+    """An outsider: admin of another account."""
+    return _user_with_role(django_user_model, "charlie", "account.admin", globex)
 
 
 @pytest.fixture
-def make_vm(alice, dha):
+def make_vm(dha):
+    """VMs made by the system (actor=None), as an operator's script would."""
     from clouddigit.compute import services
 
     def make(project, name="vm-1", *, region=None, flavor="std-2x4", tags=None, boot_gib=1, **extra):
         return services.create_vm(
-            actor=alice,
+            actor=None,
             project=project,
             region=region or dha,
             name=name,

@@ -13,6 +13,7 @@ from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
 from clouddigit.compute.flavors import FLAVOR_CHOICES, FLAVORS
+from clouddigit.compute.permissions import PERMISSIONS
 from clouddigit.statemachine import StateMachineMixin
 
 VIEW_INVENTORY = "compute.view_inventory"
@@ -42,16 +43,28 @@ def parse_tag(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
+class AccountQuerySet(models.QuerySet):
+    def holding(self, user, perm: str) -> AccountQuerySet:
+        """Accounts on which `user` holds `perm` account-wide (not only in one project)."""
+        if not user.is_authenticated:
+            return self.none()
+        if user.is_superuser:
+            return self
+        codename = perm.split(".", 1)[-1]
+        return self.filter(
+            pk__in=get_objects_for_user(user, codename, klass=Account, accept_global_perms=False).values("pk")
+        )
+
+
 class Account(models.Model):
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=200)
 
+    objects = AccountQuerySet.as_manager()
+
     class Meta:
         ordering = ["slug"]
-        permissions = [
-            ("view_inventory", "Can list the VMs and volumes of every project in the account"),
-            ("operate_vms", "Can start and stop the VMs of every project in the account"),
-        ]
+        permissions = PERMISSIONS
 
     def __str__(self) -> str:
         return self.slug
@@ -85,10 +98,7 @@ class Project(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["account", "slug"], name="project_slug_unique_in_account")
         ]
-        permissions = [
-            ("view_inventory", "Can list the project's VMs and volumes"),
-            ("operate_vms", "Can start and stop the project's VMs"),
-        ]
+        permissions = PERMISSIONS
 
     def __str__(self) -> str:
         return f"{self.account.slug}/{self.slug}"

@@ -16,14 +16,13 @@ from clouddigit.backends import hypervisor, volumes
 from clouddigit.compute import tasks
 from clouddigit.compute.flavors import FLAVORS
 from clouddigit.compute.models import VM, Host, Project, Region, Volume, validate_tags
-from clouddigit.errors import BackendUnavailable, Conflict, InvalidRequest, PermissionRefused
+from clouddigit.access import require
+from clouddigit.audit.log import Target, audited, record
+from clouddigit.audit.models import AuditEntry
+from clouddigit.errors import BackendUnavailable, Conflict, InvalidRequest
 from clouddigit.queueing import enqueue, hypervisor_queue
-from clouddigit.statemachine import TransitionRefused
 
 log = logging.getLogger(__name__)
-
-OPERATE_VMS = "compute.operate_vms"
-
 
 def sync_regions() -> list[Region]:
     """Make the Region and Host rows match settings.REGIONS (run at start-up and by `demo`)."""
@@ -85,6 +84,7 @@ def _check_tags(tags: dict | None) -> dict:
     return dict(tags or {})
 
 
+@audited("compute.volume.create")
 def create_volume(
     *,
     actor,
@@ -96,6 +96,7 @@ def create_volume(
     tags: dict | None = None,
 ) -> Volume:
     """A new empty volume backed by its own qcow2 file under the region's volume folder."""
+    require(actor, "operate_vms", project, "create volumes")
     name = _check_name(name)
     tags = _check_tags(tags)
     if size_bytes <= 0 or size_bytes % 2**20:
@@ -133,6 +134,7 @@ def _place(region: Region, bare_metal: bool) -> Host:
     return host
 
 
+@audited("compute.vm.create")
 def create_vm(
     *,
     actor,
@@ -153,38 +155,43 @@ def create_vm(
         raise InvalidRequest(
             f"Unknown flavor {flavor!r}; choose one of {', '.join(FLAVORS)}.", field="flavor"
         )
-    with transaction.atomic():
-        host = _place(region, FLAVORS[flavor].bare_metal)
-        try:
-            with transaction.atomic():
-                vm = VM.objects.create(
-                    project=project,
-                    region=region,
-                    host=host,
-                    name=name,
-                    flavor=flavor,
-                    vpc=vpc,
-                    tags=tags,
-                    guest_agent=guest_agent,
-                )
-        except IntegrityError:
-            raise Conflict(
-                f"A VM named {name!r} already exists in {project} ({region}).", field="name"
-            ) from None
-        boot = create_volume(
-            actor=actor,
-            project=project,
-            region=region,
-            name=f"{name}-boot",
-            size_bytes=boot_size_bytes,
-            bootable=True,
-            tags=tags,
-        )
+    require(actor, "operate_vms", project, "create VMs")
+    host = _place(region, FLAVORS[flavor].bare_metal)
+    try:
+        with transaction.atomic():
+            vm = VM.objects.create(
+                project=project,
+                region=region,
+                host=host,
+                name=name,
+                flavor=flavor,
+                vpc=vpc,
+                tags=tags,
+                guest_agent=guest_agent,
+            )
+    except IntegrityError:
+        raise Conflict(f"A VM named {name!r} already exists in {project} ({region}).", field="name") from None
+    boot = create_volume(
+        actor=actor,
+        project=project,
+        region=region,
+        name=f"{name}-boot",
+        size_bytes=boot_size_bytes,
+        bootable=True,
+        tags=tags,
+    )
+    try:
         attach_volume(actor=actor, volume=boot, vm=vm, device="sda" if FLAVORS[flavor].bare_metal else "vda")
+    except BaseException:
+        # The rows roll back with the transaction; the file is ours to remove.
+        Path(boot.path).unlink(missing_ok=True)
+        raise
     return vm
 
 
+@audited("compute.volume.attach", target="volume")
 def attach_volume(*, actor, volume: Volume, vm: VM, device: str) -> Volume:
+    require(actor, "operate_vms", vm.project, f"attach volumes to VM {vm.name}")
     if volume.project_id != vm.project_id or volume.region_id != vm.region_id:
         raise InvalidRequest("A volume attaches only to a VM of its own project and region.", field="vm")
     volume.transition(Volume.State.ATTACHED, vm=vm, device=device)
@@ -214,32 +221,20 @@ def domain_spec(vm: VM) -> hypervisor.DomainSpec:
     )
 
 
-def _require(actor, perm: str, project: Project) -> None:
-    if not (actor.has_perm(perm, project) or actor.has_perm(perm, project.account)):
-        raise PermissionRefused(f"You may not do this in project {project}: it needs the {perm} permission.")
-
-
+@audited("compute.vm.start", target="vm")
 def start_vm(*, actor, vm: VM) -> VM:
-    _require(actor, OPERATE_VMS, vm.project)
-    with transaction.atomic():
-        _transition_or_conflict(vm, VM.State.STARTING)
-        enqueue(tasks.apply_power_state, str(vm.id), queue=hypervisor_queue(vm.region_id))
+    require(actor, "operate_vms", vm.project, f"start VM {vm.name}")
+    vm.transition(VM.State.STARTING, last_error="")
+    enqueue(tasks.apply_power_state, str(vm.id), queue=hypervisor_queue(vm.region_id))
     return vm
 
 
+@audited("compute.vm.stop", target="vm")
 def stop_vm(*, actor, vm: VM) -> VM:
-    _require(actor, OPERATE_VMS, vm.project)
-    with transaction.atomic():
-        _transition_or_conflict(vm, VM.State.STOPPING)
-        enqueue(tasks.apply_power_state, str(vm.id), queue=hypervisor_queue(vm.region_id))
+    require(actor, "operate_vms", vm.project, f"stop VM {vm.name}")
+    vm.transition(VM.State.STOPPING, last_error="")
+    enqueue(tasks.apply_power_state, str(vm.id), queue=hypervisor_queue(vm.region_id))
     return vm
-
-
-def _transition_or_conflict(vm: VM, target: str) -> None:
-    try:
-        vm.transition(target, last_error="")
-    except TransitionRefused as refused:
-        raise Conflict(f"VM {vm.name} is {refused.current}; it cannot be {target} now.") from None
 
 
 def apply_power_state(vm_id: str) -> None:
@@ -250,16 +245,15 @@ def apply_power_state(vm_id: str) -> None:
     vm = VM.objects.select_related("host", "project__account").get(pk=vm_id)
     uri, spec = vm.host.libvirt_uri, domain_spec(vm)
     if vm.state == VM.State.STARTING:
-        try:
-            hypervisor.start(uri, spec)
-        except hypervisor.HypervisorError as error:
-            vm.transition(VM.State.STOPPED, last_error=str(error))
-            raise
-        vm.transition(VM.State.RUNNING)
+        action, done, undone, operation = "compute.vm.start", VM.State.RUNNING, VM.State.STOPPED, hypervisor.start
     elif vm.state == VM.State.STOPPING:
-        try:
-            hypervisor.stop(uri, spec)
-        except hypervisor.HypervisorError as error:
-            vm.transition(VM.State.RUNNING, last_error=str(error))
-            raise
-        vm.transition(VM.State.STOPPED)
+        action, done, undone, operation = "compute.vm.stop", VM.State.STOPPED, VM.State.RUNNING, hypervisor.stop
+    else:
+        return
+    try:
+        operation(uri, spec)
+    except hypervisor.HypervisorError as error:
+        vm.transition(undone, last_error=str(error))
+        record(actor=None, action=action, outcome=AuditEntry.Outcome.FAILED, target=Target.of(vm), message=str(error))
+        raise
+    vm.transition(done)

@@ -8,6 +8,7 @@ from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from clouddigit.access import can
 from clouddigit.backends import volumes as volume_files
 from clouddigit.compute import services
 from clouddigit.compute.filters import VMFilter, VolumeFilter
@@ -61,8 +62,7 @@ def vm_detail(request, pk):
     context = {
         "vm": vm,
         "volumes": vm.volumes.order_by("device"),
-        "can_operate": request.user.has_perm(services.OPERATE_VMS, vm.project)
-        or request.user.has_perm(services.OPERATE_VMS, vm.project.account),
+        "can_operate": can(request.user, "operate_vms", vm.project),
     }
     response = render_page_or_fragment(request, "compute/vm_detail.html", "power", context)
     if request.htmx and not request.htmx.boosted and not vm.in_transition:

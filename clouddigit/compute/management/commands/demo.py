@@ -14,11 +14,12 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
-from guardian.shortcuts import assign_perm
 
 from clouddigit.backends import volumes as volume_files
 from clouddigit.compute import services
 from clouddigit.compute.models import VM, Account, Project, Region, Volume
+from iam.models import RoleBinding
+from iam.services import grant_role
 
 GiB = 2**30
 MiB = 2**20
@@ -26,15 +27,13 @@ MiB = 2**20
 ACCOUNTS = {"acme": "Acme Corp", "globex": "Globex Inc"}
 PROJECTS = [("acme", "prod", "Production"), ("acme", "sandbox", "Sandbox"), ("globex", "main", "Main")]
 
-# username -> (what the login is for, [(permission, "account" | "account/project")])
+# username -> (what the login is for, role, "account" or "account/project")
 USERS = {
-    "acme-admin": ("account admin of acme", [("view_inventory", "acme"), ("operate_vms", "acme")]),
-    "prod-publisher": ("image publisher in acme/prod", [("view_inventory", "acme/prod")]),
-    "auditor": ("auditor of acme (read-only)", [("view_inventory", "acme")]),
-    "globex-user": (
-        "outsider: a user of the globex account",
-        [("view_inventory", "globex"), ("operate_vms", "globex")],
-    ),
+    "acme-admin": ("account admin of acme", "account.admin", "acme"),
+    "prod-publisher": ("image publisher in acme/prod", "image.publisher", "acme/prod"),
+    "prod-operator": ("snapshot operator in acme/prod", "snapshot.operator", "acme/prod"),
+    "auditor": ("auditor of acme (read-only)", "auditor", "acme"),
+    "globex-user": ("outsider: admin of the globex account", "account.admin", "globex"),
 }
 
 
@@ -110,8 +109,8 @@ class Command(BaseCommand):
                 for account, slug, name in PROJECTS
             }
             users = {
-                name: self._user(name, passwords[name], grants, accounts, projects)
-                for name, (_, grants) in USERS.items()
+                name: self._user(name, passwords[name], role, target, accounts, projects)
+                for name, (_, role, target) in USERS.items()
             }
         for spec in VMS:
             project = projects[spec.project]
@@ -119,7 +118,7 @@ class Command(BaseCommand):
             self._vm(actor, project, Region.objects.get(slug=spec.region), spec)
         self._loose_volume(users["acme-admin"], projects["acme/prod"])
         self.stdout.write(self.style.SUCCESS("Demo data is in place. Logins:"))
-        for name, (purpose, _) in USERS.items():
+        for name, (purpose, _, _) in USERS.items():
             self.stdout.write(f"  {name:15} {passwords[name]:22} {purpose}")
 
     def _passwords(self) -> dict[str, str]:
@@ -132,14 +131,16 @@ class Command(BaseCommand):
         path.chmod(0o600)
         return saved
 
-    def _user(self, name, password, grants, accounts, projects):
+    def _user(self, name, password, role, target, accounts, projects):
         user, created = get_user_model().objects.get_or_create(username=name)
         if created or not user.check_password(password):
             user.set_password(password)
             user.save()
-        for perm, target in grants:
-            obj = projects[target] if "/" in target else accounts[target]
-            assign_perm(f"compute.{perm}", user, obj)
+        account_slug, _, project_slug = target.partition("/")
+        account, project = accounts[account_slug], projects.get(target)
+        bound = RoleBinding.objects.filter(user=user, role=role, account=account, project=project).exists()
+        if not bound:
+            grant_role(actor=None, role=role, account=account, project=project, username=name)
         return user
 
     def _vm(self, actor, project: Project, region: Region, spec: DemoVM) -> VM:

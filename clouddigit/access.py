@@ -29,5 +29,6 @@ def can(actor, perm: str, obj) -> bool:
 def require(actor, perm: str, obj, doing: str) -> None:
     if not can(actor, perm, obj):
         raise PermissionRefused(
-            f"You may not {doing} in {obj}: it needs a role that grants '{perm}'. Ask an admin of the account."
+            f"You may not {doing} in {obj}: it needs a role that grants '{perm}'. "
+            "Ask an admin of the account for one."
         )

@@ -15,7 +15,9 @@ class TransitionRefused(Conflict):
 
     def __init__(self, obj, current: str, target: str):
         self.obj, self.current, self.target = obj, current, target
-        super().__init__(f"{obj._meta.verbose_name} {obj} is {current}; it cannot become {target} from there.")
+        super().__init__(
+            f"{obj._meta.verbose_name} {obj} is {current}; it cannot become {target} from there."
+        )
 
 
 class StateMachineMixin:

@@ -118,6 +118,7 @@ def audited(action: str, *, target: str | None = None):
                     message=str(error),
                     detail=detail,
                 )
+                error.audited = True  # the API's error handler need not record it again
                 raise
 
         return wrapper

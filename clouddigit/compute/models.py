@@ -84,6 +84,16 @@ class ProjectQuerySet(models.QuerySet):
         accounts = get_objects_for_user(user, codename, klass=Account, accept_global_perms=False)
         return self.filter(Q(pk__in=projects.values("pk")) | Q(account__in=accounts.values("pk")))
 
+    def by_reference(self, reference: str) -> ProjectQuerySet:
+        """A project named as its id or as `account/project`."""
+        account, sep, slug = reference.partition("/")
+        if sep:
+            return self.filter(account__slug=account, slug=slug)
+        try:
+            return self.filter(pk=uuid.UUID(reference))
+        except ValueError:
+            return self.none()
+
 
 class Project(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)

@@ -12,17 +12,18 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 
+from clouddigit.access import require
+from clouddigit.audit.log import Target, audited, record
+from clouddigit.audit.models import AuditEntry
 from clouddigit.backends import hypervisor, volumes
 from clouddigit.compute import tasks
 from clouddigit.compute.flavors import FLAVORS
 from clouddigit.compute.models import VM, Host, Project, Region, Volume, validate_tags
-from clouddigit.access import require
-from clouddigit.audit.log import Target, audited, record
-from clouddigit.audit.models import AuditEntry
 from clouddigit.errors import BackendUnavailable, Conflict, InvalidRequest
 from clouddigit.queueing import enqueue, hypervisor_queue
 
 log = logging.getLogger(__name__)
+
 
 def sync_regions() -> list[Region]:
     """Make the Region and Host rows match settings.REGIONS (run at start-up and by `demo`)."""
@@ -245,15 +246,31 @@ def apply_power_state(vm_id: str) -> None:
     vm = VM.objects.select_related("host", "project__account").get(pk=vm_id)
     uri, spec = vm.host.libvirt_uri, domain_spec(vm)
     if vm.state == VM.State.STARTING:
-        action, done, undone, operation = "compute.vm.start", VM.State.RUNNING, VM.State.STOPPED, hypervisor.start
+        action, done, undone, operation = (
+            "compute.vm.start",
+            VM.State.RUNNING,
+            VM.State.STOPPED,
+            hypervisor.start,
+        )
     elif vm.state == VM.State.STOPPING:
-        action, done, undone, operation = "compute.vm.stop", VM.State.STOPPED, VM.State.RUNNING, hypervisor.stop
+        action, done, undone, operation = (
+            "compute.vm.stop",
+            VM.State.STOPPED,
+            VM.State.RUNNING,
+            hypervisor.stop,
+        )
     else:
         return
     try:
         operation(uri, spec)
     except hypervisor.HypervisorError as error:
         vm.transition(undone, last_error=str(error))
-        record(actor=None, action=action, outcome=AuditEntry.Outcome.FAILED, target=Target.of(vm), message=str(error))
+        record(
+            actor=None,
+            action=action,
+            outcome=AuditEntry.Outcome.FAILED,
+            target=Target.of(vm),
+            message=str(error),
+        )
         raise
     vm.transition(done)

@@ -8,31 +8,113 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('compute', '0001_initial'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("compute", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='RoleBinding',
+            name="RoleBinding",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('role', models.CharField(choices=[('image.viewer', 'image.viewer'), ('image.publisher', 'image.publisher'), ('image.admin', 'image.admin'), ('image.cis-attestor', 'image.cis-attestor'), ('snapshot.viewer', 'snapshot.viewer'), ('snapshot.operator', 'snapshot.operator'), ('snapshot.admin', 'snapshot.admin'), ('auditor', 'auditor'), ('account.admin', 'account.admin')], max_length=32)),
-                ('granted_by', models.CharField(max_length=150)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='role_bindings', to='compute.account')),
-                ('group', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='role_bindings', to='auth.group')),
-                ('project', models.ForeignKey(blank=True, help_text='Empty: the whole account', null=True, on_delete=django.db.models.deletion.CASCADE, related_name='role_bindings', to='compute.project')),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='role_bindings', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("image.viewer", "image.viewer"),
+                            ("image.publisher", "image.publisher"),
+                            ("image.admin", "image.admin"),
+                            ("image.cis-attestor", "image.cis-attestor"),
+                            ("snapshot.viewer", "snapshot.viewer"),
+                            ("snapshot.operator", "snapshot.operator"),
+                            ("snapshot.admin", "snapshot.admin"),
+                            ("auditor", "auditor"),
+                            ("account.admin", "account.admin"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("granted_by", models.CharField(max_length=150)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="role_bindings",
+                        to="compute.account",
+                    ),
+                ),
+                (
+                    "group",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="role_bindings",
+                        to="auth.group",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Empty: the whole account",
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="role_bindings",
+                        to="compute.project",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="role_bindings",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['account__slug', 'project__slug', 'role'],
-                'constraints': [models.CheckConstraint(condition=models.Q(models.Q(('group__isnull', True), ('user__isnull', False)), models.Q(('group__isnull', False), ('user__isnull', True)), _connector='OR'), name='rolebinding_one_principal'), models.UniqueConstraint(condition=models.Q(('project__isnull', False), ('user__isnull', False)), fields=('role', 'user', 'project'), name='rolebinding_user_project_unique'), models.UniqueConstraint(condition=models.Q(('project__isnull', True), ('user__isnull', False)), fields=('role', 'user', 'account'), name='rolebinding_user_account_unique'), models.UniqueConstraint(condition=models.Q(('group__isnull', False), ('project__isnull', False)), fields=('role', 'group', 'project'), name='rolebinding_group_project_unique'), models.UniqueConstraint(condition=models.Q(('group__isnull', False), ('project__isnull', True)), fields=('role', 'group', 'account'), name='rolebinding_group_account_unique')],
+                "ordering": ["account__slug", "project__slug", "role"],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            models.Q(("group__isnull", True), ("user__isnull", False)),
+                            models.Q(("group__isnull", False), ("user__isnull", True)),
+                            _connector="OR",
+                        ),
+                        name="rolebinding_one_principal",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("project__isnull", False), ("user__isnull", False)),
+                        fields=("role", "user", "project"),
+                        name="rolebinding_user_project_unique",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("project__isnull", True), ("user__isnull", False)),
+                        fields=("role", "user", "account"),
+                        name="rolebinding_user_account_unique",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("group__isnull", False), ("project__isnull", False)),
+                        fields=("role", "group", "project"),
+                        name="rolebinding_group_project_unique",
+                    ),
+                    models.UniqueConstraint(
+                        condition=models.Q(("group__isnull", False), ("project__isnull", True)),
+                        fields=("role", "group", "account"),
+                        name="rolebinding_group_account_unique",
+                    ),
+                ],
             },
         ),
     ]

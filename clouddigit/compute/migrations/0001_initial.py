@@ -9,124 +9,288 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Account',
+            name="Account",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(unique=True)),
-                ('name', models.CharField(max_length=200)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("slug", models.SlugField(unique=True)),
+                ("name", models.CharField(max_length=200)),
             ],
             options={
-                'ordering': ['slug'],
-                'permissions': [('view_inventory', 'List VMs and volumes'), ('operate_vms', 'Create VMs and volumes, attach volumes, start and stop VMs'), ('view_snapshots', 'List snapshots and read their metadata'), ('create_snapshots', 'Create, tag and copy snapshots'), ('restore_snapshots', 'Restore snapshots to new volumes and VMs'), ('delete_snapshots', 'Delete snapshots'), ('rollback_snapshots', 'Roll volumes back to a snapshot'), ('manage_snapshot_quotas', 'Raise snapshot limits'), ('manage_policies', 'Create, change and delete snapshot policies'), ('view_images', 'List images and read their metadata'), ('publish_images', 'Upload, build and tag images'), ('share_images', 'Share images across projects and mark them org-shared'), ('attest_images', 'Sign images as CIS-hardened'), ('view_audit', 'Read the audit log and download reports'), ('manage_roles', 'Grant and revoke roles')],
+                "ordering": ["slug"],
+                "permissions": [
+                    ("view_inventory", "List VMs and volumes"),
+                    ("operate_vms", "Create VMs and volumes, attach volumes, start and stop VMs"),
+                    ("view_snapshots", "List snapshots and read their metadata"),
+                    ("create_snapshots", "Create, tag and copy snapshots"),
+                    ("restore_snapshots", "Restore snapshots to new volumes and VMs"),
+                    ("delete_snapshots", "Delete snapshots"),
+                    ("rollback_snapshots", "Roll volumes back to a snapshot"),
+                    ("manage_snapshot_quotas", "Raise snapshot limits"),
+                    ("manage_policies", "Create, change and delete snapshot policies"),
+                    ("view_images", "List images and read their metadata"),
+                    ("publish_images", "Upload, build and tag images"),
+                    ("share_images", "Share images across projects and mark them org-shared"),
+                    ("attest_images", "Sign images as CIS-hardened"),
+                    ("view_audit", "Read the audit log and download reports"),
+                    ("manage_roles", "Grant and revoke roles"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Region',
+            name="Region",
             fields=[
-                ('slug', models.SlugField(primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=100)),
-                ('volume_dir', models.CharField(max_length=500)),
-                ('s3_endpoint', models.URLField()),
-                ('s3_bucket', models.CharField(max_length=63)),
+                ("slug", models.SlugField(primary_key=True, serialize=False)),
+                ("name", models.CharField(max_length=100)),
+                ("volume_dir", models.CharField(max_length=500)),
+                ("s3_endpoint", models.URLField()),
+                ("s3_bucket", models.CharField(max_length=63)),
             ],
             options={
-                'ordering': ['slug'],
+                "ordering": ["slug"],
             },
         ),
         migrations.CreateModel(
-            name='Project',
+            name="Project",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('slug', models.SlugField()),
-                ('name', models.CharField(max_length=200)),
-                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='projects', to='compute.account')),
+                (
+                    "id",
+                    models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False),
+                ),
+                ("slug", models.SlugField()),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "account",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="projects",
+                        to="compute.account",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['account__slug', 'slug'],
-                'permissions': [('view_inventory', 'List VMs and volumes'), ('operate_vms', 'Create VMs and volumes, attach volumes, start and stop VMs'), ('view_snapshots', 'List snapshots and read their metadata'), ('create_snapshots', 'Create, tag and copy snapshots'), ('restore_snapshots', 'Restore snapshots to new volumes and VMs'), ('delete_snapshots', 'Delete snapshots'), ('rollback_snapshots', 'Roll volumes back to a snapshot'), ('manage_snapshot_quotas', 'Raise snapshot limits'), ('manage_policies', 'Create, change and delete snapshot policies'), ('view_images', 'List images and read their metadata'), ('publish_images', 'Upload, build and tag images'), ('share_images', 'Share images across projects and mark them org-shared'), ('attest_images', 'Sign images as CIS-hardened'), ('view_audit', 'Read the audit log and download reports'), ('manage_roles', 'Grant and revoke roles')],
+                "ordering": ["account__slug", "slug"],
+                "permissions": [
+                    ("view_inventory", "List VMs and volumes"),
+                    ("operate_vms", "Create VMs and volumes, attach volumes, start and stop VMs"),
+                    ("view_snapshots", "List snapshots and read their metadata"),
+                    ("create_snapshots", "Create, tag and copy snapshots"),
+                    ("restore_snapshots", "Restore snapshots to new volumes and VMs"),
+                    ("delete_snapshots", "Delete snapshots"),
+                    ("rollback_snapshots", "Roll volumes back to a snapshot"),
+                    ("manage_snapshot_quotas", "Raise snapshot limits"),
+                    ("manage_policies", "Create, change and delete snapshot policies"),
+                    ("view_images", "List images and read their metadata"),
+                    ("publish_images", "Upload, build and tag images"),
+                    ("share_images", "Share images across projects and mark them org-shared"),
+                    ("attest_images", "Sign images as CIS-hardened"),
+                    ("view_audit", "Read the audit log and download reports"),
+                    ("manage_roles", "Grant and revoke roles"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='Host',
+            name="Host",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('libvirt_uri', models.CharField(max_length=500, unique=True)),
-                ('cpus', models.PositiveIntegerField(default=0)),
-                ('memory_mib', models.PositiveBigIntegerField(default=0)),
-                ('region', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='hosts', to='compute.region')),
+                (
+                    "id",
+                    models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False),
+                ),
+                ("name", models.CharField(max_length=100, unique=True)),
+                ("libvirt_uri", models.CharField(max_length=500, unique=True)),
+                ("cpus", models.PositiveIntegerField(default=0)),
+                ("memory_mib", models.PositiveBigIntegerField(default=0)),
+                (
+                    "region",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="hosts", to="compute.region"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['region_id', 'name'],
+                "ordering": ["region_id", "name"],
             },
         ),
         migrations.CreateModel(
-            name='VM',
+            name="VM",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=63)),
-                ('flavor', models.CharField(choices=[('std-1x2', 'std-1x2'), ('std-2x4', 'std-2x4'), ('std-4x8', 'std-4x8'), ('mem-4x32', 'mem-4x32'), ('bm-c1', 'bm-c1')], max_length=32)),
-                ('state', models.CharField(choices=[('stopped', 'Stopped'), ('starting', 'Starting'), ('running', 'Running'), ('stopping', 'Stopping')], default='stopped', max_length=16)),
-                ('vpc', models.CharField(max_length=63, verbose_name='VPC')),
-                ('guest_agent', models.CharField(choices=[('running', 'Running'), ('not-running', 'Installed, not running'), ('not-installed', 'Not installed')], default='running', max_length=16)),
-                ('tags', models.JSONField(blank=True, default=dict, validators=[clouddigit.compute.models.validate_tags])),
-                ('last_error', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('host', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='vms', to='compute.host')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='vms', to='compute.project')),
-                ('region', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='vms', to='compute.region')),
+                (
+                    "id",
+                    models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False),
+                ),
+                ("name", models.CharField(max_length=63)),
+                (
+                    "flavor",
+                    models.CharField(
+                        choices=[
+                            ("std-1x2", "std-1x2"),
+                            ("std-2x4", "std-2x4"),
+                            ("std-4x8", "std-4x8"),
+                            ("mem-4x32", "mem-4x32"),
+                            ("bm-c1", "bm-c1"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("stopped", "Stopped"),
+                            ("starting", "Starting"),
+                            ("running", "Running"),
+                            ("stopping", "Stopping"),
+                        ],
+                        default="stopped",
+                        max_length=16,
+                    ),
+                ),
+                ("vpc", models.CharField(max_length=63, verbose_name="VPC")),
+                (
+                    "guest_agent",
+                    models.CharField(
+                        choices=[
+                            ("running", "Running"),
+                            ("not-running", "Installed, not running"),
+                            ("not-installed", "Not installed"),
+                        ],
+                        default="running",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "tags",
+                    models.JSONField(
+                        blank=True, default=dict, validators=[clouddigit.compute.models.validate_tags]
+                    ),
+                ),
+                ("last_error", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "host",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="vms", to="compute.host"
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="vms", to="compute.project"
+                    ),
+                ),
+                (
+                    "region",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT, related_name="vms", to="compute.region"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'VM',
-                'ordering': ['name'],
+                "verbose_name": "VM",
+                "ordering": ["name"],
             },
             bases=(clouddigit.statemachine.StateMachineMixin, models.Model),
         ),
         migrations.CreateModel(
-            name='Volume',
+            name="Volume",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=63)),
-                ('size_bytes', models.PositiveBigIntegerField()),
-                ('state', models.CharField(choices=[('available', 'Available'), ('attached', 'Attached'), ('detaching', 'Detaching')], default='available', max_length=16)),
-                ('device', models.CharField(blank=True, help_text='vda, sda, vdb ... while attached', max_length=8)),
-                ('bootable', models.BooleanField(default=False)),
-                ('path', models.CharField(help_text='The qcow2 file the volume writes to', max_length=500)),
-                ('tags', models.JSONField(blank=True, default=dict, validators=[clouddigit.compute.models.validate_tags])),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='volumes', to='compute.project')),
-                ('region', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='volumes', to='compute.region')),
-                ('vm', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='volumes', to='compute.vm')),
+                (
+                    "id",
+                    models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False),
+                ),
+                ("name", models.CharField(max_length=63)),
+                ("size_bytes", models.PositiveBigIntegerField()),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("available", "Available"),
+                            ("attached", "Attached"),
+                            ("detaching", "Detaching"),
+                        ],
+                        default="available",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "device",
+                    models.CharField(blank=True, help_text="vda, sda, vdb ... while attached", max_length=8),
+                ),
+                ("bootable", models.BooleanField(default=False)),
+                ("path", models.CharField(help_text="The qcow2 file the volume writes to", max_length=500)),
+                (
+                    "tags",
+                    models.JSONField(
+                        blank=True, default=dict, validators=[clouddigit.compute.models.validate_tags]
+                    ),
+                ),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="volumes",
+                        to="compute.project",
+                    ),
+                ),
+                (
+                    "region",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="volumes",
+                        to="compute.region",
+                    ),
+                ),
+                (
+                    "vm",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="volumes",
+                        to="compute.vm",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
             bases=(clouddigit.statemachine.StateMachineMixin, models.Model),
         ),
         migrations.AddConstraint(
-            model_name='project',
-            constraint=models.UniqueConstraint(fields=('account', 'slug'), name='project_slug_unique_in_account'),
+            model_name="project",
+            constraint=models.UniqueConstraint(
+                fields=("account", "slug"), name="project_slug_unique_in_account"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='vm',
-            constraint=models.UniqueConstraint(fields=('project', 'region', 'name'), name='vm_name_unique'),
+            model_name="vm",
+            constraint=models.UniqueConstraint(fields=("project", "region", "name"), name="vm_name_unique"),
         ),
         migrations.AddConstraint(
-            model_name='volume',
-            constraint=models.UniqueConstraint(fields=('project', 'region', 'name'), name='volume_name_unique'),
+            model_name="volume",
+            constraint=models.UniqueConstraint(
+                fields=("project", "region", "name"), name="volume_name_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='volume',
-            constraint=models.UniqueConstraint(condition=models.Q(('vm__isnull', False)), fields=('vm', 'device'), name='volume_device_unique_per_vm'),
+            model_name="volume",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("vm__isnull", False)),
+                fields=("vm", "device"),
+                name="volume_device_unique_per_vm",
+            ),
         ),
     ]

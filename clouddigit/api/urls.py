@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.views import obtain_auth_token
+from rest_framework.routers import DefaultRouter
+
+from clouddigit.audit.api import AuditEntryViewSet
+from clouddigit.compute.api import ProjectViewSet, RegionViewSet, VMViewSet, VolumeViewSet
+from iam.api import RoleBindingViewSet
+
+router = DefaultRouter()
+router.register("projects", ProjectViewSet, basename="project")
+router.register("regions", RegionViewSet, basename="region")
+router.register("compute/vms", VMViewSet, basename="vm")
+router.register("compute/volumes", VolumeViewSet, basename="volume")
+router.register("iam/role-bindings", RoleBindingViewSet, basename="role-binding")
+router.register("audit/entries", AuditEntryViewSet, basename="audit-entry")
+
+app_name = "api"
+urlpatterns = [
+    path("auth/token/", obtain_auth_token, name="token"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("", include(router.urls)),
+]

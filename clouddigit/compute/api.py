@@ -1,0 +1,153 @@
+"""REST API for the inventory: projects, regions, VMs, volumes (read), VM start/stop (services)."""
+
+from __future__ import annotations
+
+import django_filters
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from clouddigit.compute import services
+from clouddigit.compute.filters import VMFilter, VolumeFilter
+from clouddigit.compute.models import VM, Project, Region, Volume
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    account = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    path = serializers.CharField(source="__str__", read_only=True, help_text="account/project")
+
+    class Meta:
+        model = Project
+        fields = ["id", "path", "account", "slug", "name"]
+
+
+class RegionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Region
+        fields = ["slug", "name"]
+
+
+class VolumeSerializer(serializers.ModelSerializer):
+    project = serializers.CharField(source="project.__str__", read_only=True)
+    vm = serializers.PrimaryKeyRelatedField(read_only=True)
+    vm_name = serializers.CharField(source="vm.name", read_only=True, default=None)
+
+    class Meta:
+        model = Volume
+        fields = [
+            "id",
+            "name",
+            "project",
+            "region",
+            "size_bytes",
+            "state",
+            "vm",
+            "vm_name",
+            "device",
+            "bootable",
+            "tags",
+            "created_at",
+        ]
+
+
+class VMSerializer(serializers.ModelSerializer):
+    project = serializers.CharField(source="project.__str__", read_only=True)
+    host = serializers.CharField(source="host.name", read_only=True)
+
+    class Meta:
+        model = VM
+        fields = [
+            "id",
+            "name",
+            "project",
+            "region",
+            "host",
+            "flavor",
+            "state",
+            "vpc",
+            "guest_agent",
+            "tags",
+            "last_error",
+            "created_at",
+        ]
+
+
+class ProjectReferenceFilter(django_filters.CharFilter):
+    """`?project=acme/prod` or `?project=<id>`."""
+
+    def filter(self, qs, value):
+        if not value:
+            return qs
+        return qs.filter(project__in=Project.objects.by_reference(value))
+
+
+class VMAPIFilter(VMFilter):
+    project = ProjectReferenceFilter(help_text="account/project or a project id")
+    region = django_filters.CharFilter(field_name="region__slug")
+
+    class Meta(VMFilter.Meta):
+        fields = [*VMFilter.Meta.fields, "project", "region"]
+
+
+class VolumeAPIFilter(VolumeFilter):
+    project = ProjectReferenceFilter(help_text="account/project or a project id")
+    region = django_filters.CharFilter(field_name="region__slug")
+
+    class Meta(VolumeFilter.Meta):
+        fields = [*VolumeFilter.Meta.fields, "project", "region"]
+
+
+class ProjectViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = ProjectSerializer
+
+    def get_queryset(self):
+        return Project.objects.visible_to(self.request.user).select_related("account")
+
+
+class RegionViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = RegionSerializer
+    queryset = Region.objects.all()
+    lookup_field = "slug"
+
+
+class VMViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = VMSerializer
+    filterset_class = VMAPIFilter
+
+    def get_queryset(self):
+        return (
+            VM.objects.visible_to(self.request.user)
+            .select_related("project__account", "host")
+            .order_by("project__account__slug", "project__slug", "name")
+        )
+
+    def _power(self, request, pk, operation):
+        vm = get_object_or_404(self.get_queryset(), pk=pk)
+        vm = operation(actor=request.user, vm=vm)
+        return Response(VMSerializer(vm).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={202: VMSerializer})
+    @action(detail=True, methods=["post"])
+    def start(self, request, pk=None):
+        """Queue a start; the VM is `starting` until the hypervisor worker has started it."""
+        return self._power(request, pk, services.start_vm)
+
+    @extend_schema(request=None, responses={202: VMSerializer})
+    @action(detail=True, methods=["post"])
+    def stop(self, request, pk=None):
+        """Queue a stop; the VM is `stopping` until the hypervisor worker has stopped it."""
+        return self._power(request, pk, services.stop_vm)
+
+
+class VolumeViewSet(viewsets.ReadOnlyModelViewSet):
+    serializer_class = VolumeSerializer
+    filterset_class = VolumeAPIFilter
+
+    def get_queryset(self):
+        return (
+            Volume.objects.visible_to(self.request.user)
+            .select_related("project__account", "vm")
+            .order_by("project__account__slug", "project__slug", "name")
+        )

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from clouddigit.access import can
+from clouddigit.audit.log import record
+from clouddigit.audit.models import AuditEntry
+from clouddigit.compute.models import Account
+from clouddigit.errors import ServiceError
+from iam import services
+from iam.api import RoleBindingFilter
+from iam.forms import GrantForm
+from iam.models import RoleBinding
+from iam.roles import ROLES
+
+
+def _accounts(user):
+    """Accounts whose bindings the user may list: those it administers or audits."""
+    return (
+        Account.objects.holding(user, "manage_roles") | Account.objects.holding(user, "view_audit")
+    ).distinct()
+
+
+def _current_account(request):
+    accounts = list(_accounts(request.user))
+    wanted = request.GET.get("account") or request.POST.get("account")
+    if wanted is None and request.scope and request.scope.project:
+        wanted = request.scope.project.account.slug
+    return accounts, next((a for a in accounts if a.slug == wanted), accounts[0] if accounts else None)
+
+
+@login_required
+def bindings(request, form: GrantForm | None = None, status: int = 200):
+    accounts, account = _current_account(request)
+    queryset = RoleBinding.objects.visible_to(request.user).select_related(
+        "user", "group", "account", "project"
+    )
+    if account is not None:
+        queryset = queryset.filter(account=account)
+    filterset = RoleBindingFilter(request.GET, queryset=queryset)
+    page = Paginator(filterset.qs, 100).get_page(request.GET.get("page"))
+    can_grant = account is not None and can(request.user, "manage_roles", account)
+    if form is None and can_grant:
+        form = GrantForm(account=account)
+    context = {
+        "accounts": accounts,
+        "account": account,
+        "filter": filterset,
+        "page": page,
+        "form": form,
+        "can_grant": can_grant,
+        "roles": ROLES.values(),
+    }
+    return render(request, "iam/bindings.html", context, status=status)
+
+
+@login_required
+@require_POST
+def grant(request):
+    _, account = _current_account(request)
+    if account is None:
+        return redirect("iam:bindings")
+    form = GrantForm(request.POST, account=account)
+    if not form.is_valid():
+        record(
+            actor=request.user,
+            action="iam.role.grant",
+            outcome=AuditEntry.Outcome.REFUSED,
+            message="; ".join(
+                f"{field or 'form'}: {' '.join(errors)}" for field, errors in form.errors.items()
+            ),
+        )
+        return bindings(request, form=form, status=400)
+    try:
+        binding = services.grant_role(
+            actor=request.user,
+            role=form.cleaned_data["role"],
+            account=account,
+            project=form.project,
+            username=form.cleaned_data["user"],
+            group_name=form.cleaned_data["group"],
+        )
+    except ServiceError as error:
+        form.add_error(error.field if error.field in form.fields else None, error.message)
+        return bindings(request, form=form, status=error.status)
+    messages.success(request, f"Granted {binding}.")
+    if request.htmx:
+        response = redirect(f"{reverse('iam:bindings')}?account={account.slug}")
+        response["HX-Location"] = response["Location"]
+        return response
+    return redirect(f"{reverse('iam:bindings')}?account={account.slug}")
+
+
+@login_required
+@require_POST
+def revoke(request, pk):
+    binding = get_object_or_404(RoleBinding.objects.visible_to(request.user), pk=pk)
+    account = binding.account
+    try:
+        services.revoke_role(actor=request.user, binding=binding)
+        messages.success(
+            request, f"Revoked {binding.role} from {binding.principal_label} on {binding.scope_label}."
+        )
+    except ServiceError as error:
+        messages.error(request, str(error))
+    return redirect(f"{reverse('iam:bindings')}?account={account.slug}")
+
+
+@login_required
+def effective(request, username):
+    """A user's roles per project and what they add up to, as far as the viewer may see."""
+    user = get_object_or_404(get_user_model(), username=username)
+    visible_accounts = {account.pk for account in _accounts(request.user)}
+    rows = [
+        row
+        for row in services.effective_roles(user)
+        if user == request.user or row["project"].account_id in visible_accounts
+    ]
+    if user != request.user and not rows:
+        raise Http404("No such user in the accounts you administer or audit.")
+    return render(request, "iam/effective.html", {"subject": user, "rows": rows})

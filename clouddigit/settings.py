@@ -199,6 +199,7 @@ SPECTACULAR_SETTINGS = {
     '`manage.py drf_create_token USER`). Errors are {"code": ..., "message": ...}.',
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # Swagger UI's files come from the drf-spectacular-sidecar package: nothing loads from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -66,7 +66,7 @@ def bindings(request, form: GrantForm | None = None, status: int = 200):
 def grant(request):
     _, account = _current_account(request)
     if account is None:
-        return redirect("iam:bindings")
+        raise Http404("You administer no account.")
     form = GrantForm(request.POST, account=account)
     if not form.is_valid():
         record(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import django_filters
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
@@ -123,22 +122,21 @@ class VMViewSet(viewsets.ReadOnlyModelViewSet):
             .order_by("project__account__slug", "project__slug", "name")
         )
 
-    def _power(self, request, pk, operation):
-        vm = get_object_or_404(self.get_queryset(), pk=pk)
-        vm = operation(actor=request.user, vm=vm)
+    def _power(self, request, operation):
+        vm = operation(actor=request.user, vm=self.get_object())
         return Response(VMSerializer(vm).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses={202: VMSerializer})
     @action(detail=True, methods=["post"])
     def start(self, request, pk=None):
         """Queue a start; the VM is `starting` until the hypervisor worker has started it."""
-        return self._power(request, pk, services.start_vm)
+        return self._power(request, services.start_vm)
 
     @extend_schema(request=None, responses={202: VMSerializer})
     @action(detail=True, methods=["post"])
     def stop(self, request, pk=None):
         """Queue a stop; the VM is `stopping` until the hypervisor worker has stopped it."""
-        return self._power(request, pk, services.stop_vm)
+        return self._power(request, services.stop_vm)
 
 
 class VolumeViewSet(viewsets.ReadOnlyModelViewSet):

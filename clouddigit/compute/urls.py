@@ -8,7 +8,8 @@ app_name = "compute"
 urlpatterns = [
     path("vms/", views.vm_list, name="vm-list"),
     path("vms/<uuid:pk>/", views.vm_detail, name="vm-detail"),
-    path("vms/<uuid:pk>/<str:action>/", views.vm_power, name="vm-power"),
+    path("vms/<uuid:pk>/start/", views.vm_power, {"action": "start"}, name="vm-start"),
+    path("vms/<uuid:pk>/stop/", views.vm_power, {"action": "stop"}, name="vm-stop"),
     path("volumes/", views.volume_list, name="volume-list"),
     path("volumes/<uuid:pk>/", views.volume_detail, name="volume-detail"),
 ]

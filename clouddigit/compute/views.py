@@ -74,9 +74,7 @@ def vm_detail(request, pk):
 @require_POST
 def vm_power(request, pk, action):
     vm = get_object_or_404(VM.objects.visible_to(request.user).select_related("project__account"), pk=pk)
-    operation = {"start": services.start_vm, "stop": services.stop_vm}.get(action)
-    if operation is None:
-        return redirect("compute:vm-detail", pk=vm.pk)
+    operation = {"start": services.start_vm, "stop": services.stop_vm}[action]
     try:
         operation(actor=request.user, vm=vm)
         messages.success(request, f"VM {vm.name} is {vm.get_state_display().lower()}.")

@@ -38,7 +38,7 @@ def test_entries_cannot_be_changed_or_deleted(alice):
 def test_a_state_change_records_who_what_where_and_from_which_address(client, alice, make_vm, prod):
     vm = make_vm(prod, "db-01")
     client.force_login(alice)
-    client.post(reverse("compute:vm-power", args=[vm.pk, "start"]), REMOTE_ADDR="203.0.113.7")
+    client.post(reverse("compute:vm-start", args=[vm.pk]), REMOTE_ADDR="203.0.113.7")
     entry = AuditEntry.objects.get(action="compute.vm.start")
     assert (entry.actor_name, entry.outcome, entry.target_id, entry.project) == (
         "alice",

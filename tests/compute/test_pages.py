@@ -88,7 +88,7 @@ def test_outsider_gets_404_on_details(client, charlie, fleet):
     vm = VM.objects.get(name="db-01")
     assert client.get(reverse("compute:vm-detail", args=[vm.pk])).status_code == 404
     assert client.get(reverse("compute:volume-detail", args=[vm.volumes.get().pk])).status_code == 404
-    assert client.post(reverse("compute:vm-power", args=[vm.pk, "start"])).status_code == 404
+    assert client.post(reverse("compute:vm-start", args=[vm.pk])).status_code == 404
     vm.refresh_from_db()
     assert vm.state == VM.State.STOPPED
 
@@ -100,7 +100,7 @@ def test_vm_detail_and_start_from_the_console(client, alice, fleet, django_captu
     assert "vda" in html and "std-2x4" in html and ">Start<" in html
 
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(reverse("compute:vm-power", args=[vm.pk, "start"]), follow=True)
+        response = client.post(reverse("compute:vm-start", args=[vm.pk]), follow=True)
     assert "Running" in response.content.decode()
     vm.refresh_from_db()
     assert vm.state == VM.State.RUNNING

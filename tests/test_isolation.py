@@ -1,0 +1,162 @@
+"""Walks every console URL and every API endpoint, found in the URL conf, as four people:
+
+- anonymous: sent to the login page (console) or answered 401 (API);
+- alice, admin of acme: reads succeed for some acme object;
+- charlie, admin of globex: never sees acme — 404 for acme objects, acme absent from every list;
+- bob, a publisher in acme/prod: every write is refused (4xx, or a refusal in the audit log).
+
+A new view is covered without anyone adding it here; if no acme object makes it answer, the test says so.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from django.urls import get_resolver, reverse
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from clouddigit.audit.models import AuditEntry
+from clouddigit.compute.models import Region
+from iam.models import RoleBinding
+
+# Public by design, or changing nothing but the caller's own session (the project/region switcher,
+# which ignores projects the caller cannot see: tests/compute/test_pages.py).
+SKIPPED = {"login", "logout", "api:token", "switch-scope"}
+SKIPPED_NAMESPACES = {"admin"}  # Django's admin has its own staff-only login
+OK = {200, 286}
+
+
+def _named_patterns(resolver=None, namespace=""):
+    resolver = resolver or get_resolver()
+    for entry in resolver.url_patterns:
+        if hasattr(entry, "url_patterns"):
+            child = f"{namespace}{entry.namespace}:" if entry.namespace else namespace
+            if (entry.namespace or "") in SKIPPED_NAMESPACES:
+                continue
+            yield from _named_patterns(entry, child)
+        elif entry.name:
+            params = list(entry.pattern.regex.groupindex)
+            if "format" not in params:
+                yield f"{namespace}{entry.name}", params, entry.callback
+
+
+def _methods(callback, answers_get: bool) -> list[str]:
+    """A DRF viewset says which methods it routes; a console view is read-only unless it refuses GET."""
+    actions = getattr(callback, "actions", None)
+    if actions:
+        return sorted(set(actions) - {"head", "options", "put", "patch"})
+    return ["get"] if answers_get else ["post"]
+
+
+def _answers(response) -> bool:
+    return response.status_code in OK or (
+        response.status_code == 302 and "/login/" not in response["Location"]
+    )
+
+
+@pytest.fixture
+def world(alice, bob, charlie, make_vm, prod, sandbox, globex_main, ctg):
+    db01 = make_vm(prod, "db-01", tags={"env": "prod"})
+    make_vm(sandbox, "dev-01")
+    make_vm(globex_main, "gx-app-01")
+    acme_ids = [str(db01.pk), str(db01.volumes.get().pk), str(prod.pk), str(sandbox.pk)]
+    acme_ids += [
+        str(pk) for pk in RoleBinding.objects.filter(account=prod.account).values_list("pk", flat=True)
+    ]
+    entries = [
+        str(pk) for pk in AuditEntry.objects.filter(account=prod.account).values_list("pk", flat=True)[:3]
+    ]
+    acme_values = acme_ids + entries + ["alice", "bob"]
+    return {
+        "values": acme_values + list(Region.objects.values_list("slug", flat=True)),  # regions are shared
+        "acme_values": acme_values,
+        # Names, not ids: the outsider's own refused requests (in its audit view) echo the ids it tried.
+        "acme_markers": ["db-01", "dev-01", "acme/prod", "acme/sandbox"],
+    }
+
+
+def _urls(name: str, params: list[str], values: list[str]):
+    if not params:
+        yield reverse(name)
+        return
+    for combination in itertools.product(values, repeat=len(params)):
+        try:
+            yield reverse(name, kwargs=dict(zip(params, combination, strict=True)))
+        except Exception:  # noqa: BLE001  (a value that does not fit the converter)
+            continue
+
+
+def _client(user, api: bool):
+    client = APIClient()
+    if user is not None:
+        if api:
+            token, _ = Token.objects.get_or_create(user=user)
+            client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        else:
+            client.force_login(user)
+    return client
+
+
+def _refused(response, user, entries_before: int) -> bool:
+    if 400 <= response.status_code < 500:
+        return True
+    return AuditEntry.objects.filter(actor_name=user.username, outcome="refused").count() > entries_before
+
+
+def test_every_url_keeps_accounts_apart(world, alice, bob, charlie):
+    checked = []
+    for name, params, callback in _named_patterns():
+        if name in SKIPPED:
+            continue
+        api = name.startswith("api:")
+        urls = list(_urls(name, params, world["values"]))
+        assert urls, f"{name}: no test value fits its URL parameters {params}"
+        reachable = [url for url in urls if _answers(_client(alice, api).get(url))]
+        for method in _methods(callback, answers_get=bool(reachable)):
+            if method == "get":
+                # Alice: some acme object makes the page answer.
+                assert reachable, (
+                    f"{name}: alice got no 200 for any acme object; add one to the world fixture"
+                )
+                url = reachable[0]
+                anonymous = _client(None, api).get(url)
+                if api:
+                    assert anonymous.status_code == 401, f"{url}: anonymous got {anonymous.status_code}"
+                else:
+                    assert anonymous.status_code == 302 and "/login/" in anonymous["Location"], url
+                outsider = _client(charlie, api).get(url)
+                if outsider.status_code == 302:
+                    continue  # a redirect (home) shows nothing itself
+                if any(f"/{value}/" in url for value in world["acme_values"]):
+                    assert outsider.status_code == 404, f"{url}: the outsider got {outsider.status_code}"
+                else:
+                    assert outsider.status_code in OK, url
+                    body = b"".join(outsider.streaming_content) if outsider.streaming else outsider.content
+                    for marker in world["acme_markers"]:
+                        assert marker.encode() not in body, f"{url}: the outsider sees {marker}"
+                checked.append(f"GET {name}")
+            else:
+                for url in urls:
+                    anonymous = getattr(_client(None, api), method)(url)
+                    if api:
+                        assert anonymous.status_code == 401, (
+                            f"{method} {url}: anonymous got {anonymous.status_code}"
+                        )
+                    else:
+                        assert anonymous.status_code == 302 and "/login/" in anonymous["Location"], url
+                    for person in (charlie, bob):
+                        before = AuditEntry.objects.filter(
+                            actor_name=person.username, outcome="refused"
+                        ).count()
+                        response = getattr(_client(person, api), method)(url)
+                        assert _refused(response, person, before), (
+                            f"{method.upper()} {url} as {person.username}: {response.status_code}, no refusal"
+                        )
+                checked.append(f"{method.upper()} {name}")
+    # The walk really went somewhere: console and API, reads and writes.
+    assert {"GET compute:vm-detail", "GET api:vm-detail", "POST compute:vm-start", "POST iam:revoke"} <= set(
+        checked
+    )
+    assert {"GET audit:entries", "GET api:audit-entry-list", "DELETE api:role-binding-detail"} <= set(checked)

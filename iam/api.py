@@ -17,7 +17,7 @@ class RoleBindingSerializer(serializers.ModelSerializer):
     user = serializers.SlugRelatedField(slug_field="username", read_only=True)
     group = serializers.SlugRelatedField(slug_field="name", read_only=True)
     account = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    project = serializers.CharField(source="project.__str__", read_only=True, default=None)
+    project = serializers.StringRelatedField(read_only=True)
     permissions = serializers.SerializerMethodField()
 
     class Meta:

@@ -12,7 +12,7 @@ from clouddigit.audit.models import AuditEntry
 
 class AuditEntrySerializer(serializers.ModelSerializer):
     account = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    project = serializers.CharField(source="project.__str__", read_only=True, default=None)
+    project = serializers.StringRelatedField(read_only=True)
 
     class Meta:
         model = AuditEntry

@@ -316,9 +316,20 @@ def _lookup(conn: libvirt.virConnect, spec: DomainSpec) -> libvirt.virDomain | N
         try:
             return lookup(key)
         except libvirt.libvirtError as exc:
+            if exc.get_error_code() is None:
+                # The error was wiped before libvirt-python read it: a garbage-collected libvirt object
+                # freed in between resets the thread's last error. Ask again without an error path.
+                return _lookup_by_listing(conn, spec)
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
     return None
+
+
+def _lookup_by_listing(conn: libvirt.virConnect, spec: DomainSpec) -> libvirt.virDomain | None:
+    domains = conn.listAllDomains()
+    by_uuid = [dom for dom in domains if dom.UUIDString() == spec.uuid]
+    by_name = [dom for dom in domains if dom.name() == spec.name]
+    return (by_uuid or by_name or [None])[0]
 
 
 def _rename(

@@ -29,7 +29,7 @@ class RegionSerializer(serializers.ModelSerializer):
 
 
 class VolumeSerializer(serializers.ModelSerializer):
-    project = serializers.CharField(source="project.__str__", read_only=True)
+    project = serializers.StringRelatedField(read_only=True)
     vm = serializers.PrimaryKeyRelatedField(read_only=True)
     vm_name = serializers.CharField(source="vm.name", read_only=True, default=None)
 
@@ -52,7 +52,7 @@ class VolumeSerializer(serializers.ModelSerializer):
 
 
 class VMSerializer(serializers.ModelSerializer):
-    project = serializers.CharField(source="project.__str__", read_only=True)
+    project = serializers.StringRelatedField(read_only=True)
     host = serializers.CharField(source="host.name", read_only=True)
 
     class Meta:

@@ -27,13 +27,14 @@ MiB = 2**20
 ACCOUNTS = {"acme": "Acme Corp", "globex": "Globex Inc"}
 PROJECTS = [("acme", "prod", "Production"), ("acme", "sandbox", "Sandbox"), ("globex", "main", "Main")]
 
-# username -> (what the login is for, role, "account" or "account/project")
+# username -> (what the login is for, role, "account" or "account/project"); no role: waits for a grant
 USERS = {
     "acme-admin": ("account admin of acme", "account.admin", "acme"),
     "prod-publisher": ("image publisher in acme/prod", "image.publisher", "acme/prod"),
     "prod-operator": ("snapshot operator in acme/prod", "snapshot.operator", "acme/prod"),
     "auditor": ("auditor of acme (read-only)", "auditor", "acme"),
     "globex-user": ("outsider: admin of the globex account", "account.admin", "globex"),
+    "new-hire": ("no role yet: grant one on the IAM page", None, ""),
 }
 
 
@@ -136,7 +137,9 @@ class Command(BaseCommand):
         if created or not user.check_password(password):
             user.set_password(password)
             user.save()
-        account_slug, _, project_slug = target.partition("/")
+        if role is None:
+            return user
+        account_slug, _, _ = target.partition("/")
         account, project = accounts[account_slug], projects.get(target)
         bound = RoleBinding.objects.filter(user=user, role=role, account=account, project=project).exists()
         if not bound:

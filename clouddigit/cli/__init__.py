@@ -1,0 +1,1 @@
+"""The `clouddigit` command: scripts the console through its REST API only (no Django imports here)."""

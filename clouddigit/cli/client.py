@@ -1,0 +1,145 @@
+"""Where the console is, who we are (config file and environment), and the HTTP calls to its REST API."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import requests
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+TIMEOUT_SECONDS = 30
+API_PREFIX = "/api/v1/"
+
+
+class CLIError(Exception):
+    """Printed as `ERROR: <code>: <message>`; the command exits 1."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "clouddigit" / "config.json"
+
+
+def read_config() -> dict[str, str]:
+    path = config_path()
+    if not path.exists():
+        return {}
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise CLIError("BadConfig", f"cannot read {path}: {error}") from None
+    if not isinstance(config, dict):
+        raise CLIError("BadConfig", f"{path} does not hold a JSON object")
+    return config
+
+
+def write_config(*, url: str, token: str) -> Path:
+    """The token is a password: the file is readable by its owner only."""
+    path = config_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        json.dump({"url": url, "token": token}, file, indent=2)
+        file.write("\n")
+    # os.open's mode only applies to a new file; an older file may have been created more open.
+    path.chmod(0o600)
+    return path
+
+
+def configured_url() -> str:
+    return (os.environ.get("CLOUDDIGIT_URL") or read_config().get("url") or DEFAULT_URL).rstrip("/")
+
+
+def configured_token() -> str:
+    token = os.environ.get("CLOUDDIGIT_TOKEN") or read_config().get("token")
+    if not token:
+        raise CLIError("NotAuthenticated", "no API token found: run clouddigit login or set CLOUDDIGIT_TOKEN")
+    return token
+
+
+def _connection_reason(error: requests.RequestException) -> str:
+    # urllib3 wraps the cause ("Connection refused", "Failed to resolve ...") in a MaxRetryError whose text
+    # repeats the pool and URL; keep the cause's readable part.
+    cause = getattr(error.args[0], "reason", None) if error.args else None
+    return str(cause or error).split(": ", 1)[-1]
+
+
+def _error_from(response: requests.Response) -> CLIError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "code" in body and "message" in body:
+        return CLIError(str(body["code"]), str(body["message"]))
+    request = response.request
+    return CLIError(f"HTTP{response.status_code}", f"{response.reason} ({request.method} {request.url})")
+
+
+class Client:
+    """One console: a base URL and (except to log in) a token."""
+
+    def __init__(self, url: str, token: str | None = None):
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+        self.session.headers["Accept"] = "application/json"
+        if token:
+            self.session.headers["Authorization"] = f"Token {token}"
+
+    @classmethod
+    def from_environment(cls) -> Client:
+        return cls(configured_url(), configured_token())
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        try:
+            response = self.session.request(method, url, timeout=TIMEOUT_SECONDS, **kwargs)
+        except requests.ConnectionError as error:
+            raise CLIError(
+                "ConnectionFailed",
+                f"cannot reach {self.url}: {_connection_reason(error)} "
+                "(is the console running? set CLOUDDIGIT_URL or run clouddigit login)",
+            ) from None
+        except requests.Timeout:
+            raise CLIError("Timeout", f"{self.url} did not answer within {TIMEOUT_SECONDS} s") from None
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return response
+
+    def _json(self, response: requests.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise CLIError(
+                "BadResponse",
+                f"{response.request.url} did not answer JSON: is {self.url} the console's address?",
+            ) from None
+
+    def api_url(self, path: str) -> str:
+        return f"{self.url}{API_PREFIX}{path}"
+
+    def list_all(self, path: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Every item of a paginated list: follows `next` until the last page."""
+        page = self._json(self._request("GET", self.api_url(path), params=params))
+        items = list(page["results"])
+        while page["next"]:
+            page = self._json(self._request("GET", page["next"]))
+            items.extend(page["results"])
+        return items
+
+    def create(self, path: str, body: Mapping[str, str]) -> dict[str, Any]:
+        return self._json(self._request("POST", self.api_url(path), json=body))
+
+    def delete(self, path: str) -> None:
+        self._request("DELETE", self.api_url(path))
+
+    def obtain_token(self, *, username: str, password: str) -> str:
+        answer = self.create("auth/token/", {"username": username, "password": password})
+        return answer["token"]

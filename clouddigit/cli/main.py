@@ -1,0 +1,105 @@
+"""`clouddigit`: the parser and the dispatch. Commands mirror the console: `clouddigit compute vm list`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TypeAlias
+
+from clouddigit.cli import commands
+from clouddigit.cli.client import CLIError
+from clouddigit.cli.output import FORMATS
+from clouddigit.cli.resources import ROLE_BINDINGS, VMS, VOLUMES, Resource
+
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+ENVIRONMENT_HELP = """\
+The console's address and your token come from CLOUDDIGIT_URL and CLOUDDIGIT_TOKEN, else from the file
+`clouddigit login` writes ($XDG_CONFIG_HOME/clouddigit/config.json, default ~/.config/clouddigit/).
+Errors print `ERROR: <code>: <message>` on stderr and exit 1."""
+
+
+def add_group(parent: Subcommands, name: str, help: str) -> Subcommands:
+    parser = parent.add_parser(name, help=help, description=help)
+    return parser.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
+
+
+def add_output_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-o", "--output", choices=FORMATS, default="table", help="table (default), json, or bare ids"
+    )
+
+
+def add_list_command(parent: Subcommands, resource: Resource, help: str) -> None:
+    parser = parent.add_parser("list", help=help, description=f"{help} (every page)")
+    for list_filter in resource.filters:
+        parser.add_argument(f"--{list_filter.name}", help=list_filter.help, metavar=list_filter.metavar)
+    add_output_option(parser)
+    parser.set_defaults(handler=commands.list_resource, resource=resource)
+
+
+def add_binding_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    principal = parser.add_mutually_exclusive_group(required=required)
+    principal.add_argument("--user", metavar="USERNAME")
+    principal.add_argument("--group", metavar="GROUP")
+    scope = parser.add_mutually_exclusive_group(required=required)
+    scope.add_argument("--project", metavar="ACCOUNT/PROJECT", help="a project")
+    scope.add_argument("--account", metavar="ACCOUNT", help="a whole account")
+
+
+def add_role_commands(roles: Subcommands) -> None:
+    add_list_command(roles, ROLE_BINDINGS, "list role bindings")
+
+    grant = roles.add_parser("grant", help="grant a role to a user or group on a project or account")
+    grant.add_argument("--role", required=True, help="e.g. image.publisher")
+    add_binding_options(grant, required=True)
+    add_output_option(grant)
+    grant.set_defaults(handler=commands.grant_role)
+
+    revoke = roles.add_parser(
+        "revoke",
+        help="revoke a role binding",
+        description="Revoke one role binding: by --id, or by --role, --user/--group and --project/--account.",
+    )
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", help="the binding's id (see `clouddigit iam role list`)")
+    which.add_argument("--role", help="e.g. image.publisher")
+    add_binding_options(revoke, required=False)
+    revoke.set_defaults(handler=commands.revoke_role, parser=revoke)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clouddigit",
+        description="Cloud Digit console from the command line (REST API client).",
+        epilog=ENVIRONMENT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    login = top.add_parser("login", help="get an API token and save it with the console's URL")
+    login.add_argument("--url", help="console address (default: CLOUDDIGIT_URL, the config file, or local)")
+    login.add_argument("--username")
+    login.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    login.set_defaults(handler=commands.login, parser=login)
+
+    compute = add_group(top, "compute", "VMs and volumes")
+    add_list_command(add_group(compute, "vm", "virtual machines"), VMS, "list VMs")
+    add_list_command(add_group(compute, "volume", "volumes"), VOLUMES, "list volumes")
+
+    iam = add_group(top, "iam", "who may do what")
+    add_role_commands(add_group(iam, "role", "role bindings"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except CLIError as error:
+        print(f"ERROR: {error.code}: {error.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0

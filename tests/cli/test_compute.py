@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from clouddigit.compute.models import VM
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+VM_HEADER = ["ID", "NAME", "PROJECT", "REGION", "STATE", "FLAVOR", "VPC", "TAGS"]
+
+
+def token_starts(line: str) -> list[int]:
+    return [match.start() for match in re.finditer(r"\S+", line)]
+
+
+def test_vm_table_has_one_token_per_column_so_awk_picks_columns(cli, alice, make_vm, prod, sandbox, ctg):
+    db01 = make_vm(prod, "db-01", tags={"role": "db", "env": "prod"})
+    make_vm(sandbox, "sb-01", region=ctg, flavor="bm-c1")
+
+    result = cli(alice, "compute", "vm", "list")
+
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    rows = [line.split() for line in lines]
+    assert rows[0] == VM_HEADER
+    assert rows[1] == [str(db01.id), "db-01", "acme/prod", "bd-dha-1", "stopped", "std-2x4", "test-vpc"] + [
+        "env=prod,role=db"
+    ]
+    assert rows[2][1:] == ["sb-01", "acme/sandbox", "bd-ctg-1", "stopped", "bm-c1", "test-vpc", "-"]
+    assert [row[2] for row in rows] == ["PROJECT", "acme/prod", "acme/sandbox"]
+    assert token_starts(lines[1]) == token_starts(lines[0]) == token_starts(lines[2])
+
+
+def test_vm_list_filters_go_to_the_api(cli, alice, make_vm, prod, sandbox):
+    make_vm(prod, "db-01", tags={"env": "prod"})
+    make_vm(prod, "web-01", tags={"env": "stage"})
+    make_vm(sandbox, "db-02", tags={"env": "prod"})
+
+    result = cli(alice, "compute", "vm", "list", "--project", "acme/prod", "--tag", "env=prod", "-o", "json")
+
+    assert [vm["name"] for vm in json.loads(result.out)] == ["db-01"]
+
+
+def test_id_output_is_bare_ids_of_every_page(cli, alice, make_vm, prod):
+    first = make_vm(prod, "vm-000")
+    VM.objects.bulk_create(
+        VM(project=prod, region=first.region, host=first.host, name=f"vm-{n:03}", flavor="std-2x4", vpc="v")
+        for n in range(1, 61)
+    )
+
+    ids = cli(alice, "compute", "vm", "list", "-o", "id").out.splitlines()
+    listed = json.loads(cli(alice, "compute", "vm", "list", "-o", "json").out)
+
+    assert len(ids) == 61 and set(ids) == {str(pk) for pk in VM.objects.values_list("id", flat=True)}
+    assert [vm["id"] for vm in listed] == ids
+
+
+def test_volume_list_shows_size_attachment_and_filters_by_vm(cli, alice, make_vm, prod):
+    db01 = make_vm(prod, "db-01", boot_gib=2)
+    make_vm(prod, "web-01")
+
+    result = cli(alice, "compute", "volume", "list", "--vm", "db-01")
+
+    assert result.code == 0, result.err
+    header, row = (line.split() for line in result.out.splitlines())
+    assert header == ["ID", "NAME", "PROJECT", "REGION", "STATE", "SIZE", "VM", "DEVICE", "BOOTABLE", "TAGS"]
+    volume = db01.volumes.get()
+    assert row[0] == str(volume.id)
+    assert row[1:] == ["db-01-boot", "acme/prod", "bd-dha-1", "attached", "2GiB", "db-01", "vda", "true", "-"]

@@ -54,9 +54,9 @@ class GrantSerializer(serializers.Serializer):
 
 
 class RoleBindingFilter(django_filters.FilterSet):
-    role = django_filters.ChoiceFilter(choices=ROLE_CHOICES)
-    user = django_filters.CharFilter(field_name="user__username")
-    group = django_filters.CharFilter(field_name="group__name")
+    role = django_filters.ChoiceFilter(choices=ROLE_CHOICES, empty_label="any")
+    user = django_filters.CharFilter(field_name="user__username", label="User")
+    group = django_filters.CharFilter(field_name="group__name", label="Group")
     account = django_filters.CharFilter(field_name="account__slug")
     project = django_filters.CharFilter(method="filter_project", help_text="account/project or a project id")
 

@@ -90,6 +90,7 @@ INSTALLED_APPS = [
     "clouddigit.compute",
     "clouddigit.audit",
     "iam",
+    "snapshots",
 ]
 
 MIDDLEWARE = [
@@ -230,6 +231,8 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "clouddigit.tasks.heartbeat", "schedule": 30.0},
+    "snapshot-sweeper": {"task": "snapshots.tasks.sweep", "schedule": 60.0},
+    "snapshot-sizes": {"task": "snapshots.tasks.measure_all", "schedule": 15 * 60.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

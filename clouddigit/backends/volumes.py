@@ -88,6 +88,32 @@ def convert(
     )
 
 
+def rebase(
+    path: str | os.PathLike[str], backing_path: str | os.PathLike[str] | None, backing_format: str = "qcow2"
+) -> None:
+    """Point `path` at a new backing file (None: no backing file), first copying into `path` every
+    cluster whose content would otherwise change (qemu-img's safe mode). This is how a snapshot layer
+    is merged away: each of its children is rebased onto the layer's own parent. Running it again
+    after an interruption is harmless."""
+    if backing_path is None:
+        args = ["qemu-img", "rebase", "-q", "-f", "qcow2", "-b", "", _absolute(path)]
+    else:
+        backing = str(Path(backing_path).resolve())
+        args = [
+            "qemu-img",
+            "rebase",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            backing,
+            "-F",
+            backing_format,
+            _absolute(path),
+        ]
+    _run(args, timeout=COPY_TIMEOUT_SECONDS)
+
+
 def compare(
     a: str | os.PathLike[str],
     b: str | os.PathLike[str],

@@ -211,13 +211,35 @@ class VM(StateMachineMixin, models.Model):
         return self.state in {self.State.STARTING, self.State.STOPPING}
 
 
+class Layer(models.Model):
+    """A sealed, read-only qcow2 file of a volume chain: one snapshot disk's point-in-time data.
+
+    Its id is its stable identity (the file name may be the volume's original one); `parent` is the
+    layer it backs onto. Cross-region copies will upload each layer once, keyed by this id.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="layers")
+    path = models.CharField(max_length=500, unique=True)
+    parent = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="children"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"layer {self.id}"
+
+
 class Volume(StateMachineMixin, models.Model):
     class State(models.TextChoices):
+        CREATING = "creating", "Creating"
         AVAILABLE = "available", "Available"
         ATTACHED = "attached", "Attached"
         DETACHING = "detaching", "Detaching"
+        ERROR = "error", "Error"
 
     TRANSITIONS = {
+        State.CREATING: {State.AVAILABLE, State.ATTACHED, State.ERROR},
         State.AVAILABLE: {State.ATTACHED},
         State.ATTACHED: {State.DETACHING},
         State.DETACHING: {State.AVAILABLE, State.ATTACHED},
@@ -233,6 +255,14 @@ class Volume(StateMachineMixin, models.Model):
     device = models.CharField(max_length=8, blank=True, help_text="vda, sda, vdb ... while attached")
     bootable = models.BooleanField(default=False)
     path = models.CharField(max_length=500, help_text="The qcow2 file the volume writes to")
+    backing_layer = models.ForeignKey(
+        Layer,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="volumes",
+        help_text="The sealed layer the volume's file backs onto (none: the file stands alone)",
+    )
     tags = models.JSONField(default=dict, blank=True, validators=[validate_tags])
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)

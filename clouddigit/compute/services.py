@@ -68,7 +68,7 @@ def _host_info_or_empty(uri: str) -> dict:
         return {}
 
 
-def _check_name(name: str, field: str = "name") -> str:
+def check_name(name: str, field: str = "name") -> str:
     name = (name or "").strip()
     if not name or len(name) > 63 or not all(c.isalnum() or c in "-_." for c in name):
         raise InvalidRequest(
@@ -98,7 +98,7 @@ def create_volume(
 ) -> Volume:
     """A new empty volume backed by its own qcow2 file under the region's volume folder."""
     require(actor, "operate_vms", project, "create volumes")
-    name = _check_name(name)
+    name = check_name(name)
     tags = _check_tags(tags)
     if size_bytes <= 0 or size_bytes % 2**20:
         raise InvalidRequest("The size must be a positive whole number of MiB.", field="size_bytes")
@@ -127,7 +127,7 @@ def create_volume(
         raise
 
 
-def _place(region: Region, bare_metal: bool) -> Host:
+def place(region: Region) -> Host:
     """The region's host with the fewest VMs (bare-metal flavors get a host of their own kind later)."""
     host = Host.objects.filter(region=region).annotate(load=Count("vms")).order_by("load", "name").first()
     if host is None:
@@ -149,15 +149,15 @@ def create_vm(
     guest_agent: str = VM.GuestAgent.RUNNING,
 ) -> VM:
     """A stopped VM with a fresh boot volume attached as `vda` (`sda` on bare metal)."""
-    name = _check_name(name)
-    vpc = _check_name(vpc, field="vpc")
+    name = check_name(name)
+    vpc = check_name(vpc, field="vpc")
     tags = _check_tags(tags)
     if flavor not in FLAVORS:
         raise InvalidRequest(
             f"Unknown flavor {flavor!r}; choose one of {', '.join(FLAVORS)}.", field="flavor"
         )
     require(actor, "operate_vms", project, "create VMs")
-    host = _place(region, FLAVORS[flavor].bare_metal)
+    host = place(region)
     try:
         with transaction.atomic():
             vm = VM.objects.create(

@@ -1,0 +1,118 @@
+"""What is a snapshot operation waiting for? The spec's "Snapshot stuck in Creating" table, answered from
+the row's recorded step, the volumes' states, the worker heartbeat and the region's free space."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from clouddigit.models import Heartbeat
+from snapshots.models import Restore, Snapshot
+
+STUCK_AFTER = timedelta(minutes=5)
+MIN_FREE_BYTES = 1 * 2**30
+
+
+@dataclass(frozen=True)
+class Finding:
+    cause: str
+    check: str
+    fix: str
+    detail: str = ""
+
+
+FREEZE_HUNG = (
+    "Application-consistent freeze hung",
+    "The guest's qemu-guest-agent log (journalctl -u qemu-guest-agent inside the VM)",
+    "Restart qemu-guest-agent; retry as crash-consistent if urgent",
+)
+DETACHING = ("Volume is detaching", "Volume state", "Wait for the detach to complete")
+BACKEND_SLOW = (
+    "Snapshot backend slow",
+    "Console → Platform → Backend status",
+    "Wait, or open a ticket if sustained",
+)
+QUOTA = (
+    "Storage quota hit",
+    "Project storage quota and the region's free space",
+    "Free space, request a bump",
+)
+
+
+def _elapsed(snapshot: Snapshot) -> timedelta:
+    return timezone.now() - (snapshot.step_started_at or snapshot.created_at)
+
+
+def diagnose(snapshot: Snapshot) -> list[Finding]:
+    """The current waiting reasons of a snapshot operation, most likely first; empty when nothing waits."""
+    if snapshot.state not in {Snapshot.State.CREATING, Snapshot.State.DELETING, Snapshot.State.ERROR}:
+        return []
+    findings = []
+    waited = _elapsed(snapshot)
+    minutes = f"{waited.total_seconds() / 60:.1f} min"
+    if snapshot.state == Snapshot.State.ERROR:
+        findings.append(
+            Finding(
+                "The operation failed", "The error below", "Fix its cause, then Retry", snapshot.last_error
+            )
+        )
+    if (
+        snapshot.step.startswith("freezing")
+        and waited.total_seconds() > settings.HYPERVISOR_FREEZE_TIMEOUT_SECONDS
+    ):
+        findings.append(Finding(*FREEZE_HUNG, f"the freeze was asked {minutes} ago and has not returned"))
+    detaching = [
+        disk.volume.name
+        for disk in snapshot.disks.select_related("volume")
+        if disk.volume and disk.volume.state == "detaching"
+    ]
+    if detaching:
+        findings.append(Finding(*DETACHING, f"volume {', '.join(detaching)} is detaching"))
+    if snapshot.step.startswith("queued"):
+        beat = Heartbeat.objects.filter(name="worker").first()
+        alive = beat and timezone.now() - beat.last_seen < timedelta(seconds=90)
+        detail = f"queued {minutes} ago; " + (
+            "workers are alive but busy" if alive else "no worker has reported for over 90 s"
+        )
+        findings.append(Finding(*BACKEND_SLOW, detail))
+    free = (
+        shutil.disk_usage(snapshot.region.volume_dir).free if os.path.isdir(snapshot.region.volume_dir) else 0
+    )
+    if free < MIN_FREE_BYTES:
+        findings.append(Finding(*QUOTA, f"{free / 2**30:.1f} GiB free in {snapshot.region} volume storage"))
+    if not findings and waited > STUCK_AFTER:
+        findings.append(Finding(*BACKEND_SLOW, f"step '{snapshot.step}' has taken {minutes}"))
+    return findings
+
+
+def sweep() -> None:
+    """Mark operations stuck past the deadline with their reason, so they show without anyone asking;
+    delete expired safety snapshots."""
+    from snapshots import services
+
+    deadline = timezone.now() - STUCK_AFTER
+    stuck = Snapshot.objects.filter(
+        state__in=[Snapshot.State.CREATING, Snapshot.State.DELETING],
+        step_started_at__lt=deadline,
+        stuck_reason="",
+    ).select_related("region")
+    for snapshot in stuck:
+        findings = diagnose(snapshot)
+        reason = "; ".join(f"{f.cause}: {f.detail}" for f in findings) or f"no progress in {snapshot.step}"
+        Snapshot.objects.filter(pk=snapshot.pk, stuck_reason="").update(stuck_reason=f"Stuck: {reason}")
+    Restore.objects.filter(state=Restore.State.RESTORING, started_at__lt=deadline, last_error="").update(
+        last_error="Stuck: no progress for 5 minutes; see Backend status"
+    )
+    expired = Snapshot.objects.filter(
+        origin=Snapshot.Origin.SAFETY,
+        state=Snapshot.State.AVAILABLE,
+        expires_at__lt=timezone.now(),
+        hold=False,
+    )
+    for snapshot in expired:
+        services.delete_snapshot(actor=None, snapshot=snapshot)

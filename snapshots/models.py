@@ -1,0 +1,193 @@
+"""Snapshots of volumes and VMs, their restores, size history and per-volume limits."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.utils import timezone
+
+from clouddigit.compute.models import VM, Layer, Project, Region, Volume, validate_tags
+from clouddigit.statemachine import StateMachineMixin
+
+DEFAULT_SNAPSHOTS_PER_VOLUME = 100
+
+
+class SnapshotQuerySet(models.QuerySet):
+    def visible_to(self, user, perm: str = "compute.view_snapshots") -> SnapshotQuerySet:
+        return self.filter(project__in=Project.objects.visible_to(user, perm).values("pk"))
+
+
+class Snapshot(StateMachineMixin, models.Model):
+    class State(models.TextChoices):
+        CREATING = "creating", "Creating"
+        AVAILABLE = "available", "Available"
+        DELETING = "deleting", "Deleting"
+        ERROR = "error", "Error"
+
+    TRANSITIONS = {
+        State.CREATING: {State.AVAILABLE, State.ERROR},
+        State.AVAILABLE: {State.DELETING},
+        State.ERROR: {State.CREATING, State.DELETING},
+        State.DELETING: {State.AVAILABLE, State.ERROR},
+    }
+
+    class Kind(models.TextChoices):
+        VOLUME = "volume", "Volume snapshot"
+        VM = "vm", "VM snapshot"
+
+    class Origin(models.TextChoices):
+        MANUAL = "manual", "Manual"
+        POLICY = "policy", "Policy"
+        SAFETY = "safety", "Safety (before a roll-back)"
+
+    class Consistency(models.TextChoices):
+        APPLICATION = "application", "Application-consistent"
+        CRASH = "crash", "Crash-consistent"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="snapshots")
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="snapshots")
+    name = models.CharField(max_length=100)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    vm = models.ForeignKey(VM, on_delete=models.SET_NULL, null=True, blank=True, related_name="snapshots")
+    vm_name = models.CharField(max_length=63, blank=True, help_text="Kept when the VM is gone")
+    vm_definition = models.JSONField(default=dict, blank=True, help_text="flavor, VPC, domain XML ...")
+    origin = models.CharField(max_length=8, choices=Origin.choices, default=Origin.MANUAL)
+    policy_name = models.CharField(max_length=100, blank=True)
+    consistency_requested = models.CharField(max_length=12, choices=Consistency.choices)
+    consistency_achieved = models.CharField(max_length=12, choices=Consistency.choices, blank=True)
+    consistency_reason = models.CharField(max_length=300, blank=True)
+    tags = models.JSONField(default=dict, blank=True, validators=[validate_tags])
+    state = models.CharField(max_length=10, choices=State.choices, default=State.CREATING)
+    step = models.CharField(max_length=40, blank=True, help_text="What the operation is doing now")
+    step_started_at = models.DateTimeField(null=True, blank=True)
+    stuck_reason = models.TextField(blank=True, help_text="Set by the sweeper past the deadline")
+    last_error = models.TextField(blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Safety snapshots expire")
+    hold = models.BooleanField(default=False, help_text="Pinned: never deleted by retention")
+    rollback_of = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="safety_snapshots",
+        help_text="For a safety snapshot: the snapshot the volumes were rolled back to",
+    )
+    billed_bytes = models.PositiveBigIntegerField(default=0)
+    reclaimable_bytes = models.PositiveBigIntegerField(default=0)
+    sizes_measured_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.CharField(max_length=150)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = SnapshotQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "id"]
+        indexes = [models.Index(fields=["project", "-created_at"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def bare_metal(self) -> bool:
+        return bool(self.vm_definition.get("bare_metal"))
+
+
+class SnapshotDisk(models.Model):
+    """One volume captured by a snapshot (a volume snapshot has one; a VM snapshot one per volume)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    snapshot = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="disks")
+    volume = models.ForeignKey(Volume, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    volume_name = models.CharField(max_length=63)
+    device = models.CharField(max_length=8, blank=True)
+    bootable = models.BooleanField(default=False)
+    size_bytes = models.PositiveBigIntegerField()
+    layer = models.OneToOneField(Layer, on_delete=models.PROTECT, null=True, blank=True, related_name="disk")
+    overlay_path = models.CharField(
+        max_length=500, help_text="The volume's next active file (named up front)"
+    )
+    checksum = models.CharField(max_length=64, blank=True, help_text="Guest-visible SHA-256 at snapshot time")
+
+    class Meta:
+        ordering = ["device", "volume_name"]
+
+    def __str__(self) -> str:
+        return f"{self.snapshot} / {self.volume_name}"
+
+
+class Restore(StateMachineMixin, models.Model):
+    class State(models.TextChoices):
+        RESTORING = "restoring", "Restoring"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    TRANSITIONS = {State.RESTORING: {State.DONE, State.FAILED}, State.FAILED: {State.RESTORING}}
+
+    class Kind(models.TextChoices):
+        VOLUME = "volume", "New volume"
+        VM = "vm", "New VM"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    snapshot = models.ForeignKey(Snapshot, on_delete=models.SET_NULL, null=True, related_name="restores")
+    snapshot_name = models.CharField(max_length=100)
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    name = models.CharField(max_length=63)
+    volume = models.ForeignKey(Volume, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    vm = models.ForeignKey(VM, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.RESTORING)
+    warnings = models.JSONField(default=list, blank=True)
+    last_error = models.TextField(blank=True)
+    requested_by = models.CharField(max_length=150)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    seconds = models.FloatField(null=True, blank=True, help_text="Time to restore")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"restore of {self.snapshot_name} to {self.name}"
+
+
+class SizeSample(models.Model):
+    """Billed size over time; the storage-growth charts read this history."""
+
+    snapshot = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="size_samples")
+    at = models.DateTimeField(default=timezone.now)
+    billed_bytes = models.PositiveBigIntegerField()
+    reclaimable_bytes = models.PositiveBigIntegerField()
+
+    class Meta:
+        ordering = ["snapshot", "at"]
+
+    def __str__(self) -> str:
+        return f"{self.snapshot_id} @ {self.at:%Y-%m-%d %H:%M}: {self.billed_bytes} B billed"
+
+
+class SnapshotLimit(models.Model):
+    """A raised snapshots-per-volume limit for a project or one volume; the newest one applies."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    volume = models.ForeignKey(Volume, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
+    limit = models.PositiveIntegerField()
+    ticket = models.CharField(max_length=100)
+    set_by = models.CharField(max_length=150)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(project__isnull=False) | models.Q(volume__isnull=False),
+                name="snapshotlimit_has_scope",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"limit {self.limit} for {self.volume or self.project} (ticket {self.ticket})"

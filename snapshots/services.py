@@ -1,0 +1,625 @@
+"""Every snapshot operation. Console views, API views, the CLI (through the API) and tasks call these.
+
+The request side validates, checks permission, writes rows in a transitional state and queues a task;
+the worker side (`take`, `finish_restore`, `finish_delete`, `finish_rollback`) does the file work on the
+region's hypervisor queue, records each step on the row (so `diagnose` can say what it waits for), and
+can run again after an interruption.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from clouddigit.access import require
+from clouddigit.audit.log import audited
+from clouddigit.backends import hypervisor, volumes
+from clouddigit.compute import services as compute
+from clouddigit.compute.flavors import FLAVORS
+from clouddigit.compute.models import VM, Project, Volume, validate_tags
+from clouddigit.errors import Conflict, InvalidRequest, ServiceError
+from clouddigit.queueing import enqueue, hypervisor_queue
+from snapshots import chains, sizes, tasks
+from snapshots.models import (
+    DEFAULT_SNAPSHOTS_PER_VOLUME,
+    Restore,
+    SizeSample,
+    Snapshot,
+    SnapshotDisk,
+    SnapshotLimit,
+)
+
+log = logging.getLogger(__name__)
+
+SAFETY_SNAPSHOT_LIFETIME = timedelta(hours=24)
+AT_REST = "the disks were at rest (VM stopped or volume not attached)"
+
+
+class QuotaExceeded(ServiceError):
+    code = "SnapshotQuotaExceeded"
+    status = 409
+
+
+class RestoreNeedsConfirmation(ServiceError):
+    code = "RestoreNeedsConfirmation"
+    status = 409
+
+
+def _step(snapshot: Snapshot, text: str) -> None:
+    """Record what the operation is doing now: `diagnose` and the sweeper read it."""
+    now = timezone.now()
+    Snapshot.objects.filter(pk=snapshot.pk).update(step=text, step_started_at=now, stuck_reason="")
+    snapshot.step, snapshot.step_started_at, snapshot.stuck_reason = text, now, ""
+
+
+def _new_file(volume_dir: str) -> str:
+    return str(Path(volume_dir) / f"{uuid.uuid4()}.qcow2")
+
+
+def _check_tags(tags: dict | None) -> dict:
+    try:
+        validate_tags(tags or {})
+    except Exception as error:  # ValidationError: its first message names the bad tag
+        raise InvalidRequest(getattr(error, "messages", [str(error)])[0], field="tags") from None
+    return dict(tags or {})
+
+
+# --- Limits -----------------------------------------------------------------------------------------
+
+
+def snapshot_limit(volume: Volume) -> int:
+    raised = (
+        SnapshotLimit.objects.filter(volume=volume).first()
+        or SnapshotLimit.objects.filter(project=volume.project_id, volume__isnull=True).first()
+    )
+    return raised.limit if raised else DEFAULT_SNAPSHOTS_PER_VOLUME
+
+
+def _live_snapshots_of(volume: Volume):
+    return Snapshot.objects.filter(disks__volume=volume).exclude(state=Snapshot.State.DELETING).distinct()
+
+
+def _make_room(volume: Volume) -> None:
+    """Rolling limit: past it, the oldest policy-created snapshot goes; manual ones never silently."""
+    limit = snapshot_limit(volume)
+    existing = _live_snapshots_of(volume)
+    if existing.count() < limit:
+        return
+    oldest = existing.filter(origin=Snapshot.Origin.POLICY, hold=False).order_by("created_at").first()
+    if oldest is None:
+        raise QuotaExceeded(
+            f"Volume {volume.name} has {existing.count()} snapshots (limit {limit}) and none of them was "
+            "created by a policy, so none is rotated out. Delete a snapshot you no longer need, or ask an "
+            "admin to raise the limit with a ticket reference."
+        )
+    delete_snapshot(actor=None, snapshot=oldest)
+
+
+@audited("snapshot.limit.raise")
+def raise_limit(
+    *, actor, limit: int, ticket: str, project: Project | None = None, volume: Volume | None = None
+):
+    scope = volume.project if volume else project
+    if scope is None:
+        raise InvalidRequest("Name the project or the volume whose limit to raise.", field="project")
+    require(actor, "manage_snapshot_quotas", scope, "raise snapshot limits")
+    if not ticket.strip():
+        raise InvalidRequest("A ticket reference is required to raise a limit.", field="ticket")
+    if limit < 1 or limit > 10_000:
+        raise InvalidRequest("The limit must be between 1 and 10000.", field="limit")
+    return SnapshotLimit.objects.create(
+        project=project if volume is None else None,
+        volume=volume,
+        limit=limit,
+        ticket=ticket.strip(),
+        set_by=actor.get_username() if actor else "system",
+    )
+
+
+# --- Create -----------------------------------------------------------------------------------------
+
+
+def _vm_definition(vm: VM | None) -> dict:
+    if vm is None:
+        return {}
+    flavor = FLAVORS[vm.flavor]
+    spec = compute.domain_spec(vm)
+    return {
+        "name": vm.name,
+        "flavor": vm.flavor,
+        "bare_metal": flavor.bare_metal,
+        "vcpus": flavor.vcpus,
+        "memory_mib": flavor.memory_mib,
+        "vpc": vm.vpc,
+        "nics": [{"vpc": vm.vpc, "model": "virtio"}],
+        "host": vm.host.name,
+        "tags": vm.tags,
+        "domain_xml": hypervisor.domain_xml(spec, "kvm"),
+    }
+
+
+@audited("snapshot.create")
+def create_snapshot(
+    *,
+    actor,
+    volume: Volume | None = None,
+    vm: VM | None = None,
+    name: str = "",
+    consistency: str = Snapshot.Consistency.APPLICATION,
+    tags: dict | None = None,
+    origin: str = Snapshot.Origin.MANUAL,
+    policy_name: str = "",
+) -> Snapshot:
+    """A volume snapshot (`volume=`) or a VM snapshot of all the VM's volumes (`vm=`)."""
+    if (volume is None) == (vm is None):
+        raise InvalidRequest("Snapshot either one volume or one VM.", field="volume")
+    source = vm or volume
+    require(actor, "create_snapshots", source.project, "create snapshots")
+    if consistency not in Snapshot.Consistency.values:
+        raise InvalidRequest("Consistency is 'application' or 'crash'.", field="consistency")
+    tags = _check_tags(tags)
+    captured = list(vm.volumes.order_by("device")) if vm else [volume]
+    if not captured:
+        raise InvalidRequest(f"VM {vm.name} has no volumes to snapshot.", field="vm")
+    for each in captured:
+        _make_room(each)
+    owner = vm or volume.vm
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    snapshot = Snapshot.objects.create(
+        project=source.project,
+        region=source.region,
+        name=(name or f"{source.name}-{stamp}").strip()[:100],
+        kind=Snapshot.Kind.VM if vm else Snapshot.Kind.VOLUME,
+        vm=owner,
+        vm_name=owner.name if owner else "",
+        vm_definition=_vm_definition(owner),
+        origin=origin,
+        policy_name=policy_name,
+        consistency_requested=consistency,
+        tags=tags,
+        step="queued for the hypervisor worker",
+        step_started_at=timezone.now(),
+        created_by=actor.get_username() if actor else "system",
+    )
+    for each in captured:
+        SnapshotDisk.objects.create(
+            snapshot=snapshot,
+            volume=each,
+            volume_name=each.name,
+            device=each.device,
+            bootable=each.bootable,
+            size_bytes=each.size_bytes,
+            overlay_path=_new_file(each.region.volume_dir),
+        )
+    enqueue(tasks.take, str(snapshot.pk), queue=hypervisor_queue(snapshot.region_id))
+    return snapshot
+
+
+class Waiting(Exception):
+    """The operation cannot go on yet (a volume is detaching); the task retries later."""
+
+
+def take(snapshot_id: str) -> None:
+    """Worker side of create: freeze (if asked and possible), seal every volume, thaw, record."""
+    snapshot = Snapshot.objects.select_related("vm__host", "vm__project__account").get(pk=snapshot_id)
+    if snapshot.state != Snapshot.State.CREATING:
+        return
+    disks = list(snapshot.disks.select_related("volume__backing_layer", "volume__region"))
+    detaching = [disk.volume.name for disk in disks if disk.volume.state == Volume.State.DETACHING]
+    if detaching:
+        _step(snapshot, f"waiting for volume {', '.join(detaching)} to finish detaching")
+        raise Waiting(snapshot.step)
+    pending = [disk for disk in disks if disk.layer_id is None]
+    vm = snapshot.vm
+    if pending and vm is not None and vm.state == VM.State.RUNNING:
+        achieved, reason = _seal_running(snapshot, vm, pending)
+    else:
+        if pending:
+            _step(snapshot, "creating overlays")
+            _seal(pending)
+        achieved, reason = Snapshot.Consistency.APPLICATION, AT_REST
+    if len(pending) < len(disks):
+        achieved, reason = Snapshot.Consistency.CRASH, "resumed after an interruption: volumes captured apart"
+    snapshot.transition(
+        Snapshot.State.AVAILABLE,
+        consistency_achieved=achieved,
+        consistency_reason=reason,
+        completed_at=timezone.now(),
+        step="",
+        last_error="",
+    )
+    enqueue(tasks.measure, str(snapshot.pk), queue=hypervisor_queue(snapshot.region_id))
+
+
+def _seal(disks: list[SnapshotDisk]) -> None:
+    for disk in disks:
+        with transaction.atomic():
+            layer = chains.seal_active(disk.volume, disk.overlay_path)
+            SnapshotDisk.objects.filter(pk=disk.pk).update(layer=layer)
+            disk.layer = layer
+
+
+def _seal_running(snapshot: Snapshot, vm: VM, disks: list[SnapshotDisk]) -> tuple[str, str]:
+    if snapshot.consistency_requested == Snapshot.Consistency.CRASH:
+        _step(snapshot, "creating overlays")
+        _seal(disks)
+        return Snapshot.Consistency.CRASH, "crash-consistent was asked for"
+    _step(snapshot, "freezing the guest file systems (qemu-guest-agent)")
+    from django.conf import settings
+
+    uri, spec = vm.host.libvirt_uri, compute.domain_spec(vm)
+    with hypervisor.frozen(uri, spec, settings.HYPERVISOR_FREEZE_TIMEOUT_SECONDS) as freeze:
+        _record_agent(vm, freeze.frozen)
+        _step(snapshot, "creating overlays" + (" while frozen" if freeze.frozen else ""))
+        _seal(disks)
+        _step(snapshot, "thawing the guest file systems" if freeze.frozen else "recording")
+    return freeze.consistency, freeze.reason
+
+
+def _record_agent(vm: VM, responded: bool) -> None:
+    """A freeze attempt is the freshest word on the guest agent."""
+    if responded and vm.guest_agent != VM.GuestAgent.RUNNING:
+        VM.objects.filter(pk=vm.pk).update(guest_agent=VM.GuestAgent.RUNNING)
+    elif not responded and vm.guest_agent == VM.GuestAgent.RUNNING:
+        VM.objects.filter(pk=vm.pk).update(guest_agent=VM.GuestAgent.NOT_RUNNING)
+
+
+def fail(snapshot_id: str, error: str) -> None:
+    """A task gave up: keep the row, say why; `retry` starts it again."""
+    snapshot = Snapshot.objects.get(pk=snapshot_id)
+    if snapshot.state in {Snapshot.State.CREATING, Snapshot.State.DELETING}:
+        snapshot.transition(Snapshot.State.ERROR, last_error=error[:2000])
+
+
+@audited("snapshot.retry", target="snapshot")
+def retry(*, actor, snapshot: Snapshot) -> Snapshot:
+    """Queue the interrupted or failed operation again; it picks up where it stopped."""
+    require(actor, "create_snapshots", snapshot.project, "retry snapshot operations")
+    if snapshot.state == Snapshot.State.ERROR:
+        # A snapshot that never completed failed while being created; a completed one while being deleted.
+        target = Snapshot.State.CREATING if snapshot.completed_at is None else Snapshot.State.DELETING
+        snapshot.transition(target, last_error="")
+    if snapshot.state == Snapshot.State.CREATING:
+        enqueue(tasks.take, str(snapshot.pk), queue=hypervisor_queue(snapshot.region_id))
+    elif snapshot.state == Snapshot.State.DELETING:
+        enqueue(tasks.finish_delete, str(snapshot.pk), queue=hypervisor_queue(snapshot.region_id))
+    else:
+        raise Conflict(f"Snapshot {snapshot} is {snapshot.state}: there is nothing to retry.")
+    return snapshot
+
+
+# --- Measure ----------------------------------------------------------------------------------------
+
+
+def measure(snapshot_id: str) -> None:
+    """Checksums (once: layers never change) and the billed / reclaimable sizes (every time)."""
+    snapshot = Snapshot.objects.get(pk=snapshot_id)
+    if snapshot.state != Snapshot.State.AVAILABLE:
+        return
+    billed = reclaimable = 0
+    for disk in snapshot.disks.select_related("layer", "volume"):
+        if disk.layer is None:
+            continue
+        if not disk.checksum:
+            disk.checksum = volumes.checksum(disk.layer.path)
+            SnapshotDisk.objects.filter(pk=disk.pk).update(checksum=disk.checksum)
+        if disk.volume is not None:
+            billed += sizes.billed_bytes(disk.layer.path, disk.volume.path)
+        reclaimable += sizes.reclaimable_bytes(disk.layer)
+    now = timezone.now()
+    Snapshot.objects.filter(pk=snapshot.pk).update(
+        billed_bytes=billed, reclaimable_bytes=reclaimable, sizes_measured_at=now
+    )
+    SizeSample.objects.create(snapshot=snapshot, at=now, billed_bytes=billed, reclaimable_bytes=reclaimable)
+
+
+def measure_all() -> None:
+    for snapshot_id, region in Snapshot.objects.filter(state=Snapshot.State.AVAILABLE).values_list(
+        "pk", "region"
+    ):
+        enqueue(tasks.measure, str(snapshot_id), queue=hypervisor_queue(region))
+
+
+# --- Tags -------------------------------------------------------------------------------------------
+
+
+@audited("snapshot.tag", target="snapshot")
+def set_tags(
+    *, actor, snapshot: Snapshot, add: dict | None = None, remove: list[str] | None = None
+) -> Snapshot:
+    require(actor, "create_snapshots", snapshot.project, "tag snapshots")
+    tags = {**snapshot.tags, **_check_tags(add)}
+    for key in remove or []:
+        tags.pop(key, None)
+    Snapshot.objects.filter(pk=snapshot.pk).update(tags=tags)
+    snapshot.tags = tags
+    return snapshot
+
+
+# --- Delete -----------------------------------------------------------------------------------------
+
+
+def _in_use(snapshot: Snapshot) -> str:
+    running = snapshot.restores.filter(state=Restore.State.RESTORING).first()
+    if running:
+        return (
+            f"a restore to {running.name} (started {running.started_at:%Y-%m-%d %H:%M:%S} UTC) is reading it"
+        )
+    if snapshot.safety_snapshots.filter(state=Snapshot.State.CREATING).exists():
+        return "a roll-back to it is running"
+    return ""
+
+
+@audited("snapshot.delete", target="snapshot")
+def delete_snapshot(*, actor, snapshot: Snapshot) -> Snapshot:
+    """Merge the snapshot's layers away; every other snapshot and the volumes read back the same."""
+    require(actor, "delete_snapshots", snapshot.project, "delete snapshots")
+    busy = _in_use(snapshot)
+    if busy:
+        raise Conflict(
+            f"Snapshot {snapshot} cannot be deleted now: {busy}. Delete it once that has finished."
+        )
+    snapshot.transition(Snapshot.State.DELETING)
+    _step(snapshot, "queued for the hypervisor worker")
+    enqueue(tasks.finish_delete, str(snapshot.pk), queue=hypervisor_queue(snapshot.region_id))
+    return snapshot
+
+
+def finish_delete(snapshot_id: str) -> None:
+    snapshot = Snapshot.objects.filter(pk=snapshot_id).first()
+    if snapshot is None or snapshot.state != Snapshot.State.DELETING:
+        return
+    _step(snapshot, "merging the snapshot's layers into their children")
+    for disk in snapshot.disks.select_related("layer"):
+        if disk.layer is not None:
+            layer = disk.layer
+            SnapshotDisk.objects.filter(pk=disk.pk).update(layer=None)
+            chains.merge_away(layer)
+        elif snapshot.completed_at is None:
+            # Never completed: the volume may already write to the overlay named for this disk.
+            if disk.volume is None or disk.volume.path != disk.overlay_path:
+                chains.delete_volume_file(disk.overlay_path)
+    snapshot.delete()
+
+
+# --- Restore ----------------------------------------------------------------------------------------
+
+
+def restore_warnings(snapshot: Snapshot, flavor: str | None) -> list[str]:
+    """The spec's "Restore creates volume but VM won't boot" checks that can be made before starting."""
+    warnings = []
+    if flavor and snapshot.vm_definition and FLAVORS[flavor].bare_metal != snapshot.bare_metal:
+        taken = snapshot.vm_definition.get("flavor")
+        warnings.append(
+            f"Kernel panic on init is likely: the snapshot was taken on {taken} "
+            f"({'bare metal' if snapshot.bare_metal else 'a VM'}) and you restore onto {flavor} "
+            f"({'bare metal' if FLAVORS[flavor].bare_metal else 'a VM'}). Pick a compatible flavor."
+        )
+    for disk in snapshot.disks.all():
+        if disk.bootable and disk.device not in {"vda", "sda"}:
+            warnings.append(
+                f'"No bootable device": the boot volume {disk.volume_name} was attached as {disk.device}, '
+                "not vda/sda. Detach it and reattach it as the boot disk after the restore."
+            )
+    return warnings
+
+
+def _require_available(snapshot: Snapshot) -> None:
+    if snapshot.state != Snapshot.State.AVAILABLE:
+        raise Conflict(
+            f"Snapshot {snapshot} is {snapshot.state}; only an available snapshot can be restored."
+        )
+
+
+@audited("snapshot.restore", target="snapshot")
+def restore_to_volume(*, actor, snapshot: Snapshot, name: str, disk: SnapshotDisk | None = None) -> Restore:
+    """A new volume with the snapshot's data; the original volume is untouched."""
+    require(actor, "restore_snapshots", snapshot.project, "restore snapshots")
+    _require_available(snapshot)
+    disks = list(snapshot.disks.select_related("layer"))
+    if disk is None:
+        if len(disks) != 1:
+            raise InvalidRequest(
+                f"Snapshot {snapshot} holds {len(disks)} volumes: name the one to restore, or restore the "
+                "whole VM instead.",
+                field="disk",
+            )
+        disk = disks[0]
+    name = compute.check_name(name)
+    restore = Restore.objects.create(
+        snapshot=snapshot,
+        snapshot_name=snapshot.name,
+        project=snapshot.project,
+        kind=Restore.Kind.VOLUME,
+        name=name,
+        requested_by=actor.get_username() if actor else "system",
+    )
+    restore.volume = _new_restored_volume(snapshot, disk, name, bootable=disk.bootable)
+    restore.save(update_fields=["volume"])
+    enqueue(tasks.finish_restore, str(restore.pk), queue=hypervisor_queue(snapshot.region_id))
+    return restore
+
+
+def _new_restored_volume(snapshot: Snapshot, disk: SnapshotDisk, name: str, *, bootable: bool) -> Volume:
+    if Volume.objects.filter(project=snapshot.project, region=snapshot.region, name=name).exists():
+        raise Conflict(f"A volume named {name!r} already exists in {snapshot.project}.", field="name")
+    return Volume.objects.create(
+        project=snapshot.project,
+        region=snapshot.region,
+        name=name,
+        size_bytes=disk.size_bytes,
+        state=Volume.State.CREATING,
+        bootable=bootable,
+        path=_new_file(snapshot.region.volume_dir),
+        backing_layer=disk.layer,
+        tags={**snapshot.tags, "restored-from": str(snapshot.pk)[:8]},
+    )
+
+
+@audited("snapshot.restore-vm", target="snapshot")
+def restore_to_vm(
+    *,
+    actor,
+    snapshot: Snapshot,
+    name: str,
+    vpc: str,
+    flavor: str | None = None,
+    acknowledge_warnings: bool = False,
+) -> Restore:
+    """A new VM from a VM snapshot: its volumes restored with the same devices, then started."""
+    require(actor, "restore_snapshots", snapshot.project, "restore snapshots")
+    _require_available(snapshot)
+    if snapshot.kind != Snapshot.Kind.VM:
+        raise InvalidRequest("Only a VM snapshot restores to a new VM; restore this one to a new volume.")
+    flavor = flavor or snapshot.vm_definition.get("flavor")
+    if flavor not in FLAVORS:
+        raise InvalidRequest(f"Unknown flavor {flavor!r}.", field="flavor")
+    warnings = restore_warnings(snapshot, flavor)
+    if warnings and not acknowledge_warnings:
+        raise RestoreNeedsConfirmation(
+            " ".join(warnings) + " Restore again with the warnings acknowledged to go on."
+        )
+    name, vpc = compute.check_name(name), compute.check_name(vpc, field="vpc")
+    if VM.objects.filter(project=snapshot.project, region=snapshot.region, name=name).exists():
+        raise Conflict(f"A VM named {name!r} already exists in {snapshot.project}.", field="name")
+    vm = VM.objects.create(
+        project=snapshot.project,
+        region=snapshot.region,
+        host=compute.place(snapshot.region),
+        name=name,
+        flavor=flavor,
+        vpc=vpc,
+        tags={**snapshot.vm_definition.get("tags", {}), "restored-from": str(snapshot.pk)[:8]},
+    )
+    restore = Restore.objects.create(
+        snapshot=snapshot,
+        snapshot_name=snapshot.name,
+        project=snapshot.project,
+        kind=Restore.Kind.VM,
+        name=name,
+        vm=vm,
+        warnings=warnings,
+        requested_by=actor.get_username() if actor else "system",
+    )
+    for disk in snapshot.disks.select_related("layer"):
+        volume = _new_restored_volume(
+            snapshot, disk, f"{name}-{disk.device or disk.volume_name}", bootable=disk.bootable
+        )
+        Volume.objects.filter(pk=volume.pk).update(vm=vm, device=disk.device)
+    enqueue(tasks.finish_restore, str(restore.pk), queue=hypervisor_queue(snapshot.region_id))
+    return restore
+
+
+def finish_restore(restore_id: str) -> None:
+    """Worker side: the overlay files, then (VM) the domain started; records time-to-restore."""
+    restore = Restore.objects.select_related("snapshot", "vm__host", "volume").get(pk=restore_id)
+    if restore.state != Restore.State.RESTORING:
+        return
+    restored = list(restore.vm.volumes.all()) if restore.vm else [restore.volume]
+    for volume in restored:
+        if volume.state == Volume.State.CREATING:
+            chains.new_volume_file(volume.path, volume.backing_layer)
+            volume.transition(Volume.State.ATTACHED if volume.vm_id else Volume.State.AVAILABLE)
+    if restore.vm is not None and restore.vm.state == VM.State.STOPPED:
+        restore.vm.transition(VM.State.STARTING)
+        compute.apply_power_state(str(restore.vm.pk))
+    finished = timezone.now()
+    restore.transition(
+        Restore.State.DONE, finished_at=finished, seconds=(finished - restore.started_at).total_seconds()
+    )
+
+
+def fail_restore(restore_id: str, error: str) -> None:
+    restore = Restore.objects.get(pk=restore_id)
+    if restore.state == Restore.State.RESTORING:
+        restore.transition(Restore.State.FAILED, last_error=error[:2000], finished_at=timezone.now())
+
+
+# --- Roll-back --------------------------------------------------------------------------------------
+
+
+def rollback_confirmation(snapshot: Snapshot) -> str:
+    """What the user types to confirm: the name of what is rolled back."""
+    return snapshot.vm_name if snapshot.kind == Snapshot.Kind.VM else snapshot.disks.get().volume_name
+
+
+@audited("snapshot.rollback", target="snapshot")
+def rollback(*, actor, snapshot: Snapshot, confirm: str) -> Snapshot:
+    """Revert the volume (or every volume of the stopped VM) to the snapshot. Not undoable, except that
+    a safety snapshot of the current state is kept for 24 hours first. Returns that safety snapshot."""
+    require(actor, "rollback_snapshots", snapshot.project, "roll back volumes")
+    _require_available(snapshot)
+    expected = rollback_confirmation(snapshot)
+    if confirm != expected:
+        raise InvalidRequest(
+            f"Roll-back replaces the current data and is not undoable. Type {expected!r} to confirm "
+            "(a safety snapshot of the current data is kept for 24 hours).",
+            field="confirm",
+        )
+    disks = list(snapshot.disks.select_related("volume__vm", "layer"))
+    for disk in disks:
+        volume = disk.volume
+        if volume is None:
+            raise Conflict(f"Volume {disk.volume_name} no longer exists; restore to a new volume instead.")
+        if volume.vm is not None and volume.vm.state != VM.State.STOPPED:
+            raise Conflict(
+                f"Volume {volume.name} is attached to VM {volume.vm.name}, which is {volume.vm.state}. "
+                "Stop the VM first, or restore to a new volume and leave this one as it is."
+            )
+        if volume.state not in {Volume.State.AVAILABLE, Volume.State.ATTACHED}:
+            raise Conflict(f"Volume {volume.name} is {volume.state}; wait until it is available.")
+    safety = Snapshot.objects.create(
+        project=snapshot.project,
+        region=snapshot.region,
+        name=f"safety-before-rollback-{timezone.now():%Y%m%d-%H%M%S}",
+        kind=snapshot.kind,
+        vm=snapshot.vm,
+        vm_name=snapshot.vm_name,
+        vm_definition=_vm_definition(snapshot.vm),
+        origin=Snapshot.Origin.SAFETY,
+        consistency_requested=Snapshot.Consistency.APPLICATION,
+        expires_at=timezone.now() + SAFETY_SNAPSHOT_LIFETIME,
+        rollback_of=snapshot,
+        step=f"rolling back to {snapshot.name}",
+        step_started_at=timezone.now(),
+        created_by=actor.get_username() if actor else "system",
+    )
+    for disk in disks:
+        SnapshotDisk.objects.create(
+            snapshot=safety,
+            volume=disk.volume,
+            volume_name=disk.volume.name,
+            device=disk.volume.device,
+            bootable=disk.volume.bootable,
+            size_bytes=disk.volume.size_bytes,
+            overlay_path=_new_file(snapshot.region.volume_dir),
+        )
+    enqueue(tasks.finish_rollback, str(safety.pk), queue=hypervisor_queue(snapshot.region_id))
+    return safety
+
+
+def finish_rollback(safety_id: str) -> None:
+    """Seal each volume's current data as the safety snapshot, and continue it on the snapshot's layer."""
+    safety = Snapshot.objects.select_related("rollback_of").get(pk=safety_id)
+    if safety.state != Snapshot.State.CREATING:
+        return
+    source_layers = {disk.volume_id: disk.layer for disk in safety.rollback_of.disks.select_related("layer")}
+    for disk in safety.disks.select_related("volume__backing_layer").filter(layer__isnull=True):
+        with transaction.atomic():
+            layer = chains.seal_active(
+                disk.volume, disk.overlay_path, new_backing=source_layers[disk.volume_id]
+            )
+            SnapshotDisk.objects.filter(pk=disk.pk).update(layer=layer)
+    safety.transition(
+        Snapshot.State.AVAILABLE,
+        consistency_achieved=Snapshot.Consistency.APPLICATION,
+        consistency_reason=AT_REST,
+        completed_at=timezone.now(),
+        step="",
+    )
+    enqueue(tasks.measure, str(safety.pk), queue=hypervisor_queue(safety.region_id))

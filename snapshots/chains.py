@@ -44,7 +44,13 @@ def new_volume_file(path: str, layer: Layer) -> None:
 
 
 def merge_away(layer: Layer) -> None:
-    """Merge `layer` into each child (layers and volume files backing onto it), then delete it."""
+    """Merge `layer` into each child (layers and volume files backing onto it), then delete it.
+
+    Interrupted anywhere, running it again finishes the job: a child already rebased onto the parent
+    is rebased again at no cost, and the layer's row goes only after every child has moved off it.
+    """
+    from snapshots.models import SnapshotDisk
+
     parent = layer.parent
     for child in [*layer.children.all(), *layer.volumes.all()]:
         volumes.rebase(child.path, parent.path if parent else None)
@@ -52,8 +58,10 @@ def merge_away(layer: Layer) -> None:
             Layer.objects.filter(pk=child.pk).update(parent=parent)
         else:
             Volume.objects.filter(pk=child.pk).update(backing_layer=parent)
+    with transaction.atomic():
+        SnapshotDisk.objects.filter(layer=layer).update(layer=None)
+        layer.delete()
     Path(layer.path).unlink(missing_ok=True)
-    layer.delete()
 
 
 def delete_volume_file(path: str) -> None:

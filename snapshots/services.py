@@ -377,9 +377,7 @@ def finish_delete(snapshot_id: str) -> None:
     _step(snapshot, "merging the snapshot's layers into their children")
     for disk in snapshot.disks.select_related("layer"):
         if disk.layer is not None:
-            layer = disk.layer
-            SnapshotDisk.objects.filter(pk=disk.pk).update(layer=None)
-            chains.merge_away(layer)
+            chains.merge_away(disk.layer)
         elif snapshot.completed_at is None:
             # Never completed: the volume may already write to the overlay named for this disk.
             if disk.volume is None or disk.volume.path != disk.overlay_path:

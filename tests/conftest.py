@@ -8,7 +8,10 @@ import socket
 
 import pytest
 
+from clouddigit.backends import volumes as volume_files
 from clouddigit.celery import app as celery_app
+from clouddigit.compute import services as compute_services
+from iam.services import grant_role
 
 pytest_plugins = ["tests.plugins.seaweed"]
 
@@ -98,8 +101,6 @@ def globex_main(globex):
 
 
 def _user_with_role(django_user_model, name: str, role: str, account, project=None):
-    from iam.services import grant_role
-
     user = django_user_model.objects.create_user(name, password=f"{name}-pass")
     grant_role(actor=None, role=role, account=account, project=project, username=name)
     return user
@@ -142,3 +143,43 @@ def make_vm(dha):
         )
 
     return make
+
+
+MiB = 2**20
+
+
+@pytest.fixture
+def run(django_capture_on_commit_callbacks):
+    """Run a service and the tasks it queues (eagerly, in this process), as a worker would."""
+
+    def call(service, **kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            result = service(**kwargs)
+        if hasattr(result, "refresh_from_db") and type(result).objects.filter(pk=result.pk).exists():
+            result.refresh_from_db()  # what the tasks wrote
+        return result
+
+    return call
+
+
+@pytest.fixture
+def operator(django_user_model, prod):
+    django_user_model.objects.create_user("olga")
+    grant_role(actor=None, role="snapshot.operator", account=prod.account, project=prod, username="olga")
+    return django_user_model.objects.get(username="olga")
+
+
+@pytest.fixture
+def snap_admin(django_user_model, prod):
+    django_user_model.objects.create_user("sam")
+    grant_role(actor=None, role="snapshot.admin", account=prod.account, project=prod, username="sam")
+    return django_user_model.objects.get(username="sam")
+
+
+@pytest.fixture
+def data_volume(prod, dha):
+    volume = compute_services.create_volume(
+        actor=None, project=prod, region=dha, name="data-01", size_bytes=16 * MiB
+    )
+    volume_files.write_pattern(volume.path, 0, 4 * MiB, 0x11)
+    return volume

@@ -13,6 +13,7 @@ urlpatterns = [
     path("scope/", views.switch_scope, name="switch-scope"),
     path("status/", views.status, name="status"),
     path("compute/", include("clouddigit.compute.urls")),
+    path("snapshots/", include("snapshots.urls")),
     path("iam/", include("iam.urls")),
     path("audit/", include("clouddigit.audit.urls")),
     path("api/v1/", include("clouddigit.api.urls")),

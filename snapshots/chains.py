@@ -12,8 +12,9 @@ from pathlib import Path
 
 from django.db import transaction
 
-from clouddigit.backends import volumes
+from clouddigit.backends import hypervisor, volumes
 from clouddigit.compute.models import Layer, Volume
+from clouddigit.errors import Conflict
 
 
 def _overlay(path: str, backing: str) -> None:
@@ -38,6 +39,22 @@ def seal_active(volume: Volume, overlay_path: str, *, new_backing: Layer | None 
     return sealed
 
 
+def seal_live(uri: str, spec, disks) -> None:
+    """The same as `seal_active` for the disks of a domain that a real qemu is running: libvirt creates
+    the overlays and qemu switches to them in one atomic step (`hypervisor.create_live_overlays`)."""
+    hypervisor.create_live_overlays(uri, spec, {disk.volume.path: disk.overlay_path for disk in disks})
+    from snapshots.models import SnapshotDisk
+
+    with transaction.atomic():
+        for disk in disks:
+            volume = disk.volume
+            sealed = Layer.objects.create(
+                region_id=volume.region_id, path=volume.path, parent=volume.backing_layer
+            )
+            Volume.objects.filter(pk=volume.pk).update(path=disk.overlay_path, backing_layer=sealed)
+            SnapshotDisk.objects.filter(pk=disk.pk).update(layer=sealed)
+
+
 def new_volume_file(path: str, layer: Layer) -> None:
     """A restored volume's file: an overlay on the snapshot's layer, so restoring costs no copy."""
     _overlay(path, layer.path)
@@ -52,8 +69,17 @@ def merge_away(layer: Layer) -> None:
     from snapshots.models import SnapshotDisk
 
     parent = layer.parent
-    for child in [*layer.children.all(), *layer.volumes.all()]:
-        volumes.rebase(child.path, parent.path if parent else None)
+    children = [*layer.children.all(), *layer.volumes.select_related("vm__host", "vm__project__account")]
+    for child in children:
+        running = _running_vm_reading(child)
+        if running is not None and isinstance(child, Layer):
+            _commit_live(layer, child, children, running)
+            return
+        if running is not None:
+            vm, uri, spec = running
+            hypervisor.pull_into_active(uri, spec, child.device, parent.path if parent else None)
+        else:
+            volumes.rebase(child.path, parent.path if parent else None)
         if isinstance(child, Layer):
             Layer.objects.filter(pk=child.pk).update(parent=parent)
         else:
@@ -62,6 +88,59 @@ def merge_away(layer: Layer) -> None:
         SnapshotDisk.objects.filter(layer=layer).update(layer=None)
         layer.delete()
     Path(layer.path).unlink(missing_ok=True)
+
+
+def _running_vm_reading(child):
+    """(vm, uri, spec) when a real qemu runs a VM whose disk chain contains `child`; else None."""
+    from clouddigit.compute import services as compute
+
+    pending, tops = [child], []
+    while pending:
+        current = pending.pop()
+        if isinstance(current, Volume):
+            tops.append(current)
+        else:
+            pending += [*current.children.all(), *current.volumes.select_related("vm__host")]
+    for volume in tops:
+        vm = volume.vm
+        if vm is not None and vm.state == vm.State.RUNNING:
+            uri, spec = vm.host.libvirt_uri, compute.domain_spec(vm)
+            if hypervisor.live_overlays_supported(uri, spec):
+                return vm, uri, spec
+    return None
+
+
+def _commit_live(layer: Layer, child: Layer, children: list, running) -> None:
+    """Delete a middle layer of a running chain: qemu commits the child layer into the layer's file, which
+    then holds the child's view and takes over the child's identity. Safe only when nothing else backs
+    onto the layer (a restored volume would see the child's data)."""
+    from snapshots.models import SnapshotDisk
+
+    vm, uri, spec = running
+    if len(children) != 1:
+        raise Conflict(
+            f"This snapshot's data is also read by a restored volume or another branch while VM {vm.name} "
+            "runs. Stop the VM (or delete the other snapshot or restored volume first), then delete it."
+        )
+    target = next(v.device for v in vm.volumes.all() if _chain_contains(v, child))
+    hypervisor.commit_into_base(uri, spec, target, top=child.path, base=layer.path)
+    old_child_path = child.path
+    with transaction.atomic():
+        SnapshotDisk.objects.filter(layer=layer).update(layer=None)
+        Layer.objects.filter(pk=child.pk).update(parent=None, path=f"{old_child_path}.merged")
+        layer_path, grandparent = layer.path, layer.parent
+        layer.delete()
+        Layer.objects.filter(pk=child.pk).update(parent=grandparent, path=layer_path)
+    Path(old_child_path).unlink(missing_ok=True)
+
+
+def _chain_contains(volume: Volume, layer: Layer) -> bool:
+    current = volume.backing_layer
+    while current is not None:
+        if current.pk == layer.pk:
+            return True
+        current = current.parent
+    return False
 
 
 def delete_volume_file(path: str) -> None:

@@ -7,13 +7,13 @@ import uuid
 from django.db import models
 from django.utils import timezone
 
-from clouddigit.compute.models import VM, Layer, Project, Region, Volume, validate_tags
+from clouddigit.compute.models import VM, Layer, Project, Region, TaggedQuerySet, Volume, validate_tags
 from clouddigit.statemachine import StateMachineMixin
 
 DEFAULT_SNAPSHOTS_PER_VOLUME = 100
 
 
-class SnapshotQuerySet(models.QuerySet):
+class SnapshotQuerySet(TaggedQuerySet):
     def visible_to(self, user, perm: str = "compute.view_snapshots") -> SnapshotQuerySet:
         return self.filter(project__in=Project.objects.visible_to(user, perm).values("pk"))
 

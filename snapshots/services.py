@@ -13,6 +13,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -236,7 +237,13 @@ def take(snapshot_id: str) -> None:
     enqueue(tasks.measure, str(snapshot.pk), queue=hypervisor_queue(snapshot.region_id))
 
 
-def _seal(disks: list[SnapshotDisk]) -> None:
+def _seal(disks: list[SnapshotDisk], vm: VM | None = None) -> None:
+    """New overlays for the disks: through libvirt when a real qemu runs the VM, else with qemu-img."""
+    if vm is not None:
+        uri, spec = compute.hypervisor_target(vm)
+        if hypervisor.live_overlays_supported(uri, spec):
+            chains.seal_live(uri, spec, disks)
+            return
     for disk in disks:
         with transaction.atomic():
             layer = chains.seal_active(disk.volume, disk.overlay_path)
@@ -247,16 +254,14 @@ def _seal(disks: list[SnapshotDisk]) -> None:
 def _seal_running(snapshot: Snapshot, vm: VM, disks: list[SnapshotDisk]) -> tuple[str, str]:
     if snapshot.consistency_requested == Snapshot.Consistency.CRASH:
         _step(snapshot, "creating overlays")
-        _seal(disks)
+        _seal(disks, vm)
         return Snapshot.Consistency.CRASH, "crash-consistent was asked for"
     _step(snapshot, "freezing the guest file systems (qemu-guest-agent)")
-    from django.conf import settings
-
-    uri, spec = vm.host.libvirt_uri, compute.domain_spec(vm)
+    uri, spec = compute.hypervisor_target(vm)
     with hypervisor.frozen(uri, spec, settings.HYPERVISOR_FREEZE_TIMEOUT_SECONDS) as freeze:
         _record_agent(vm, freeze.frozen)
         _step(snapshot, "creating overlays" + (" while frozen" if freeze.frozen else ""))
-        _seal(disks)
+        _seal(disks, vm)
         _step(snapshot, "thawing the guest file systems" if freeze.frozen else "recording")
     return freeze.consistency, freeze.reason
 

@@ -16,10 +16,11 @@ Extent = tuple[int, int, str]  # start, end, file the guest reads those bytes fr
 
 def data_extents(path: str) -> list[Extent]:
     """Where each allocated range of the guest view of `path` comes from; zero ranges are left out."""
-    chain = [layer["filename"] for layer in volumes.backing_chain(path)]
+    # force_share: a running VM's qemu holds its active file; sizes are estimates, a moving view is fine.
+    chain = [layer["filename"] for layer in volumes.backing_chain(path, force_share=True)]
     return [
         (extent["start"], extent["start"] + extent["length"], chain[extent["depth"]])
-        for extent in volumes.map(path)
+        for extent in volumes.map(path, force_share=True)
         if extent.get("data") and not extent.get("zero")
     ]
 

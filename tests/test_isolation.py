@@ -20,6 +20,8 @@ from rest_framework.test import APIClient
 from clouddigit.audit.models import AuditEntry
 from clouddigit.compute.models import Region
 from iam.models import RoleBinding
+from snapshots import services as snapshot_services
+from snapshots.models import Snapshot
 
 # Public by design, or changing nothing but the caller's own session (the project/region switcher,
 # which ignores projects the caller cannot see: tests/compute/test_pages.py).
@@ -61,7 +63,14 @@ def world(alice, bob, charlie, make_vm, prod, sandbox, globex_main, ctg):
     db01 = make_vm(prod, "db-01", tags={"env": "prod"})
     make_vm(sandbox, "dev-01")
     make_vm(globex_main, "gx-app-01")
+    snapshot = snapshot_services.create_snapshot(actor=None, vm=db01, name="db-01-nightly")
+    snapshot_services.take(str(snapshot.pk))
+    restore = snapshot_services.restore_to_volume(
+        actor=None, snapshot=Snapshot.objects.get(pk=snapshot.pk), name="db-01-copy"
+    )
+    snapshot_services.finish_restore(str(restore.pk))
     acme_ids = [str(db01.pk), str(db01.volumes.get().pk), str(prod.pk), str(sandbox.pk)]
+    acme_ids += [str(snapshot.pk), str(restore.pk)]
     acme_ids += [
         str(pk) for pk in RoleBinding.objects.filter(account=prod.account).values_list("pk", flat=True)
     ]
@@ -73,7 +82,7 @@ def world(alice, bob, charlie, make_vm, prod, sandbox, globex_main, ctg):
         "values": acme_values + list(Region.objects.values_list("slug", flat=True)),  # regions are shared
         "acme_values": acme_values,
         # Names, not ids: the outsider's own refused requests (in its audit view) echo the ids it tried.
-        "acme_markers": ["db-01", "dev-01", "acme/prod", "acme/sandbox"],
+        "acme_markers": ["db-01", "dev-01", "acme/prod", "acme/sandbox", "db-01-nightly"],
     }
 
 

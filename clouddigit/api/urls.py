@@ -8,12 +8,16 @@ from rest_framework.routers import DefaultRouter
 from clouddigit.audit.api import AuditEntryViewSet
 from clouddigit.compute.api import ProjectViewSet, RegionViewSet, VMViewSet, VolumeViewSet
 from iam.api import RoleBindingViewSet
+from snapshots.api import RestoreViewSet, SnapshotLimitViewSet, SnapshotViewSet
 
 router = DefaultRouter()
 router.register("projects", ProjectViewSet, basename="project")
 router.register("regions", RegionViewSet, basename="region")
 router.register("compute/vms", VMViewSet, basename="vm")
 router.register("compute/volumes", VolumeViewSet, basename="volume")
+router.register("compute/snapshots", SnapshotViewSet, basename="snapshot")
+router.register("compute/restores", RestoreViewSet, basename="restore")
+router.register("compute/snapshot-limits", SnapshotLimitViewSet, basename="snapshot-limit")
 router.register("iam/role-bindings", RoleBindingViewSet, basename="role-binding")
 router.register("audit/entries", AuditEntryViewSet, basename="audit-entry")
 

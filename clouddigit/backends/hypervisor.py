@@ -423,6 +423,21 @@ def start(uri: str, spec: DomainSpec) -> Literal["started", "resumed", "already_
         return "started"
 
 
+def adopt_state(uri: str, spec: DomainSpec, running: bool) -> None:
+    """On the test driver, make the domain run (or not) as the database says it does.
+
+    A fake host has no memory of its own: every new connection (a new worker process) starts with its
+    domains shut off, while the rows say which VMs run. A real host is left alone: its state is the truth
+    there, and a VM that is not running is reported as such by the operation that needs it.
+    """
+    if not _is_test_driver(connection(uri)):
+        return
+    if running:
+        start(uri, spec)
+    elif state(uri, spec) == "running":
+        stop(uri, spec)
+
+
 def stop(
     uri: str, spec: DomainSpec, graceful_timeout: float = 60.0, poll_interval: float = 0.5
 ) -> Literal["shutdown", "destroyed", "already_stopped"]:

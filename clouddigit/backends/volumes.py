@@ -59,21 +59,40 @@ def create_overlay(
     )
 
 
-def info(path: str | os.PathLike[str], fmt: str = "qcow2") -> dict[str, Any]:
+def _share(force_share: bool) -> list[str]:
+    # -U reads a file that a running qemu holds write-locked. What it reads of an active file is not a
+    # point in time, so it serves metadata and size estimates, never a snapshot's checksum.
+    return ["-U"] if force_share else []
+
+
+def info(path: str | os.PathLike[str], fmt: str = "qcow2", force_share: bool = False) -> dict[str, Any]:
     """`qemu-img info` of the image itself (virtual-size, actual-size, backing-filename, ...)."""
-    return json.loads(_run(["qemu-img", "info", "--output=json", "-f", fmt, _absolute(path)]).stdout)
-
-
-def backing_chain(path: str | os.PathLike[str], fmt: str = "qcow2") -> list[dict[str, Any]]:
-    """`qemu-img info` of every layer, the image first and the bottom-most base last."""
-    args = ["qemu-img", "info", "--output=json", "--backing-chain", "-f", fmt, _absolute(path)]
+    args = ["qemu-img", "info", *_share(force_share), "--output=json", "-f", fmt, _absolute(path)]
     return json.loads(_run(args).stdout)
 
 
-def map(path: str | os.PathLike[str], fmt: str = "qcow2") -> list[dict[str, Any]]:
+def backing_chain(
+    path: str | os.PathLike[str], fmt: str = "qcow2", force_share: bool = False
+) -> list[dict[str, Any]]:
+    """`qemu-img info` of every layer, the image first and the bottom-most base last."""
+    args = [
+        "qemu-img",
+        "info",
+        *_share(force_share),
+        "--output=json",
+        "--backing-chain",
+        "-f",
+        fmt,
+        _absolute(path),
+    ]
+    return json.loads(_run(args).stdout)
+
+
+def map(path: str | os.PathLike[str], fmt: str = "qcow2", force_share: bool = False) -> list[dict[str, Any]]:
     """`qemu-img map` of the guest view through the whole chain: sorted extents with start, length,
     depth (0 = this layer), zero (reads as zeros) and data (holds bytes)."""
-    return json.loads(_run(["qemu-img", "map", "--output=json", "-f", fmt, _absolute(path)]).stdout)
+    args = ["qemu-img", "map", *_share(force_share), "--output=json", "-f", fmt, _absolute(path)]
+    return json.loads(_run(args).stdout)
 
 
 def convert(

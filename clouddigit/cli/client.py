@@ -134,11 +134,17 @@ class Client:
             items.extend(page["results"])
         return items
 
-    def create(self, path: str, body: Mapping[str, str]) -> dict[str, Any]:
+    def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
+        return self._json(self._request("GET", self.api_url(path), params=params))
+
+    def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST: a create, or an action on an object (`compute/snapshots/<id>/restore/`)."""
         return self._json(self._request("POST", self.api_url(path), json=body))
 
-    def delete(self, path: str) -> None:
-        self._request("DELETE", self.api_url(path))
+    def delete(self, path: str) -> dict[str, Any] | None:
+        """The deleted object when the API answers one (a delete that goes on in the background)."""
+        response = self._request("DELETE", self.api_url(path))
+        return self._json(response) if response.content else None
 
     def obtain_token(self, *, username: str, password: str) -> str:
         answer = self.create("auth/token/", {"username": username, "password": password})

@@ -10,7 +10,7 @@ from typing import TypeAlias
 from clouddigit.cli import commands
 from clouddigit.cli.client import CLIError
 from clouddigit.cli.output import FORMATS
-from clouddigit.cli.resources import ROLE_BINDINGS, VMS, VOLUMES, Resource
+from clouddigit.cli.resources import RESTORES, ROLE_BINDINGS, SNAPSHOTS, VMS, VOLUMES, Resource
 
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -69,6 +69,95 @@ def add_role_commands(roles: Subcommands) -> None:
     revoke.set_defaults(handler=commands.revoke_role, parser=revoke)
 
 
+def add_snapshot_command(
+    parent: Subcommands, name: str, help: str, handler, *, output: bool = True
+) -> argparse.ArgumentParser:
+    """A command acting on one snapshot, named by `--snapshot`."""
+    parser = parent.add_parser(name, help=help, description=help)
+    parser.add_argument(
+        "--snapshot", required=True, metavar="ID", help="the snapshot's id (or its name, when unique)"
+    )
+    if output:
+        add_output_option(parser)
+    parser.set_defaults(handler=handler, parser=parser)
+    return parser
+
+
+def add_snapshot_commands(snapshots: Subcommands) -> None:
+    add_list_command(snapshots, SNAPSHOTS, "list snapshots, newest first")
+
+    create = snapshots.add_parser(
+        "create",
+        help="snapshot one volume, or every volume of a VM",
+        description="Snapshot one volume, or every volume of a VM (plus its definition). The snapshot is "
+        "`creating` until the hypervisor worker has taken it.",
+    )
+    source = create.add_mutually_exclusive_group(required=True)
+    source.add_argument("--volume", metavar="ID_OR_NAME", help="a volume snapshot of this volume")
+    source.add_argument("--vm", metavar="ID_OR_NAME", help="a VM snapshot of all this VM's volumes")
+    create.add_argument("--project", metavar="ACCOUNT/PROJECT", help="look the name up in this project")
+    create.add_argument("--name", help="default: <source>-<UTC time>")
+    create.add_argument(
+        "--consistency",
+        choices=("application", "crash"),
+        default="application",
+        help="application (default: freeze the guest's file systems first) or crash",
+    )
+    create.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+    add_output_option(create)
+    create.set_defaults(handler=commands.create_snapshot, parser=create)
+
+    add_snapshot_command(
+        snapshots, "show", "a snapshot's details: disks, consistency, sizes, restores", commands.show_snapshot
+    )
+    add_snapshot_command(
+        snapshots,
+        "delete",
+        "delete a snapshot (its data merges away in the background)",
+        commands.delete_snapshot,
+        output=False,
+    )
+    tag = add_snapshot_command(snapshots, "tag", "add and remove a snapshot's tags", commands.tag_snapshot)
+    tag.add_argument("--add", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+    tag.add_argument("--remove", action="append", default=[], metavar="KEY", help="repeatable")
+    diagnose = add_snapshot_command(
+        snapshots,
+        "diagnose",
+        "what a snapshot operation is waiting for",
+        commands.diagnose_snapshot,
+        output=False,
+    )
+    diagnose.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    restore = add_snapshot_command(
+        snapshots, "restore", "restore to a new volume (the original is untouched)", commands.restore_snapshot
+    )
+    restore.add_argument("--name", required=True, help="the new volume's name")
+    restore.add_argument("--disk", metavar="DISK_ID", help="which disk of a VM snapshot (see show)")
+    rollback = add_snapshot_command(
+        snapshots,
+        "rollback",
+        "revert the volume (or the stopped VM) to the snapshot; not undoable",
+        commands.rollback_snapshot,
+    )
+    rollback.add_argument(
+        "--confirm", required=True, metavar="NAME", help="the name of the VM or volume rolled back"
+    )
+    add_snapshot_command(snapshots, "retry", "queue a failed create or delete again", commands.retry_snapshot)
+
+
+def add_vm_commands(vms: Subcommands) -> None:
+    add_list_command(vms, VMS, "list VMs")
+    restore = add_snapshot_command(
+        vms, "restore", "restore a VM snapshot to a new VM, started when ready", commands.restore_vm
+    )
+    restore.add_argument("--name", required=True, help="the new VM's name")
+    restore.add_argument("--vpc", required=True)
+    restore.add_argument("--flavor", help="default: the flavor the snapshot was taken on")
+    restore.add_argument(
+        "--yes", action="store_true", help="go on despite warnings (e.g. a flavor unlike the snapshot's)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clouddigit",
@@ -84,9 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     login.set_defaults(handler=commands.login, parser=login)
 
-    compute = add_group(top, "compute", "VMs and volumes")
-    add_list_command(add_group(compute, "vm", "virtual machines"), VMS, "list VMs")
+    compute = add_group(top, "compute", "VMs, volumes and snapshots")
+    add_vm_commands(add_group(compute, "vm", "virtual machines"))
     add_list_command(add_group(compute, "volume", "volumes"), VOLUMES, "list volumes")
+    add_snapshot_commands(add_group(compute, "snapshot", "snapshots of volumes and VMs"))
+    add_list_command(add_group(compute, "restore", "restores from snapshots"), RESTORES, "list restores")
 
     iam = add_group(top, "iam", "who may do what")
     add_role_commands(add_group(iam, "role", "role bindings"))

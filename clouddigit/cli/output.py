@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 FORMATS = ("table", "json", "id")
@@ -38,23 +39,44 @@ def binary_size(value: Any) -> str:
     return f"{size:.1f}".removesuffix(".0") + unit
 
 
+def timestamp(value: Any) -> str:
+    """An API timestamp as one UTC token to the second: 2026-11-26T02:00:03Z."""
+    if not value:
+        return EMPTY
+    return datetime.fromisoformat(str(value)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclass(frozen=True)
 class Column:
     header: str
     field: str
     render: Callable[[Any], str] = cell
+    # Reads the cell's value from the whole item when one field does not hold it.
+    pick: Callable[[dict[str, Any]], Any] | None = None
+
+    def text(self, item: dict[str, Any]) -> str:
+        return self.render(self.pick(item) if self.pick else item.get(self.field))
 
 
-def table(items: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
-    rows = [[column.header for column in columns]]
-    rows += [[column.render(item.get(column.field)) for column in columns] for item in items]
+def table(items: Sequence[dict[str, Any]], columns: Sequence[Column], *, header: bool = True) -> str:
+    rows = [[column.header for column in columns]] if header else []
+    rows += [[column.text(item) for column in columns] for item in items]
+    if not rows:
+        return ""
     widths = [max(len(row[index]) for row in rows) for index in range(len(columns))]
     lines = ("  ".join(text.ljust(width) for text, width in zip(row, widths, strict=True)) for row in rows)
     return "\n".join(line.rstrip() for line in lines)
 
 
-def show(data: dict[str, Any] | list[dict[str, Any]], output: str, columns: Sequence[Column]) -> None:
-    """Print a list or a single object as the `-o` option asks; an empty list prints no id lines."""
+def show(
+    data: dict[str, Any] | list[dict[str, Any]],
+    output: str,
+    columns: Sequence[Column],
+    *,
+    header: bool = True,
+) -> None:
+    """Print a list or a single object as the `-o` option asks; an empty list prints no id lines (and,
+    without a header, no table lines)."""
     if output == "json":
         print(json.dumps(data, indent=2))
         return
@@ -63,4 +85,13 @@ def show(data: dict[str, Any] | list[dict[str, Any]], output: str, columns: Sequ
         for item in items:
             print(item["id"])
         return
-    print(table(items, columns))
+    text = table(items, columns, header=header)
+    if text:
+        print(text)
+
+
+def fields(pairs: Sequence[tuple[str, Any]]) -> str:
+    """A detail view: one `LABEL  value` line per pair, labels aligned; empty values as '-'."""
+    width = max(len(label) for label, _ in pairs)
+    lines = (f"{label.ljust(width)}  {EMPTY if value in (None, '') else value}" for label, value in pairs)
+    return "\n".join(lines)

@@ -150,13 +150,17 @@ class Host(models.Model):
         return self.name
 
 
-class InventoryQuerySet(models.QuerySet):
+class TaggedQuerySet(models.QuerySet):
+    """Rows with a `tags` map (VMs, volumes, snapshots)."""
+
+    def with_tag(self, key: str, value: str) -> TaggedQuerySet:
+        validate_tags({key: value})  # also makes the key safe to use in a lookup
+        return self.filter(**{f"tags__{key}": value})
+
+
+class InventoryQuerySet(TaggedQuerySet):
     def visible_to(self, user, perm: str = VIEW_INVENTORY) -> InventoryQuerySet:
         return self.filter(project__in=Project.objects.visible_to(user, perm).values("pk"))
-
-    def with_tag(self, key: str, value: str) -> InventoryQuerySet:
-        validate_tags({key: value})
-        return self.filter(**{f"tags__{key}": value})
 
 
 class VM(StateMachineMixin, models.Model):

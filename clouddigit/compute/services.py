@@ -238,6 +238,13 @@ def stop_vm(*, actor, vm: VM) -> VM:
     return vm
 
 
+def hypervisor_target(vm: VM) -> tuple[str, hypervisor.DomainSpec]:
+    """The host URI and domain of a VM, with a fake (test-driver) host brought in step with the row."""
+    uri, spec = vm.host.libvirt_uri, domain_spec(vm)
+    hypervisor.adopt_state(uri, spec, running=vm.state in {VM.State.RUNNING, VM.State.STOPPING})
+    return uri, spec
+
+
 def apply_power_state(vm_id: str) -> None:
     """Worker side of start/stop: make the domain match a STARTING/STOPPING row, then settle the row.
 

@@ -15,6 +15,8 @@ from clouddigit.compute.filters import VMFilter, VolumeFilter
 from clouddigit.compute.models import VM, Volume
 from clouddigit.errors import ServiceError
 from clouddigit.htmx import render_page_or_fragment
+from snapshots.forms import CreateForm
+from snapshots.models import Snapshot
 
 PAGE_SIZE = 50
 
@@ -63,6 +65,7 @@ def vm_detail(request, pk):
         "vm": vm,
         "volumes": vm.volumes.order_by("device"),
         "can_operate": can(request.user, "operate_vms", vm.project),
+        **_snapshots_of(request.user, vm.project, vm=vm),
     }
     response = render_page_or_fragment(request, "compute/vm_detail.html", "power", context)
     if request.htmx and not request.htmx.boosted and not vm.in_transition:
@@ -109,6 +112,19 @@ def volume_detail(request, pk):
             }
             for layer in layers
         ]
-    return render(
-        request, "compute/volume_detail.html", {"volume": volume, "chain": chain, "file_error": file_error}
-    )
+    context = {
+        "volume": volume,
+        "chain": chain,
+        "file_error": file_error,
+        **_snapshots_of(request.user, volume.project, disks__volume=volume),
+    }
+    return render(request, "compute/volume_detail.html", context)
+
+
+def _snapshots_of(user, project, **lookup) -> dict:
+    """The newest snapshots of a VM or volume, and the form to take one (snapshots app)."""
+    return {
+        "snapshots": Snapshot.objects.visible_to(user).filter(**lookup).distinct()[:10],
+        "can_snapshot": can(user, "create_snapshots", project),
+        "snapshot_form": CreateForm(),
+    }

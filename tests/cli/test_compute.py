@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import pytest
 
@@ -16,9 +17,13 @@ def token_starts(line: str) -> list[int]:
     return [match.start() for match in re.finditer(r"\S+", line)]
 
 
-def test_vm_table_has_one_token_per_column_so_awk_picks_columns(cli, alice, make_vm, prod, sandbox, ctg):
+def test_vm_table_has_one_token_per_column_so_awk_picks_columns(
+    cli, alice, make_vm, prod, sandbox, ctg, monkeypatch
+):
     db01 = make_vm(prod, "db-01", tags={"role": "db", "env": "prod"})
     make_vm(sandbox, "sb-01", region=ctg, flavor="bm-c1")
+    assert len(cli(alice, "compute", "vm", "list").out.splitlines()) == 2  # piped: no header line
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
 
     result = cli(alice, "compute", "vm", "list")
 
@@ -58,7 +63,8 @@ def test_id_output_is_bare_ids_of_every_page(cli, alice, make_vm, prod):
     assert [vm["id"] for vm in listed] == ids
 
 
-def test_volume_list_shows_size_attachment_and_filters_by_vm(cli, alice, make_vm, prod):
+def test_volume_list_shows_size_attachment_and_filters_by_vm(cli, alice, make_vm, prod, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     db01 = make_vm(prod, "db-01", boot_gib=2)
     make_vm(prod, "web-01")
 

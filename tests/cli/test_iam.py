@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -45,7 +46,8 @@ def test_granted_user_sees_the_projects_vms_and_nothing_of_other_accounts(
     assert [(vm["id"], vm["project"]) for vm in vms] == [(str(db01.id), "acme/prod")]
 
 
-def test_role_list_table_shows_principal_and_scope(cli, alice, bob, charlie):
+def test_role_list_table_shows_principal_and_scope(cli, alice, bob, charlie, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # a terminal: with the header line
     result = cli(alice, "iam", "role", "list", "--user", "bob")
 
     rows = [line.split() for line in result.out.splitlines()]

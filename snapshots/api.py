@@ -1,0 +1,390 @@
+"""REST API for snapshots, their restores and snapshot limits. Every write is one call into
+snapshots.services; the objects a request names are looked up among what the caller may see."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from django.db.models import Prefetch
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from clouddigit.compute.models import VM, Project, Volume
+from clouddigit.errors import InvalidRequest
+from snapshots import diagnosis, services
+from snapshots.filters import NEWEST_FIRST, SnapshotFilter
+from snapshots.models import Restore, Snapshot, SnapshotDisk, SnapshotLimit
+
+VIEW_SNAPSHOTS = "compute.view_snapshots"
+
+# --- Output -----------------------------------------------------------------------------------------
+
+
+class SnapshotDiskSerializer(serializers.ModelSerializer):
+    volume = serializers.PrimaryKeyRelatedField(read_only=True, help_text="None once the volume is gone")
+    layer = serializers.UUIDField(source="layer_id", read_only=True, allow_null=True)
+    parent_layer = serializers.SerializerMethodField(help_text="The layer this disk's layer backs onto")
+
+    class Meta:
+        model = SnapshotDisk
+        fields = [
+            "id",
+            "volume",
+            "volume_name",
+            "device",
+            "bootable",
+            "size_bytes",
+            "checksum",
+            "layer",
+            "parent_layer",
+        ]
+
+    def get_parent_layer(self, disk) -> str | None:
+        return str(disk.layer.parent_id) if disk.layer and disk.layer.parent_id else None
+
+
+class RestoreSerializer(serializers.ModelSerializer):
+    project = serializers.StringRelatedField(read_only=True)
+    snapshot = serializers.PrimaryKeyRelatedField(read_only=True)
+    volume = serializers.PrimaryKeyRelatedField(read_only=True)
+    vm = serializers.PrimaryKeyRelatedField(read_only=True)
+    seconds = serializers.FloatField(read_only=True, allow_null=True, help_text="Time to restore")
+
+    class Meta:
+        model = Restore
+        fields = [
+            "id",
+            "snapshot",
+            "snapshot_name",
+            "project",
+            "kind",
+            "name",
+            "state",
+            "volume",
+            "vm",
+            "warnings",
+            "last_error",
+            "requested_by",
+            "started_at",
+            "finished_at",
+            "seconds",
+        ]
+
+
+class SnapshotSerializer(serializers.ModelSerializer):
+    project = serializers.StringRelatedField(read_only=True)
+    vm = serializers.PrimaryKeyRelatedField(read_only=True)
+    disks = SnapshotDiskSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Snapshot
+        fields = [
+            "id",
+            "name",
+            "project",
+            "region",
+            "kind",
+            "origin",
+            "policy_name",
+            "vm",
+            "vm_name",
+            "state",
+            "step",
+            "stuck_reason",
+            "last_error",
+            "consistency_requested",
+            "consistency_achieved",
+            "consistency_reason",
+            "tags",
+            "billed_bytes",
+            "reclaimable_bytes",
+            "hold",
+            "expires_at",
+            "created_by",
+            "created_at",
+            "completed_at",
+            "disks",
+        ]
+
+
+class SnapshotDetailSerializer(SnapshotSerializer):
+    rollback_of = serializers.PrimaryKeyRelatedField(read_only=True)
+    vm_definition = serializers.SerializerMethodField(help_text="flavor, VPC, NICs ... (no domain XML)")
+    restores = RestoreSerializer(many=True, read_only=True)
+
+    class Meta(SnapshotSerializer.Meta):
+        fields = [
+            *SnapshotSerializer.Meta.fields,
+            "step_started_at",
+            "sizes_measured_at",
+            "rollback_of",
+            "vm_definition",
+            "restores",
+        ]
+
+    def get_vm_definition(self, snapshot) -> dict:
+        return {key: value for key, value in snapshot.vm_definition.items() if key != "domain_xml"}
+
+
+class FindingSerializer(serializers.Serializer):
+    cause = serializers.CharField()
+    check = serializers.CharField()
+    fix = serializers.CharField()
+    detail = serializers.CharField()
+
+
+class DiagnosisSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    state = serializers.CharField()
+    step = serializers.CharField()
+    step_started_at = serializers.DateTimeField(allow_null=True)
+    stuck_reason = serializers.CharField()
+    last_error = serializers.CharField()
+    findings = FindingSerializer(many=True, help_text="Current waiting reasons, most likely first")
+
+
+class SnapshotLimitSerializer(serializers.ModelSerializer):
+    project = serializers.StringRelatedField(read_only=True)
+    volume = serializers.PrimaryKeyRelatedField(read_only=True)
+
+    class Meta:
+        model = SnapshotLimit
+        fields = ["id", "project", "volume", "limit", "ticket", "set_by", "created_at"]
+
+
+# --- Input ------------------------------------------------------------------------------------------
+
+
+class SnapshotCreateSerializer(serializers.Serializer):
+    volume = serializers.UUIDField(required=False, help_text="A volume snapshot of this volume")
+    vm = serializers.UUIDField(required=False, help_text="A VM snapshot of all this VM's volumes")
+    name = serializers.CharField(required=False, allow_blank=True, default="", max_length=100)
+    consistency = serializers.ChoiceField(
+        choices=Snapshot.Consistency.choices, default=Snapshot.Consistency.APPLICATION
+    )
+    tags = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
+
+
+class RestoreToVolumeSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="The new volume's name")
+    disk = serializers.UUIDField(required=False, help_text="Which disk of a multi-volume snapshot")
+
+
+class RestoreToVMSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="The new VM's name")
+    vpc = serializers.CharField()
+    flavor = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="Default: as taken"
+    )
+    acknowledge_warnings = serializers.BooleanField(default=False)
+
+
+class RollbackSerializer(serializers.Serializer):
+    # Not required here: the service's refusal says what to type.
+    confirm = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="The name of the VM or volume rolled back"
+    )
+
+
+class TagsSerializer(serializers.Serializer):
+    add = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
+    remove = serializers.ListField(child=serializers.CharField(), required=False, default=list)
+
+
+class LimitRequestSerializer(serializers.Serializer):
+    volume = serializers.UUIDField(required=False, help_text="Raise the limit of this volume")
+    project = serializers.CharField(required=False, help_text="or of every volume in this project")
+    limit = serializers.IntegerField()
+    ticket = serializers.CharField(allow_blank=True, help_text="The support ticket approving it")
+
+
+def _valid(serializer_class, request) -> dict:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _visible(queryset, pk, *, field: str, what: str):
+    """The object `pk` names among what the caller may see (None when not asked for), else a 400."""
+    if pk is None:
+        return None
+    found = queryset.filter(pk=pk).first()
+    if found is None:
+        raise InvalidRequest(f"There is no {what} {pk} that you can see.", field=field)
+    return found
+
+
+# --- Views ------------------------------------------------------------------------------------------
+
+
+def visible_restores(user):
+    """Restores are seen through their project, with the permission to see its snapshots."""
+    projects = Project.objects.visible_to(user, VIEW_SNAPSHOTS)
+    return Restore.objects.filter(project__in=projects.values("pk")).select_related("project__account")
+
+
+def _restore(user, restore: Restore) -> Response:
+    # As the caller may see it now: the restore may already have finished (see SnapshotViewSet._snapshot).
+    current = visible_restores(user).filter(pk=restore.pk).first()
+    return Response(RestoreSerializer(current or restore).data, status=status.HTTP_202_ACCEPTED)
+
+
+class SnapshotViewSet(viewsets.ReadOnlyModelViewSet):
+    """Snapshots of volumes and VMs. Writes answer 202: the work goes on in the background; poll the
+    snapshot (or `diagnose`) for its state."""
+
+    filterset_class = SnapshotFilter
+
+    def get_queryset(self):
+        queryset = (
+            Snapshot.objects.visible_to(self.request.user)
+            .select_related("project__account")
+            .prefetch_related(Prefetch("disks", queryset=SnapshotDisk.objects.select_related("layer")))
+        )
+        if self.action == "list":
+            queryset = queryset.defer("vm_definition")  # holds the domain XML; only the detail shows it
+        else:
+            restores = Restore.objects.select_related("project__account")
+            queryset = queryset.prefetch_related(Prefetch("restores", queryset=restores))
+        return queryset.order_by(*NEWEST_FIRST)
+
+    def get_serializer_class(self):
+        return SnapshotSerializer if self.action == "list" else SnapshotDetailSerializer
+
+    def _snapshot(self, snapshot: Snapshot, code: int = status.HTTP_202_ACCEPTED) -> Response:
+        # The row as the caller may see it now (tasks may already have moved it on); a delete that has
+        # already finished leaves only the object the service returned.
+        current = self.get_queryset().filter(pk=snapshot.pk).first()
+        return Response(SnapshotDetailSerializer(current or snapshot).data, status=code)
+
+    @extend_schema(request=SnapshotCreateSerializer, responses={202: SnapshotDetailSerializer})
+    def create(self, request, *args, **kwargs):
+        """Snapshot one volume (`volume`) or every volume of a VM (`vm`)."""
+        data = _valid(SnapshotCreateSerializer, request)
+        user = request.user
+        snapshot = services.create_snapshot(
+            actor=user,
+            volume=_visible(
+                Volume.objects.visible_to(user), data.get("volume"), field="volume", what="volume"
+            ),
+            vm=_visible(VM.objects.visible_to(user), data.get("vm"), field="vm", what="VM"),
+            name=data["name"],
+            consistency=data["consistency"],
+            tags=data["tags"],
+        )
+        return self._snapshot(snapshot)
+
+    @extend_schema(request=None, responses={202: SnapshotDetailSerializer})
+    def destroy(self, request, *args, **kwargs):
+        """Delete: the snapshot is `deleting` while its layers merge into their children."""
+        snapshot = services.delete_snapshot(actor=request.user, snapshot=self.get_object())
+        return self._snapshot(snapshot)
+
+    @extend_schema(request=RestoreToVolumeSerializer, responses={202: RestoreSerializer})
+    @action(detail=True, methods=["post"])
+    def restore(self, request, pk=None):
+        """Restore to a new volume; the original volume is untouched."""
+        snapshot = self.get_object()
+        data = _valid(RestoreToVolumeSerializer, request)
+        disk = _visible(snapshot.disks.all(), data.get("disk"), field="disk", what="disk of this snapshot")
+        restore = services.restore_to_volume(
+            actor=request.user, snapshot=snapshot, name=data["name"], disk=disk
+        )
+        return _restore(request.user, restore)
+
+    @extend_schema(request=RestoreToVMSerializer, responses={202: RestoreSerializer})
+    @action(detail=True, methods=["post"], url_path="restore-vm")
+    def restore_vm(self, request, pk=None):
+        """Restore a VM snapshot to a new VM (its volumes on the same devices), started when ready."""
+        snapshot = self.get_object()
+        data = _valid(RestoreToVMSerializer, request)
+        restore = services.restore_to_vm(
+            actor=request.user,
+            snapshot=snapshot,
+            name=data["name"],
+            vpc=data["vpc"],
+            flavor=data["flavor"] or None,
+            acknowledge_warnings=data["acknowledge_warnings"],
+        )
+        return _restore(request.user, restore)
+
+    @extend_schema(request=RollbackSerializer, responses={202: SnapshotDetailSerializer})
+    @action(detail=True, methods=["post"])
+    def rollback(self, request, pk=None):
+        """Revert the volume (or the stopped VM's volumes) to the snapshot. Answers the safety snapshot
+        that keeps the replaced data for 24 hours."""
+        snapshot = self.get_object()
+        data = _valid(RollbackSerializer, request)
+        safety = services.rollback(actor=request.user, snapshot=snapshot, confirm=data["confirm"])
+        return self._snapshot(safety)
+
+    @extend_schema(request=TagsSerializer, responses={200: SnapshotDetailSerializer})
+    @action(detail=True, methods=["post"])
+    def tags(self, request, pk=None):
+        """Add (or overwrite) and remove tags."""
+        snapshot = self.get_object()
+        data = _valid(TagsSerializer, request)
+        snapshot = services.set_tags(
+            actor=request.user, snapshot=snapshot, add=data["add"], remove=data["remove"]
+        )
+        return self._snapshot(snapshot, status.HTTP_200_OK)
+
+    @extend_schema(request=None, responses={200: DiagnosisSerializer})
+    @action(detail=True, methods=["get"])
+    def diagnose(self, request, pk=None):
+        """What the snapshot's operation is waiting for (none: nothing is waiting)."""
+        snapshot = self.get_object()
+        answer = {
+            field: getattr(snapshot, field)
+            for field in ("id", "name", "state", "step", "step_started_at", "stuck_reason", "last_error")
+        }
+        answer["findings"] = [asdict(finding) for finding in diagnosis.diagnose(snapshot)]
+        return Response(DiagnosisSerializer(answer).data)
+
+    @extend_schema(request=None, responses={202: SnapshotDetailSerializer})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        """Queue a failed or interrupted create or delete again; it goes on where it stopped."""
+        return self._snapshot(services.retry(actor=request.user, snapshot=self.get_object()))
+
+
+class RestoreViewSet(viewsets.ReadOnlyModelViewSet):
+    """Restores (to new volumes and VMs) with their time to restore, newest first."""
+
+    serializer_class = RestoreSerializer
+    filterset_fields = ["snapshot", "state", "kind"]
+
+    def get_queryset(self):
+        return visible_restores(self.request.user).order_by("-started_at", "id")
+
+
+class SnapshotLimitViewSet(mixins.CreateModelMixin, viewsets.GenericViewSet):
+    """Raise the snapshots-per-volume limit of one volume or a whole project (with a ticket)."""
+
+    serializer_class = SnapshotLimitSerializer
+
+    @extend_schema(request=LimitRequestSerializer, responses={201: SnapshotLimitSerializer})
+    def create(self, request, *args, **kwargs):
+        data = _valid(LimitRequestSerializer, request)
+        user = request.user
+        project = None
+        if data.get("project"):
+            visible = Project.objects.visible_to(user).by_reference(data["project"])
+            project = visible.select_related("account").first()
+            if project is None:
+                raise InvalidRequest(
+                    f"There is no project {data['project']!r} that you can see.", field="project"
+                )
+        limit = services.raise_limit(
+            actor=user,
+            limit=data["limit"],
+            ticket=data["ticket"],
+            project=project,
+            volume=_visible(
+                Volume.objects.visible_to(user), data.get("volume"), field="volume", what="volume"
+            ),
+        )
+        return Response(SnapshotLimitSerializer(limit).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from snapshots import views
+
+app_name = "snapshots"
+urlpatterns = [
+    path("", views.snapshot_list, name="list"),
+    path("<uuid:pk>/", views.snapshot_detail, name="detail"),
+    path("<uuid:pk>/restore-volume/", views.restore_volume, name="restore-volume"),
+    path("<uuid:pk>/restore-vm/", views.restore_vm, name="restore-vm"),
+    path("<uuid:pk>/rollback/", views.rollback, name="rollback"),
+    path("<uuid:pk>/delete/", views.delete, name="delete"),
+    path("<uuid:pk>/retry/", views.retry, name="retry"),
+    path("<uuid:pk>/tags/", views.tag, name="tag"),
+    path("of-vm/<uuid:pk>/", views.create_for_vm, name="create-for-vm"),
+    path("of-volume/<uuid:pk>/", views.create_for_volume, name="create-for-volume"),
+]

@@ -1,0 +1,252 @@
+"""Console pages for snapshots. Every action calls the same service as the API and the CLI."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Prefetch
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from clouddigit.access import can
+from clouddigit.audit.log import Target, record
+from clouddigit.audit.models import AuditEntry
+from clouddigit.compute.models import VM, Volume, parse_tag
+from clouddigit.errors import ServiceError
+from clouddigit.htmx import render_page_or_fragment
+from snapshots import diagnosis, services
+from snapshots.filters import SnapshotFilter
+from snapshots.forms import CreateForm, RestoreVMForm, RestoreVolumeForm, RollbackForm, TagForm
+from snapshots.models import Snapshot, SnapshotDisk
+
+PAGE_SIZE = 50
+
+
+def _snapshots(user):
+    return (
+        Snapshot.objects.visible_to(user)
+        .select_related("project__account", "region")
+        .prefetch_related(Prefetch("disks", queryset=SnapshotDisk.objects.order_by("device", "volume_name")))
+    )
+
+
+@login_required
+def snapshot_list(request):
+    scope = request.scope
+    queryset = _snapshots(request.user)
+    if scope and scope.project:
+        queryset = queryset.filter(project=scope.project)
+        if scope.region:
+            queryset = queryset.filter(region=scope.region)
+    else:
+        queryset = queryset.none()
+    filterset = SnapshotFilter(request.GET, queryset=queryset)
+    page = Paginator(filterset.qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {"filter": filterset, "page": page, "query": query.urlencode()}
+    return render_page_or_fragment(request, "snapshots/list.html", "table", context)
+
+
+def _detail_context(request, snapshot: Snapshot, **forms) -> dict:
+    project = snapshot.project
+    return {
+        "snapshot": snapshot,
+        "disks": snapshot.disks.select_related("layer__parent", "volume"),
+        "restores": snapshot.restores.select_related("volume", "vm")[:20],
+        "findings": diagnosis.diagnose(snapshot),
+        "warnings": services.restore_warnings(snapshot, None),
+        "confirmation": services.rollback_confirmation(snapshot) if snapshot.disks.exists() else "",
+        "can_operate": can(request.user, "restore_snapshots", project),
+        "can_delete": can(request.user, "delete_snapshots", project),
+        "can_rollback": can(request.user, "rollback_snapshots", project),
+        "can_tag": can(request.user, "create_snapshots", project),
+        "restore_volume_form": forms.get("restore_volume_form") or RestoreVolumeForm(),
+        "restore_vm_form": forms.get("restore_vm_form")
+        or RestoreVMForm(initial={"vpc": snapshot.vm_definition.get("vpc", "")}),
+        "rollback_form": forms.get("rollback_form") or RollbackForm(),
+        "tag_form": TagForm(),
+    }
+
+
+@login_required
+def snapshot_detail(request, pk):
+    snapshot = get_object_or_404(_snapshots(request.user), pk=pk)
+    response = render_page_or_fragment(
+        request, "snapshots/detail.html", "status", _detail_context(request, snapshot)
+    )
+    if request.htmx and not request.htmx.boosted and snapshot.state not in {"creating", "deleting"}:
+        response.status_code = 286  # settled: htmx stops polling
+    return response
+
+
+def _act(request, snapshot, form, operation, success: str, form_key: str, then: str = "snapshots:detail"):
+    """Run a service from a posted form; on error show the page again with the message where the user
+    acted (400/409), on success redirect (post/redirect/get)."""
+    if form is not None and not form.is_valid():
+        return render(
+            request,
+            "snapshots/detail.html",
+            _detail_context(request, snapshot, **{form_key: form}),
+            status=400,
+        )
+    try:
+        result = operation()
+    except ServiceError as error:
+        if form is not None:
+            form.add_error(error.field if error.field in form.fields else None, error.message)
+            context = _detail_context(request, snapshot, **{form_key: form})
+            return render(request, "snapshots/detail.html", context, status=error.status)
+        messages.error(request, str(error))
+        return redirect("snapshots:detail", pk=snapshot.pk)
+    messages.success(request, success.format(result=result))
+    return redirect(then, pk=snapshot.pk) if then == "snapshots:detail" else redirect(then)
+
+
+@login_required
+@require_POST
+def restore_volume(request, pk):
+    snapshot = get_object_or_404(_snapshots(request.user), pk=pk)
+    form = RestoreVolumeForm(request.POST)
+    return _act(
+        request,
+        snapshot,
+        form,
+        lambda: services.restore_to_volume(
+            actor=request.user, snapshot=snapshot, name=form.cleaned_data["name"]
+        ),
+        "Restoring to new volume {result.name}: the time to restore is recorded below.",
+        "restore_volume_form",
+    )
+
+
+@login_required
+@require_POST
+def restore_vm(request, pk):
+    snapshot = get_object_or_404(_snapshots(request.user), pk=pk)
+    form = RestoreVMForm(request.POST)
+    return _act(
+        request,
+        snapshot,
+        form,
+        lambda: services.restore_to_vm(
+            actor=request.user,
+            snapshot=snapshot,
+            name=form.cleaned_data["name"],
+            vpc=form.cleaned_data["vpc"],
+            flavor=form.cleaned_data["flavor"] or None,
+            acknowledge_warnings=form.cleaned_data["acknowledge_warnings"],
+        ),
+        "Restoring to new VM {result.name}: it starts once its volumes are ready.",
+        "restore_vm_form",
+    )
+
+
+@login_required
+@require_POST
+def rollback(request, pk):
+    snapshot = get_object_or_404(_snapshots(request.user), pk=pk)
+    form = RollbackForm(request.POST)
+    return _act(
+        request,
+        snapshot,
+        form,
+        lambda: services.rollback(
+            actor=request.user, snapshot=snapshot, confirm=form.cleaned_data["confirm"]
+        ),
+        "Rolled back. The data it replaced is kept as safety snapshot {result.name} for 24 hours.",
+        "rollback_form",
+    )
+
+
+@login_required
+@require_POST
+def delete(request, pk):
+    snapshot = get_object_or_404(_snapshots(request.user), pk=pk)
+    return _act(
+        request,
+        snapshot,
+        None,
+        lambda: services.delete_snapshot(actor=request.user, snapshot=snapshot),
+        "Deleting {result.name}: its layers merge into the volume in the background.",
+        "",
+        then="snapshots:list",
+    )
+
+
+@login_required
+@require_POST
+def retry(request, pk):
+    snapshot = get_object_or_404(_snapshots(request.user), pk=pk)
+    return _act(
+        request,
+        snapshot,
+        None,
+        lambda: services.retry(actor=request.user, snapshot=snapshot),
+        "Queued {result.name} again.",
+        "",
+    )
+
+
+@login_required
+@require_POST
+def tag(request, pk):
+    snapshot = get_object_or_404(_snapshots(request.user), pk=pk)
+    form = TagForm(request.POST)
+    form.is_valid()
+
+    def apply():
+        add = {}
+        if form.cleaned_data.get("add"):
+            try:
+                key, value = parse_tag(form.cleaned_data["add"])
+            except ValidationError as error:
+                raise services.InvalidRequest(error.messages[0], field="tags") from None
+            add = {key: value}
+        remove = [form.cleaned_data["remove"].strip()] if form.cleaned_data.get("remove") else []
+        return services.set_tags(actor=request.user, snapshot=snapshot, add=add, remove=remove)
+
+    return _act(request, snapshot, None, apply, "Tags of {result.name} updated.", "")
+
+
+@login_required
+@require_POST
+def create_for_vm(request, pk):
+    vm = get_object_or_404(VM.objects.visible_to(request.user), pk=pk)
+    return _create(request, {"vm": vm}, redirect_to=("compute:vm-detail", vm.pk))
+
+
+@login_required
+@require_POST
+def create_for_volume(request, pk):
+    volume = get_object_or_404(Volume.objects.visible_to(request.user), pk=pk)
+    return _create(request, {"volume": volume}, redirect_to=("compute:volume-detail", volume.pk))
+
+
+def _create(request, source: dict, redirect_to: tuple):
+    form = CreateForm(request.POST)
+    if not form.is_valid():
+        message = "; ".join(" ".join(errors) for errors in form.errors.values())
+        record(
+            actor=request.user,
+            action="snapshot.create",
+            outcome=AuditEntry.Outcome.REFUSED,
+            message=message,
+            target=Target.of(next(iter(source.values()))),
+        )
+        messages.error(request, message)
+        return redirect(*redirect_to)
+    try:
+        snapshot = services.create_snapshot(
+            actor=request.user,
+            name=form.cleaned_data["name"],
+            consistency=form.cleaned_data["consistency"] or Snapshot.Consistency.APPLICATION,
+            **source,
+        )
+    except ServiceError as error:
+        messages.error(request, str(error))
+        return redirect(*redirect_to)
+    messages.success(request, f"Snapshot {snapshot.name} is being created.")
+    return redirect("snapshots:detail", pk=snapshot.pk)

@@ -86,6 +86,13 @@ def _act(request, snapshot, form, operation, success: str, form_key: str, then: 
     """Run a service from a posted form; on error show the page again with the message where the user
     acted (400/409), on success redirect (post/redirect/get)."""
     if form is not None and not form.is_valid():
+        record(
+            actor=request.user,
+            action=f"snapshot.{form_key.removesuffix('_form').replace('_', '-')}",
+            outcome=AuditEntry.Outcome.REFUSED,
+            target=Target.of(snapshot),
+            message="; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items()),
+        )
         return render(
             request,
             "snapshots/detail.html",

@@ -60,7 +60,7 @@ class Snapshot(StateMachineMixin, models.Model):
     consistency_reason = models.CharField(max_length=300, blank=True)
     tags = models.JSONField(default=dict, blank=True, validators=[validate_tags])
     state = models.CharField(max_length=10, choices=State.choices, default=State.CREATING)
-    step = models.CharField(max_length=40, blank=True, help_text="What the operation is doing now")
+    step = models.CharField(max_length=200, blank=True, help_text="What the operation is doing now")
     step_started_at = models.DateTimeField(null=True, blank=True)
     stuck_reason = models.TextField(blank=True, help_text="Set by the sweeper past the deadline")
     last_error = models.TextField(blank=True)

@@ -53,7 +53,7 @@ class RestoreNeedsConfirmation(ServiceError):
 
 def _step(snapshot: Snapshot, text: str) -> None:
     """Record what the operation is doing now: `diagnose` and the sweeper read it."""
-    now = timezone.now()
+    now, text = timezone.now(), text[:200]
     Snapshot.objects.filter(pk=snapshot.pk).update(step=text, step_started_at=now, stuck_reason="")
     snapshot.step, snapshot.step_started_at, snapshot.stuck_reason = text, now, ""
 
@@ -229,7 +229,7 @@ def take(snapshot_id: str) -> None:
     snapshot.transition(
         Snapshot.State.AVAILABLE,
         consistency_achieved=achieved,
-        consistency_reason=reason,
+        consistency_reason=reason[:300],
         completed_at=timezone.now(),
         step="",
         last_error="",
@@ -511,7 +511,10 @@ def restore_to_vm(
     )
     for disk in snapshot.disks.select_related("layer"):
         volume = _new_restored_volume(
-            snapshot, disk, f"{name}-{disk.device or disk.volume_name}", bootable=disk.bootable
+            snapshot,
+            disk,
+            compute.derived_name(name, f"-{disk.device or disk.volume_name}"),
+            bootable=disk.bootable,
         )
         Volume.objects.filter(pk=volume.pk).update(vm=vm, device=disk.device)
     enqueue(tasks.finish_restore, str(restore.pk), queue=hypervisor_queue(snapshot.region_id))

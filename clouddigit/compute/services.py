@@ -77,6 +77,11 @@ def check_name(name: str, field: str = "name") -> str:
     return name
 
 
+def derived_name(name: str, suffix: str) -> str:
+    """`db-01` + `-boot`: a resource named after another, cut to fit the 63-character limit."""
+    return f"{name[: 63 - len(suffix)]}{suffix}"
+
+
 def _check_tags(tags: dict | None) -> dict:
     try:
         validate_tags(tags or {})
@@ -176,7 +181,7 @@ def create_vm(
         actor=actor,
         project=project,
         region=region,
-        name=f"{name}-boot",
+        name=derived_name(name, "-boot"),
         size_bytes=boot_size_bytes,
         bootable=True,
         tags=tags,

@@ -37,3 +37,8 @@ class RollbackForm(forms.Form):
 class TagForm(forms.Form):
     add = forms.CharField(required=False, label="Add tag (key=value)")
     remove = forms.CharField(required=False, label="Remove tag (key)")
+
+
+class LimitForm(forms.Form):
+    limit = forms.IntegerField(min_value=1, max_value=10_000, label="New limit")
+    ticket = forms.CharField(max_length=100, label="Ticket reference")

@@ -16,4 +16,5 @@ urlpatterns = [
     path("<uuid:pk>/tags/", views.tag, name="tag"),
     path("of-vm/<uuid:pk>/", views.create_for_vm, name="create-for-vm"),
     path("of-volume/<uuid:pk>/", views.create_for_volume, name="create-for-volume"),
+    path("of-volume/<uuid:pk>/limit/", views.raise_volume_limit, name="raise-volume-limit"),
 ]

@@ -18,7 +18,7 @@ from clouddigit.errors import ServiceError
 from clouddigit.htmx import render_page_or_fragment
 from snapshots import diagnosis, services
 from snapshots.filters import SnapshotFilter
-from snapshots.forms import CreateForm, RestoreVMForm, RestoreVolumeForm, RollbackForm, TagForm
+from snapshots.forms import CreateForm, LimitForm, RestoreVMForm, RestoreVolumeForm, RollbackForm, TagForm
 from snapshots.models import Snapshot, SnapshotDisk
 
 PAGE_SIZE = 50
@@ -257,3 +257,36 @@ def _create(request, source: dict, redirect_to: tuple):
         return redirect(*redirect_to)
     messages.success(request, f"Snapshot {snapshot.name} is being created.")
     return redirect("snapshots:detail", pk=snapshot.pk)
+
+
+@login_required
+@require_POST
+def raise_volume_limit(request, pk):
+    volume = get_object_or_404(Volume.objects.visible_to(request.user), pk=pk)
+    form = LimitForm(request.POST)
+    try:
+        if not form.is_valid():
+            raise services.InvalidRequest(
+                "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items()),
+                field="limit",
+            )
+        services.raise_limit(
+            actor=request.user,
+            volume=volume,
+            limit=form.cleaned_data["limit"],
+            ticket=form.cleaned_data["ticket"],
+        )
+        messages.success(
+            request, f"Volume {volume.name} may now keep {form.cleaned_data['limit']} snapshots."
+        )
+    except ServiceError as error:
+        if not getattr(error, "audited", False):
+            record(
+                actor=request.user,
+                action="snapshot.limit.raise",
+                outcome=AuditEntry.Outcome.REFUSED,
+                target=Target.of(volume),
+                message=error.message,
+            )
+        messages.error(request, str(error))
+    return redirect("compute:volume-detail", pk=volume.pk)

@@ -17,6 +17,7 @@ from clouddigit.errors import ServiceError
 from clouddigit.htmx import render_page_or_fragment
 from snapshots.forms import CreateForm
 from snapshots.models import Snapshot
+from snapshots.services import snapshot_limit
 
 PAGE_SIZE = 50
 
@@ -116,6 +117,8 @@ def volume_detail(request, pk):
         "volume": volume,
         "chain": chain,
         "file_error": file_error,
+        "snapshot_limit": snapshot_limit(volume),
+        "can_raise_limit": can(request.user, "manage_snapshot_quotas", volume.project),
         **_snapshots_of(request.user, volume.project, disks__volume=volume),
     }
     return render(request, "compute/volume_detail.html", context)

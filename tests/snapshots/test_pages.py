@@ -105,3 +105,18 @@ def test_a_viewer_sees_no_actions(
     page = client.get(reverse("snapshots:detail", args=[snapshot.pk])).content.decode()
     assert "Restore to new VM" not in page and "Roll back db-01" not in page and "Delete snapshot" not in page
     assert "needs the snapshot.operator role" in page
+
+
+def test_an_admin_raises_a_volume_limit_with_a_ticket(client, alice, bob, data_volume):
+    from snapshots.services import snapshot_limit
+
+    url = reverse("snapshots:raise-volume-limit", args=[data_volume.pk])
+    client.force_login(alice)
+    page = client.get(reverse("compute:volume-detail", args=[data_volume.pk])).content.decode()
+    assert "keeps at most <strong>100</strong>" in page and "Raise limit" in page
+    client.post(url, {"limit": "250", "ticket": ""})
+    assert snapshot_limit(data_volume) == 100
+    client.post(url, {"limit": "250", "ticket": "OPS-42"})
+    assert snapshot_limit(data_volume) == 250
+    assert AuditEntry.objects.filter(action="snapshot.limit.raise", outcome="success").exists()
+    assert AuditEntry.objects.filter(action="snapshot.limit.raise", outcome="refused").exists()

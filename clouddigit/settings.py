@@ -91,6 +91,7 @@ INSTALLED_APPS = [
     "clouddigit.audit",
     "iam",
     "snapshots",
+    "policies",
 ]
 
 MIDDLEWARE = [

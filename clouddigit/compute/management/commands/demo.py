@@ -20,6 +20,8 @@ from clouddigit.compute import services
 from clouddigit.compute.models import VM, Account, Project, Region, Volume
 from iam.models import RoleBinding
 from iam.services import grant_role
+from snapshots.models import Snapshot
+from snapshots.services import create_snapshot
 
 GiB = 2**30
 MiB = 2**20
@@ -118,6 +120,7 @@ class Command(BaseCommand):
             actor = users["globex-user" if project.account.slug == "globex" else "acme-admin"]
             self._vm(actor, project, Region.objects.get(slug=spec.region), spec)
         self._loose_volume(users["acme-admin"], projects["acme/prod"])
+        self._first_snapshot(users["acme-admin"], projects["acme/prod"])
         self.stdout.write(self.style.SUCCESS("Demo data is in place. Logins:"))
         for name, (purpose, _, _) in USERS.items():
             self.stdout.write(f"  {name:15} {passwords[name]:22} {purpose}")
@@ -177,6 +180,12 @@ class Command(BaseCommand):
             services.start_vm(actor=actor, vm=vm)
         self.stdout.write(f"  created VM {project}/{spec.name} in {region}")
         return vm
+
+    def _first_snapshot(self, actor, project):
+        """One VM snapshot of db-01, taken by the worker once it runs (after db-01 has started)."""
+        vm = VM.objects.get(project=project, name="db-01")
+        if not Snapshot.objects.filter(vm=vm).exists():
+            create_snapshot(actor=actor, vm=vm, name="db-01-first", tags={"purpose": "demo"})
 
     def _loose_volume(self, actor, project):
         region = Region.objects.get(slug="bd-dha-1")

@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 from clouddigit.audit.models import AuditEntry
 from clouddigit.compute.models import Region
 from iam.models import RoleBinding
+from policies import services as policy_services
 from snapshots import services as snapshot_services
 from snapshots.models import Snapshot
 
@@ -28,6 +29,15 @@ from snapshots.models import Snapshot
 SKIPPED = {"login", "logout", "api:token", "switch-scope"}
 SKIPPED_NAMESPACES = {"admin"}  # Django's admin has its own staff-only login
 OK = {200, 286}
+ACME_POLICY = """\
+name: acme-nightly
+schedule:
+  daily: 02:00 BDT
+retention:
+  daily: 7
+scope:
+  vm_tags: ['env=prod']
+"""
 
 
 def _named_patterns(resolver=None, namespace=""):
@@ -70,7 +80,8 @@ def world(alice, bob, charlie, make_vm, prod, sandbox, globex_main, ctg):
     )
     snapshot_services.finish_restore(str(restore.pk))
     acme_ids = [str(db01.pk), str(db01.volumes.get().pk), str(prod.pk), str(sandbox.pk)]
-    acme_ids += [str(snapshot.pk), str(restore.pk)]
+    policy = policy_services.apply_policy(actor=None, project=prod, text=ACME_POLICY)
+    acme_ids += [str(snapshot.pk), str(restore.pk), str(policy.pk)]
     acme_ids += [
         str(pk) for pk in RoleBinding.objects.filter(account=prod.account).values_list("pk", flat=True)
     ]
@@ -82,7 +93,7 @@ def world(alice, bob, charlie, make_vm, prod, sandbox, globex_main, ctg):
         "values": acme_values + list(Region.objects.values_list("slug", flat=True)),  # regions are shared
         "acme_values": acme_values,
         # Names, not ids: the outsider's own refused requests (in its audit view) echo the ids it tried.
-        "acme_markers": ["db-01", "dev-01", "acme/prod", "acme/sandbox", "db-01-nightly"],
+        "acme_markers": ["db-01", "dev-01", "acme/prod", "acme/sandbox", "db-01-nightly", "acme-nightly"],
     }
 
 

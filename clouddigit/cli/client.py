@@ -137,6 +137,11 @@ class Client:
     def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
         return self._json(self._request("GET", self.api_url(path), params=params))
 
+    def get_text(self, path: str, accept: str) -> str:
+        """A body that is not JSON (e.g. a policy's YAML); errors still come back as JSON."""
+        headers = {"Accept": f"{accept}, application/json"}
+        return self._request("GET", self.api_url(path), headers=headers).text
+
     def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST: a create, or an action on an object (`compute/snapshots/<id>/restore/`)."""
         return self._json(self._request("POST", self.api_url(path), json=body))

@@ -9,11 +9,12 @@ import json
 import os
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 from clouddigit.cli.client import Client, CLIError, configured_url, write_config
 from clouddigit.cli.output import Column, binary_size, cell, fields, show, table, timestamp
-from clouddigit.cli.resources import RESTORES, ROLE_BINDINGS, SNAPSHOTS, VMS, VOLUMES, Resource
+from clouddigit.cli.resources import POLICIES, RESTORES, ROLE_BINDINGS, SNAPSHOTS, VMS, VOLUMES, Resource
 
 
 def login(args: argparse.Namespace) -> None:
@@ -276,3 +277,44 @@ def rollback_snapshot(args: argparse.Namespace) -> None:
 def retry_snapshot(args: argparse.Namespace) -> None:
     client = Client.from_environment()
     _show_snapshot(client.create(_snapshot_url(client, args, "retry"), {}), args.output)
+
+
+# --- Snapshot policies ------------------------------------------------------------------------------
+
+
+def _read_policy(name: str) -> str:
+    """The YAML in file `name` (`-`: stdin), exactly as written: the server's errors name its lines."""
+    if name == "-":
+        return sys.stdin.read()
+    try:
+        return Path(name).read_text(encoding="utf-8")
+    except OSError as error:
+        raise CLIError("CannotRead", f"{name}: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise CLIError("CannotRead", f"{name} is not UTF-8 text") from None
+
+
+def apply_policy(args: argparse.Namespace) -> None:
+    body = {"project": args.project, "yaml": _read_policy(args.file)}
+    policy = Client.from_environment().create(f"{POLICIES.path}apply/", body)
+    show(policy, args.output, POLICIES.columns, header=_header(POLICIES))
+
+
+def _policy_id(client: Client, name: str, project: str | None) -> str:
+    params = {"name": name, **({"project": project} if project else {})}
+    matches = [item for item in client.list_all(POLICIES.path, params) if item["name"] == name]
+    if len(matches) == 1:
+        return str(matches[0]["id"])
+    where = f" in {project}" if project else ""
+    if not matches:
+        raise CLIError("NotFound", f"no snapshot policy named {name!r}{where} that you can see")
+    projects = ", ".join(item["project"] for item in matches)
+    raise CLIError(
+        "Ambiguous", f"{len(matches)} projects have a policy named {name!r} ({projects}): give --project"
+    )
+
+
+def export_policy(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
+    policy_id = _policy_id(client, args.name, args.project)
+    sys.stdout.write(client.get_text(f"{POLICIES.path}{policy_id}/export/", accept="text/yaml"))

@@ -10,7 +10,7 @@ from typing import TypeAlias
 from clouddigit.cli import commands
 from clouddigit.cli.client import CLIError
 from clouddigit.cli.output import FORMATS
-from clouddigit.cli.resources import RESTORES, ROLE_BINDINGS, SNAPSHOTS, VMS, VOLUMES, Resource
+from clouddigit.cli.resources import POLICIES, RESTORES, ROLE_BINDINGS, SNAPSHOTS, VMS, VOLUMES, Resource
 
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -143,6 +143,33 @@ def add_snapshot_commands(snapshots: Subcommands) -> None:
         "--confirm", required=True, metavar="NAME", help="the name of the VM or volume rolled back"
     )
     add_snapshot_command(snapshots, "retry", "queue a failed create or delete again", commands.retry_snapshot)
+    add_policy_commands(add_group(snapshots, "policy", "snapshot policies: schedules and retention"))
+
+
+def add_policy_commands(policies: Subcommands) -> None:
+    add_list_command(policies, POLICIES, "list snapshot policies")
+
+    apply = policies.add_parser(
+        "apply",
+        help="create or replace a snapshot policy from its YAML",
+        description="Create the policy named in the YAML, or replace the project's policy of that name. "
+        "Nothing is saved unless all of it is valid; an error names the line and field.",
+    )
+    apply.add_argument("-f", "--file", required=True, metavar="FILE", help="the policy's YAML (-: stdin)")
+    apply.add_argument("--project", required=True, metavar="ACCOUNT/PROJECT")
+    add_output_option(apply)
+    apply.set_defaults(handler=commands.apply_policy, parser=apply)
+
+    export = policies.add_parser(
+        "export",
+        help="print a policy's canonical YAML",
+        description="Print a policy's canonical YAML: what `apply -f` accepts back.",
+    )
+    export.add_argument("name", metavar="NAME")
+    export.add_argument(
+        "--project", metavar="ACCOUNT/PROJECT", help="needed when several projects have a policy of that name"
+    )
+    export.set_defaults(handler=commands.export_policy, parser=export)
 
 
 def add_vm_commands(vms: Subcommands) -> None:

@@ -157,3 +157,19 @@ RESTORES = Resource(
         ListFilter("kind", "volume or vm", "KIND"),
     ),
 )
+
+
+POLICIES = Resource(
+    path="compute/snapshot-policies/",
+    columns=(
+        Column("ID", "id"),
+        Column("NAME", "name"),
+        Column("PROJECT", "project"),
+        Column("SCHEDULE", "schedule"),
+        Column("RETENTION", "retention"),
+        Column("VM_TAGS", "scope", pick=lambda policy: (policy.get("scope") or {}).get("vm_tags")),
+        Column("APPLIED_BY", "applied_by"),
+        Column("UPDATED", "updated_at", timestamp),
+    ),
+    filters=(PROJECT, NAME),
+)

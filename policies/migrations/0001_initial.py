@@ -7,30 +7,41 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('compute', '0002_layers'),
+        ("compute", "0002_layers"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Policy',
+            name="Policy",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=63)),
-                ('spec', models.JSONField(help_text='The parsed policy (policies.spec.PolicySpec)')),
-                ('source', models.TextField(help_text='The YAML as last applied')),
-                ('applied_by', models.CharField(max_length=150)),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='snapshot_policies', to='compute.project')),
+                (
+                    "id",
+                    models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False),
+                ),
+                ("name", models.CharField(max_length=63)),
+                ("spec", models.JSONField(help_text="The parsed policy (policies.spec.PolicySpec)")),
+                ("source", models.TextField(help_text="The YAML as last applied")),
+                ("applied_by", models.CharField(max_length=150)),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="snapshot_policies",
+                        to="compute.project",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'policies',
-                'ordering': ['project', 'name'],
-                'constraints': [models.UniqueConstraint(fields=('project', 'name'), name='policy_name_unique_in_project')],
+                "verbose_name_plural": "policies",
+                "ordering": ["project", "name"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("project", "name"), name="policy_name_unique_in_project")
+                ],
             },
         ),
     ]

@@ -1,0 +1,144 @@
+"""REST API for snapshot policies: list and read them, apply one from YAML, export its canonical YAML.
+Applying is one call into policies.services, which checks the permission and audits the outcome."""
+
+from __future__ import annotations
+
+import django_filters
+import yaml
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import renderers, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from clouddigit.compute.api import ProjectReferenceFilter
+from clouddigit.compute.models import Project
+from clouddigit.errors import InvalidRequest
+from policies import services
+from policies.models import Policy
+from policies.spec import PolicySpec
+
+YAML_CONTENT_TYPE = "text/yaml; charset=utf-8"
+
+
+def schedule_of(spec: PolicySpec) -> dict[str, str]:
+    """`{"daily": "02:00 BDT", "weekly": "Sun 03:00 BDT"}`: the slots as the policy writes them."""
+    return {key: str(slot) for key, slot in (("daily", spec.daily), ("weekly", spec.weekly)) if slot}
+
+
+def retention_of(spec: PolicySpec) -> dict[str, int]:
+    return {"daily": spec.keep_daily, "weekly": spec.keep_weekly}
+
+
+def scope_of(spec: PolicySpec) -> dict[str, list[str]]:
+    return {"vm_tags": [f"{key}={value}" for key, value in spec.vm_tags]}
+
+
+class PolicySerializer(serializers.ModelSerializer):
+    project = serializers.StringRelatedField(read_only=True)
+    schedule = serializers.SerializerMethodField(help_text='e.g. {"daily": "02:00 BDT"}')
+    retention = serializers.SerializerMethodField(help_text='e.g. {"daily": 7, "weekly": 4}')
+    scope = serializers.SerializerMethodField(help_text='e.g. {"vm_tags": ["env=prod"]}')
+    application_consistent = serializers.BooleanField(source="spec.application_consistent")
+    notify_channel = serializers.CharField(source="spec.notify_channel")
+    when_stopped = serializers.CharField(source="spec.when_stopped")
+
+    class Meta:
+        model = Policy
+        fields = [
+            "id",
+            "project",
+            "name",
+            "schedule",
+            "retention",
+            "scope",
+            "application_consistent",
+            "notify_channel",
+            "when_stopped",
+            "applied_by",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_schedule(self, policy) -> dict[str, str]:
+        return schedule_of(policy.parsed)
+
+    def get_retention(self, policy) -> dict[str, int]:
+        return retention_of(policy.parsed)
+
+    def get_scope(self, policy) -> dict[str, list[str]]:
+        return scope_of(policy.parsed)
+
+
+class ApplySerializer(serializers.Serializer):
+    project = serializers.CharField(help_text="account/project or a project id")
+    # Neither trimmed nor required to be non-blank: the service parses the text exactly as sent, so
+    # its errors name the lines the caller wrote (an empty policy is its error to give).
+    yaml = serializers.CharField(allow_blank=True, trim_whitespace=False, help_text="The policy's YAML")
+
+
+class PolicyFilter(django_filters.FilterSet):
+    project = ProjectReferenceFilter(help_text="account/project or a project id")
+    name = django_filters.CharFilter(lookup_expr="icontains", help_text="name contains")
+
+    class Meta:
+        model = Policy
+        fields = ["project", "name"]
+
+
+class YAMLRenderer(renderers.BaseRenderer):
+    """Lets `Accept: text/yaml` reach the export; an error rendered here is its JSON fields as YAML."""
+
+    media_type = "text/yaml"
+    format = "yaml"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False)
+
+
+class PolicyViewSet(viewsets.ReadOnlyModelViewSet):
+    """Snapshot policies: when to snapshot which VMs, and how many snapshots to keep."""
+
+    serializer_class = PolicySerializer
+    filterset_class = PolicyFilter
+
+    def get_queryset(self):
+        return (
+            Policy.objects.visible_to(self.request.user)
+            .select_related("project__account")
+            .order_by("project__account__slug", "project__slug", "name")
+        )
+
+    @extend_schema(
+        request=ApplySerializer,
+        responses={201: PolicySerializer, 200: OpenApiResponse(PolicySerializer, "replaced")},
+    )
+    @action(detail=False, methods=["post"])
+    def apply(self, request):
+        """Create the policy named in the YAML (201), or replace the project's policy of that name
+        (200). An invalid policy is a 400 `InvalidPolicy` naming the line and field; nothing is saved."""
+        data = ApplySerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        reference = data.validated_data["project"]
+        project = (
+            Project.objects.visible_to(request.user).by_reference(reference).select_related("account").first()
+        )
+        if project is None:
+            raise InvalidRequest(f"There is no project {reference!r} that you can see.", field="project")
+        existing = set(project.snapshot_policies.values_list("pk", flat=True))
+        policy = services.apply_policy(actor=request.user, project=project, text=data.validated_data["yaml"])
+        code = status.HTTP_200_OK if policy.pk in existing else status.HTTP_201_CREATED
+        return Response(PolicySerializer(policy).data, status=code)
+
+    @extend_schema(responses={(200, "text/yaml"): OpenApiTypes.STR})
+    @action(
+        detail=True,
+        methods=["get"],
+        renderer_classes=[renderers.JSONRenderer, YAMLRenderer],
+    )
+    def export(self, request, pk=None):
+        """The policy's canonical YAML (`text/yaml`): what `apply` accepts back."""
+        # A plain response whatever the negotiated renderer: the body is the YAML itself, not JSON.
+        return HttpResponse(services.export_policy(self.get_object()), content_type=YAML_CONTENT_TYPE)

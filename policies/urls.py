@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from policies import views
+
+app_name = "policies"
+urlpatterns = [
+    path("", views.policy_list, name="list"),
+    path("apply/", views.apply, name="apply"),
+    path("<uuid:pk>/", views.policy_detail, name="detail"),
+    path("<uuid:pk>/edit/", views.edit, name="edit"),
+    path("<uuid:pk>/export/", views.export, name="export"),
+]

@@ -234,6 +234,7 @@ CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "clouddigit.tasks.heartbeat", "schedule": 30.0},
     "snapshot-sweeper": {"task": "snapshots.tasks.sweep", "schedule": 60.0},
     "snapshot-sizes": {"task": "snapshots.tasks.measure_all", "schedule": 15 * 60.0},
+    "policy-tick": {"task": "policies.tasks.tick", "schedule": 60.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
@@ -271,6 +272,10 @@ REGIONS = {
 CELERY_TASK_QUEUES = [Queue("default"), Queue("replication")] + [
     Queue(f"hypervisor.{slug}") for slug in REGIONS
 ]
+# Snapshot policies: starts of one slot spread over this window; a slot missed while the scheduler was
+# down is caught up once within this many hours, else recorded as missed.
+POLICY_SPREAD_MINUTES = env_int("CLOUDDIGIT_POLICY_SPREAD_MINUTES", 10)
+POLICY_CATCH_UP_HOURS = env_int("CLOUDDIGIT_POLICY_CATCH_UP_HOURS", 6)
 HYPERVISOR_FREEZE_TIMEOUT_SECONDS = env_int("CLOUDDIGIT_FREEZE_TIMEOUT", 10)
 
 # --- Console server (runconsole) --------------------------------------------------------------------

@@ -26,6 +26,9 @@ class Policy(models.Model):
     spec = models.JSONField(help_text="The parsed policy (policies.spec.PolicySpec)")
     source = models.TextField(help_text="The YAML as last applied")
     applied_by = models.CharField(max_length=150)
+    scanned_until = models.DateTimeField(
+        null=True, blank=True, help_text="The scheduler has claimed every slot due up to here"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -82,3 +85,40 @@ class Policy(models.Model):
             notify_channel=data["notify_channel"],
             when_stopped=data["when_stopped"],
         )
+
+
+class SlotRun(models.Model):
+    """What happened for one policy, VM and slot. The unique constraint is what guarantees at most one
+    snapshot per slot, whatever the number of beats, workers or retries."""
+
+    class Outcome(models.TextChoices):
+        PENDING = "pending", "Pending"
+        CREATED = "created", "Created"
+        SKIPPED = "skipped", "Skipped"
+        THROTTLED = "throttled", "Throttled"
+        FAILED = "failed", "Failed"
+        MISSED = "missed", "Missed"
+
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="runs")
+    vm = models.ForeignKey("compute.VM", on_delete=models.CASCADE, related_name="policy_runs")
+    slot_at = models.DateTimeField(help_text="The slot, in UTC")
+    klass = models.CharField("class", max_length=8, help_text="daily or weekly")
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, default=Outcome.PENDING)
+    reason = models.CharField(max_length=300, blank=True)
+    snapshot = models.ForeignKey(
+        "snapshots.Snapshot", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    claim = models.UUIDField(help_text="The tick that inserted the row; only it runs the slot")
+    retired = models.BooleanField(default=False, help_text="Its snapshot was deleted by retention")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-slot_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["policy", "vm", "slot_at", "klass"], name="one_run_per_policy_vm_slot"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy} {self.vm_id} {self.slot_at:%Y-%m-%d %H:%M} {self.klass}: {self.outcome}"

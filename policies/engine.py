@@ -1,0 +1,121 @@
+"""The scheduler: one tick a minute (Celery beat), and retention after it.
+
+A tick claims every due (policy, VM, slot) by inserting a SlotRun row tagged with its own claim token;
+the database's unique constraint lets exactly one tick win each slot, so two beats, two workers, a
+retried task or a restart never snapshot a slot twice. Only the rows carrying this tick's token are run.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Q
+
+from clouddigit.compute.models import VM, Volume
+from clouddigit.errors import ServiceError
+from policies.models import Policy, SlotRun
+from policies.schedule import slots_between, spread
+from snapshots import services as snapshots
+from snapshots.models import Snapshot
+
+
+def _in_scope(policy: Policy):
+    """The policy's VMs: by tag, never by name (every listed tag must match)."""
+    vms = VM.objects.filter(project=policy.project_id)
+    for key, value in policy.parsed.vm_tags:
+        vms = vms.with_tag(key, value)
+    return vms
+
+
+def tick(now: datetime) -> list[SlotRun]:
+    """Run every slot that is due at `now` and not run yet; record slots too old to catch up as missed."""
+    window = timedelta(minutes=settings.POLICY_SPREAD_MINUTES)
+    catch_up = timedelta(hours=settings.POLICY_CATCH_UP_HOURS)
+    ran = []
+    for policy in Policy.objects.select_related("project"):
+        spec = policy.parsed
+        vms = list(_in_scope(policy).only("id"))
+        claim = uuid.uuid4()
+        candidates = []
+        # From where the last tick got to (after downtime: the whole gap, so that old slots are recorded
+        # as missed), less the spread window, whose late starts may not have been due then.
+        since = (policy.scanned_until or policy.created_at) - window
+        for slot_at, klass in slots_between(spec, since, now):
+            for vm in vms:
+                if slot_at + spread(policy.pk, vm.pk, window) <= now:
+                    candidates.append(
+                        SlotRun(policy=policy, vm=vm, slot_at=slot_at, klass=klass, claim=claim)
+                    )
+        SlotRun.objects.bulk_create(candidates, ignore_conflicts=True)
+        for run in SlotRun.objects.filter(policy=policy, claim=claim).select_related("vm__host"):
+            if now - run.slot_at > catch_up:
+                _finish(
+                    run,
+                    SlotRun.Outcome.MISSED,
+                    f"the scheduler was down; past the {catch_up} catch-up window",
+                )
+            else:
+                _run(policy, spec, run)
+            ran.append(run)
+        Policy.objects.filter(pk=policy.pk).filter(
+            Q(scanned_until__isnull=True) | Q(scanned_until__lt=now)
+        ).update(scanned_until=now)
+        apply_retention(policy)
+    return ran
+
+
+def _finish(run: SlotRun, outcome: str, reason: str = "", snapshot: Snapshot | None = None) -> None:
+    run.outcome, run.reason, run.snapshot = outcome, reason[:300], snapshot
+    run.save(update_fields=["outcome", "reason", "snapshot", "updated_at"])
+
+
+def _run(policy: Policy, spec, run: SlotRun) -> None:
+    vm = run.vm
+    if vm.state != VM.State.RUNNING and spec.when_stopped == "skip":
+        return _finish(
+            run, SlotRun.Outcome.SKIPPED, f"VM was {vm.state} at the scheduled time (when_stopped: skip)"
+        )
+    detaching = list(vm.volumes.filter(state=Volume.State.DETACHING).values_list("name", flat=True))
+    if detaching:
+        return _finish(run, SlotRun.Outcome.SKIPPED, f"volume {', '.join(detaching)} was detaching")
+    try:
+        snapshot = snapshots.create_snapshot(
+            actor=None,
+            vm=vm,
+            name=f"{vm.name}-{run.klass}-{run.slot_at:%Y%m%d-%H%M}",
+            consistency=Snapshot.Consistency.APPLICATION
+            if spec.application_consistent
+            else Snapshot.Consistency.CRASH,
+            origin=Snapshot.Origin.POLICY,
+            policy_name=policy.name,
+            tags={"policy-class": run.klass},
+        )
+    except ServiceError as error:
+        return _finish(run, SlotRun.Outcome.FAILED, error.message)
+    _finish(run, SlotRun.Outcome.CREATED, snapshot=snapshot)
+
+
+def apply_retention(policy: Policy) -> list[SlotRun]:
+    """Per VM and class keep the newest N snapshots the policy created; delete the others through the
+    same delete service as a user (layers merge safely). A held snapshot, or one being restored, stays."""
+    spec = policy.parsed
+    keep = {"daily": spec.keep_daily, "weekly": spec.keep_weekly}
+    retired = []
+    live = SlotRun.objects.filter(
+        policy=policy, outcome=SlotRun.Outcome.CREATED, retired=False, snapshot__isnull=False
+    ).select_related("snapshot__project__account")
+    seen: dict[tuple, int] = {}
+    for run in live.order_by("vm_id", "klass", "-slot_at"):
+        key = (run.vm_id, run.klass)
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] <= keep[run.klass] or run.snapshot.hold:
+            continue
+        try:
+            snapshots.delete_snapshot(actor=None, snapshot=run.snapshot)
+        except ServiceError:
+            continue  # in use by a restore: retention tries again next tick
+        SlotRun.objects.filter(pk=run.pk).update(retired=True)
+        retired.append(run)
+    return retired

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+
+from clouddigit.compute import services as compute
+from clouddigit.compute.models import VM
+from policies import engine
+from policies.models import Policy, SlotRun
+from policies.schedule import slots_between, spread
+from policies.services import apply_policy
+from policies.spec import parse
+from snapshots.models import Snapshot
+
+POLICY = """\
+name: acme-prod-default
+schedule:
+  daily: 02:00 BDT
+  weekly: Sun 03:00 BDT
+retention:
+  daily: 7
+  weekly: 4
+scope:
+  vm_tags: ['env=prod']
+application_consistent: true
+notify_channel: slack-ops
+when_stopped: {when_stopped}
+"""
+
+
+def _policy(prod, when_stopped="skip", created=datetime(2026, 1, 1, tzinfo=UTC)) -> Policy:
+    """The policy, as if applied at `created` (slots before that are not the policy's)."""
+    policy = apply_policy(actor=None, project=prod, text=POLICY.format(when_stopped=when_stopped))
+    Policy.objects.filter(pk=policy.pk).update(created_at=created)
+    return Policy.objects.get(pk=policy.pk)
+
+
+def _running(make_vm, prod, name, tags):
+    vm = make_vm(prod, name, tags=tags)
+    compute.start_vm(actor=None, vm=vm)
+    compute.apply_power_state(str(vm.pk))
+    return VM.objects.get(pk=vm.pk)
+
+
+def test_bdt_slots_are_stored_in_utc():
+    spec = parse(POLICY.format(when_stopped="skip"))
+    start = datetime(2026, 1, 3, 0, 0, tzinfo=UTC)  # a Saturday
+    slots = slots_between(spec, start, start + timedelta(days=2))
+    assert slots == [
+        (datetime(2026, 1, 3, 20, 0, tzinfo=UTC), "daily"),  # 02:00 BDT on Sunday the 4th
+        (datetime(2026, 1, 3, 21, 0, tzinfo=UTC), "weekly"),  # Sun 03:00 BDT
+        (datetime(2026, 1, 4, 20, 0, tzinfo=UTC), "daily"),
+    ]
+
+
+def test_starts_spread_deterministically_over_the_window():
+    window = timedelta(minutes=10)
+    offsets = {spread("policy", f"vm-{n}", window) for n in range(200)}
+    assert len(offsets) > 100 and all(timedelta(0) <= o < window for o in offsets)
+    assert spread("policy", "vm-1", window) == spread("policy", "vm-1", window)
+
+
+@pytest.fixture
+def no_spread(settings):
+    settings.POLICY_SPREAD_MINUTES = 0
+
+
+def test_sixty_days_keep_the_newest_seven_daily_and_four_weekly(
+    make_vm, prod, no_spread, django_capture_on_commit_callbacks
+):
+    vm = _running(make_vm, prod, "db-01", {"env": "prod"})
+    _running(make_vm, prod, "dev-01", {"env": "dev"})  # out of scope: never snapshotted
+    policy = _policy(prod)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for day in range(60):
+        with django_capture_on_commit_callbacks(execute=True):
+            engine.tick(start + timedelta(days=day, hours=21, minutes=30))
+    runs = SlotRun.objects.filter(policy=policy, vm=vm, outcome="created")
+    kept = {
+        klass: list(runs.filter(klass=klass, retired=False).order_by("-slot_at"))
+        for klass in ("daily", "weekly")
+    }
+    assert len(kept["daily"]) == 7 and len(kept["weekly"]) == 4
+    newest_daily = sorted(runs.filter(klass="daily").values_list("slot_at", flat=True))[-7:]
+    assert sorted(run.slot_at for run in kept["daily"]) == newest_daily
+    alive = Snapshot.objects.filter(policy_name=policy.name)
+    assert alive.count() == 11 and set(alive.values_list("vm__name", flat=True)) == {"db-01"}
+    assert {run.snapshot_id for run in kept["daily"] + kept["weekly"]} == set(
+        alive.values_list("pk", flat=True)
+    )
+
+
+def test_a_second_tick_for_the_same_minute_creates_nothing(
+    make_vm, prod, no_spread, django_capture_on_commit_callbacks
+):
+    _running(make_vm, prod, "db-01", {"env": "prod"})
+    _policy(prod, created=datetime(2026, 1, 3, 12, 0, tzinfo=UTC))
+    now = datetime(2026, 1, 3, 21, 30, tzinfo=UTC)  # Saturday: 02:00 and 03:00 BDT on Sunday
+    with django_capture_on_commit_callbacks(execute=True):
+        first = engine.tick(now)
+        second = engine.tick(now)
+    assert len(first) == 2 and second == []  # the daily and the weekly slot of that Sunday, once
+    assert Snapshot.objects.count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_ticks_create_each_snapshot_once(make_vm, prod, no_spread):
+    _running(make_vm, prod, "db-01", {"env": "prod"})
+    _running(make_vm, prod, "db-02", {"env": "prod"})
+    _policy(prod, created=datetime(2026, 1, 3, 12, 0, tzinfo=UTC))
+    now = datetime(2026, 1, 3, 21, 30, tzinfo=UTC)  # Saturday: 02:00 and 03:00 BDT on Sunday
+    results, barrier = [], threading.Barrier(2)
+
+    def run():
+        barrier.wait()
+        try:
+            results.append(len(engine.tick(now)))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results)[-1] + sorted(results)[0] == 4  # 2 VMs x 2 slots, split between the ticks
+    assert (
+        SlotRun.objects.count() == 4 and Snapshot.objects.filter(policy_name="acme-prod-default").count() == 4
+    )
+
+
+@pytest.mark.parametrize(
+    ("when_stopped", "outcome", "snapshots"), [("skip", "skipped", 0), ("force", "created", 1)]
+)
+def test_a_stopped_vm_is_skipped_or_forced(
+    make_vm, prod, no_spread, when_stopped, outcome, snapshots, django_capture_on_commit_callbacks
+):
+    make_vm(prod, "web-01", tags={"env": "prod"})  # stopped
+    policy = _policy(prod, when_stopped, created=datetime(2026, 1, 5, 12, 0, tzinfo=UTC))
+    with django_capture_on_commit_callbacks(execute=True):
+        engine.tick(datetime(2026, 1, 5, 20, 30, tzinfo=UTC))
+    run = SlotRun.objects.get(policy=policy)
+    assert run.outcome == outcome and Snapshot.objects.count() == snapshots
+    if outcome == "skipped":
+        assert "stopped at the scheduled time" in run.reason
+
+
+def test_a_slot_past_the_catch_up_window_is_recorded_as_missed(make_vm, prod, no_spread, settings):
+    settings.POLICY_CATCH_UP_HOURS = 6
+    _running(make_vm, prod, "db-01", {"env": "prod"})
+    _policy(prod, created=datetime(2026, 1, 5, 10, 0, tzinfo=UTC))
+    engine.tick(datetime(2026, 1, 6, 9, 0, tzinfo=UTC))  # the 20:00 UTC slot of the 5th is 13 hours old
+    run = SlotRun.objects.get(slot_at=datetime(2026, 1, 5, 20, 0, tzinfo=UTC))
+    assert run.outcome == "missed" and "catch-up window" in run.reason
+    assert not Snapshot.objects.exists()

@@ -21,7 +21,7 @@ from snapshots import services as snapshots
 from snapshots.models import Snapshot
 
 
-def _in_scope(policy: Policy):
+def in_scope(policy: Policy):
     """The policy's VMs: by tag, never by name (every listed tag must match)."""
     vms = VM.objects.filter(project=policy.project_id)
     for key, value in policy.parsed.vm_tags:
@@ -36,7 +36,7 @@ def tick(now: datetime) -> list[SlotRun]:
     ran = []
     for policy in Policy.objects.select_related("project"):
         spec = policy.parsed
-        vms = list(_in_scope(policy).only("id"))
+        vms = list(in_scope(policy).only("id"))
         claim = uuid.uuid4()
         candidates = []
         # From where the last tick got to (after downtime: the whole gap, so that old slots are recorded

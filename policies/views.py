@@ -7,6 +7,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from clouddigit.access import can
@@ -16,6 +17,7 @@ from clouddigit.compute.models import Project
 from clouddigit.errors import ServiceError
 from policies import services
 from policies.api import YAML_CONTENT_TYPE
+from policies.coverage import coverage
 from policies.forms import ApplyForm, EditForm
 from policies.models import Policy
 
@@ -104,6 +106,8 @@ def _detail_page(request, policy: Policy, form: EditForm | None = None, status: 
         "yaml": services.export_policy(policy),
         "can_manage": can_manage,
         "form": form or (EditForm(initial={"yaml": policy.source}) if can_manage else None),
+        "coverage": coverage(policy, timezone.now()),
+        "runs": policy.runs.select_related("vm", "snapshot")[:50],
     }
     return render(request, "policies/detail.html", context, status=status)
 

@@ -156,3 +156,40 @@ def test_a_slot_past_the_catch_up_window_is_recorded_as_missed(make_vm, prod, no
     run = SlotRun.objects.get(slot_at=datetime(2026, 1, 5, 20, 0, tzinfo=UTC))
     assert run.outcome == "missed" and "catch-up window" in run.reason
     assert not Snapshot.objects.exists()
+
+
+def test_coverage_shows_each_vm_in_scope_and_why_one_is_missing(
+    client, alice, make_vm, prod, no_spread, django_capture_on_commit_callbacks
+):
+    from django.urls import reverse
+
+    from policies.coverage import coverage
+
+    _running(make_vm, prod, "db-01", {"env": "prod"})
+    make_vm(prod, "web-01", tags={"env": "prod"})  # stopped: skipped
+    make_vm(prod, "dev-01", tags={"env": "dev"})  # not in scope
+    policy = _policy(prod, created=datetime(2026, 1, 5, 12, 0, tzinfo=UTC))
+    now = datetime(2026, 1, 5, 20, 30, tzinfo=UTC)
+    with django_capture_on_commit_callbacks(execute=True):
+        engine.tick(now)
+    rows = {row.vm.name: row for row in coverage(policy, now)}
+    assert set(rows) == {"db-01", "web-01"}
+    assert rows["db-01"].covered and not rows["web-01"].covered
+    assert "stopped at the scheduled time" in rows["web-01"].reason
+
+    client.force_login(alice)
+    page = client.get(reverse("policies:detail", args=[policy.pk])).content.decode()
+    assert "Coverage" in page and "web-01" in page and "stopped at the scheduled time" in page
+
+
+def test_a_vm_that_gains_the_tag_is_covered_from_the_next_slot(
+    make_vm, prod, no_spread, django_capture_on_commit_callbacks
+):
+    policy = _policy(prod, created=datetime(2026, 1, 5, 12, 0, tzinfo=UTC))
+    vm = _running(make_vm, prod, "db-01", {"env": "stage"})
+    with django_capture_on_commit_callbacks(execute=True):
+        engine.tick(datetime(2026, 1, 5, 20, 30, tzinfo=UTC))
+        assert not SlotRun.objects.filter(vm=vm).exists()
+        VM.objects.filter(pk=vm.pk).update(tags={"env": "prod"})
+        engine.tick(datetime(2026, 1, 6, 20, 30, tzinfo=UTC))
+    assert list(SlotRun.objects.filter(policy=policy, vm=vm).values_list("outcome", flat=True)) == ["created"]

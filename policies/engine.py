@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Q
+from django.utils import timezone
 
 from clouddigit.compute.models import VM, Volume
 from clouddigit.errors import ServiceError
@@ -48,17 +49,9 @@ def tick(now: datetime) -> list[SlotRun]:
                     candidates.append(
                         SlotRun(policy=policy, vm=vm, slot_at=slot_at, klass=klass, claim=claim)
                     )
-        SlotRun.objects.bulk_create(candidates, ignore_conflicts=True)
-        for run in SlotRun.objects.filter(policy=policy, claim=claim).select_related("vm__host"):
-            if now - run.slot_at > catch_up:
-                _finish(
-                    run,
-                    SlotRun.Outcome.MISSED,
-                    f"the scheduler was down; past the {catch_up} catch-up window",
-                )
-            else:
-                _run(policy, spec, run)
-            ran.append(run)
+        SlotRun.objects.bulk_create(candidates, ignore_conflicts=True, batch_size=2000)
+        claimed = list(SlotRun.objects.filter(policy=policy, claim=claim).select_related("vm__host"))
+        ran += _run_all(policy, spec, claimed, now, catch_up)
         Policy.objects.filter(pk=policy.pk).filter(
             Q(scanned_until__isnull=True) | Q(scanned_until__lt=now)
         ).update(scanned_until=now)
@@ -66,25 +59,42 @@ def tick(now: datetime) -> list[SlotRun]:
     return ran
 
 
-def _finish(run: SlotRun, outcome: str, reason: str = "", snapshot: Snapshot | None = None) -> None:
-    run.outcome, run.reason, run.snapshot = outcome, reason[:300], snapshot
-    run.save(update_fields=["outcome", "reason", "snapshot", "updated_at"])
+def _run_all(policy: Policy, spec, runs: list[SlotRun], now: datetime, catch_up: timedelta) -> list[SlotRun]:
+    """Decide every claimed run; the ones that are not skipped or missed create a snapshot each. Outcomes
+    are written in one statement, so the queries grow with the snapshots taken, not with the VMs seen."""
+    detaching: dict = {}
+    for vm_id, name in Volume.objects.filter(
+        vm__in={run.vm_id for run in runs}, state=Volume.State.DETACHING
+    ).values_list("vm_id", "name"):
+        detaching.setdefault(vm_id, []).append(name)
+    for run in runs:
+        vm = run.vm
+        if now - run.slot_at > catch_up:
+            _decide(
+                run, SlotRun.Outcome.MISSED, f"the scheduler was down; past the {catch_up} catch-up window"
+            )
+        elif vm.state != VM.State.RUNNING and spec.when_stopped == "skip":
+            _decide(
+                run, SlotRun.Outcome.SKIPPED, f"VM was {vm.state} at the scheduled time (when_stopped: skip)"
+            )
+        elif run.vm_id in detaching:
+            _decide(run, SlotRun.Outcome.SKIPPED, f"volume {', '.join(detaching[run.vm_id])} was detaching")
+        else:
+            _snapshot(policy, spec, run)
+    SlotRun.objects.bulk_update(runs, ["outcome", "reason", "snapshot", "updated_at"], batch_size=2000)
+    return runs
 
 
-def _run(policy: Policy, spec, run: SlotRun) -> None:
-    vm = run.vm
-    if vm.state != VM.State.RUNNING and spec.when_stopped == "skip":
-        return _finish(
-            run, SlotRun.Outcome.SKIPPED, f"VM was {vm.state} at the scheduled time (when_stopped: skip)"
-        )
-    detaching = list(vm.volumes.filter(state=Volume.State.DETACHING).values_list("name", flat=True))
-    if detaching:
-        return _finish(run, SlotRun.Outcome.SKIPPED, f"volume {', '.join(detaching)} was detaching")
+def _decide(run: SlotRun, outcome: str, reason: str = "", snapshot: Snapshot | None = None) -> None:
+    run.outcome, run.reason, run.snapshot, run.updated_at = outcome, reason[:300], snapshot, timezone.now()
+
+
+def _snapshot(policy: Policy, spec, run: SlotRun) -> None:
     try:
         snapshot = snapshots.create_snapshot(
             actor=None,
-            vm=vm,
-            name=f"{vm.name}-{run.klass}-{run.slot_at:%Y%m%d-%H%M}",
+            vm=run.vm,
+            name=f"{run.vm.name}-{run.klass}-{run.slot_at:%Y%m%d-%H%M}",
             consistency=Snapshot.Consistency.APPLICATION
             if spec.application_consistent
             else Snapshot.Consistency.CRASH,
@@ -93,8 +103,8 @@ def _run(policy: Policy, spec, run: SlotRun) -> None:
             tags={"policy-class": run.klass},
         )
     except ServiceError as error:
-        return _finish(run, SlotRun.Outcome.FAILED, error.message)
-    _finish(run, SlotRun.Outcome.CREATED, snapshot=snapshot)
+        return _decide(run, SlotRun.Outcome.FAILED, error.message)
+    _decide(run, SlotRun.Outcome.CREATED, snapshot=snapshot)
 
 
 def apply_retention(policy: Policy) -> list[SlotRun]:

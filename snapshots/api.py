@@ -189,6 +189,10 @@ class RollbackSerializer(serializers.Serializer):
     )
 
 
+class HoldSerializer(serializers.Serializer):
+    hold = serializers.BooleanField(default=True)
+
+
 class TagsSerializer(serializers.Serializer):
     add = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
     remove = serializers.ListField(child=serializers.CharField(), required=False, default=list)
@@ -330,6 +334,15 @@ class SnapshotViewSet(viewsets.ReadOnlyModelViewSet):
         snapshot = services.set_tags(
             actor=request.user, snapshot=snapshot, add=data["add"], remove=data["remove"]
         )
+        return self._snapshot(snapshot, status.HTTP_200_OK)
+
+    @extend_schema(request=HoldSerializer, responses={200: SnapshotDetailSerializer})
+    @action(detail=True, methods=["post"])
+    def hold(self, request, pk=None):
+        """Pin (`{"hold": true}`) or release a snapshot: retention never deletes a held snapshot."""
+        snapshot = self.get_object()
+        data = _valid(HoldSerializer, request)
+        snapshot = services.set_hold(actor=request.user, snapshot=snapshot, hold=data["hold"])
         return self._snapshot(snapshot, status.HTTP_200_OK)
 
     @extend_schema(request=None, responses={200: DiagnosisSerializer})

@@ -346,6 +346,15 @@ def set_tags(
     return snapshot
 
 
+@audited("snapshot.hold", target="snapshot")
+def set_hold(*, actor, snapshot: Snapshot, hold: bool) -> Snapshot:
+    """Pin (or release) a snapshot: retention and the rolling limit never delete a held snapshot."""
+    require(actor, "create_snapshots", snapshot.project, "pin snapshots")
+    Snapshot.objects.filter(pk=snapshot.pk).update(hold=hold)
+    snapshot.hold = hold
+    return snapshot
+
+
 # --- Delete -----------------------------------------------------------------------------------------
 
 

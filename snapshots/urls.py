@@ -14,6 +14,7 @@ urlpatterns = [
     path("<uuid:pk>/delete/", views.delete, name="delete"),
     path("<uuid:pk>/retry/", views.retry, name="retry"),
     path("<uuid:pk>/tags/", views.tag, name="tag"),
+    path("<uuid:pk>/hold/", views.hold, name="hold"),
     path("of-vm/<uuid:pk>/", views.create_for_vm, name="create-for-vm"),
     path("of-volume/<uuid:pk>/", views.create_for_volume, name="create-for-volume"),
     path("of-volume/<uuid:pk>/limit/", views.raise_volume_limit, name="raise-volume-limit"),

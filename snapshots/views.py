@@ -199,6 +199,21 @@ def retry(request, pk):
 
 @login_required
 @require_POST
+def hold(request, pk):
+    snapshot = get_object_or_404(_snapshots(request.user), pk=pk)
+    pin = request.POST.get("hold") != "false"
+    return _act(
+        request,
+        snapshot,
+        None,
+        lambda: services.set_hold(actor=request.user, snapshot=snapshot, hold=pin),
+        "{result.name} is pinned: retention will keep it." if pin else "{result.name} is no longer pinned.",
+        "",
+    )
+
+
+@login_required
+@require_POST
 def tag(request, pk):
     snapshot = get_object_or_404(_snapshots(request.user), pk=pk)
     form = TagForm(request.POST)

@@ -217,6 +217,13 @@ def tag_snapshot(args: argparse.Namespace) -> None:
     _show_snapshot(client.create(_snapshot_url(client, args, "tags"), body), args.output)
 
 
+def hold_snapshot(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
+    _show_snapshot(
+        client.create(_snapshot_url(client, args, "hold"), {"hold": not args.release}), args.output
+    )
+
+
 def diagnosis_text(answer: dict[str, Any]) -> str:
     """The spec's "cd compute snapshot diagnose" answer: each waiting reason as cause / check / fix."""
     if not answer["findings"] and answer["state"] not in {"creating", "deleting", "error"}:

@@ -117,6 +117,10 @@ def add_snapshot_commands(snapshots: Subcommands) -> None:
         commands.delete_snapshot,
         output=False,
     )
+    hold = add_snapshot_command(
+        snapshots, "hold", "pin a snapshot so that retention never deletes it", commands.hold_snapshot
+    )
+    hold.add_argument("--release", action="store_true", help="unpin it instead")
     tag = add_snapshot_command(snapshots, "tag", "add and remove a snapshot's tags", commands.tag_snapshot)
     tag.add_argument("--add", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
     tag.add_argument("--remove", action="append", default=[], metavar="KEY", help="repeatable")

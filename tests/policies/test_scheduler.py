@@ -193,3 +193,21 @@ def test_a_vm_that_gains_the_tag_is_covered_from_the_next_slot(
         VM.objects.filter(pk=vm.pk).update(tags={"env": "prod"})
         engine.tick(datetime(2026, 1, 6, 20, 30, tzinfo=UTC))
     assert list(SlotRun.objects.filter(policy=policy, vm=vm).values_list("outcome", flat=True)) == ["created"]
+
+
+def test_retention_never_deletes_a_pinned_snapshot(make_vm, prod, no_spread, django_capture_on_commit_callbacks):
+    from snapshots.services import set_hold
+
+    vm = _running(make_vm, prod, "db-01", {"env": "prod"})
+    policy = _policy(prod, created=datetime(2026, 1, 1, tzinfo=UTC))
+    start = datetime(2026, 1, 1, 21, 30, tzinfo=UTC)
+    with django_capture_on_commit_callbacks(execute=True):
+        engine.tick(start)
+    first = SlotRun.objects.get(policy=policy, vm=vm, klass="daily").snapshot
+    set_hold(actor=None, snapshot=first, hold=True)
+    for day in range(1, 10):
+        with django_capture_on_commit_callbacks(execute=True):  # the worker takes each day's snapshot
+            engine.tick(start + timedelta(days=day))
+    assert Snapshot.objects.filter(pk=first.pk).exists()
+    kept = SlotRun.objects.filter(policy=policy, klass="daily", outcome="created", retired=False)
+    assert kept.count() == 8  # the newest 7 and the pinned one

@@ -3,6 +3,8 @@ Applying is one call into policies.services, which checks the permission and aud
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import django_filters
 import yaml
 from django.http import HttpResponse
@@ -15,7 +17,7 @@ from rest_framework.response import Response
 from clouddigit.compute.api import ProjectReferenceFilter
 from clouddigit.compute.models import Project
 from clouddigit.errors import InvalidRequest
-from policies import services
+from policies import services, simulator
 from policies.models import Policy
 from policies.spec import PolicySpec
 
@@ -78,6 +80,13 @@ class ApplySerializer(serializers.Serializer):
     yaml = serializers.CharField(allow_blank=True, trim_whitespace=False, help_text="The policy's YAML")
 
 
+class SimulateSerializer(ApplySerializer):
+    start = serializers.DateTimeField(
+        required=False, help_text="When the simulated clock starts (default: now)"
+    )
+    days = serializers.IntegerField(default=0, min_value=0, max_value=366, help_text="How many days to run")
+
+
 class PolicyFilter(django_filters.FilterSet):
     project = ProjectReferenceFilter(help_text="account/project or a project id")
     name = django_filters.CharFilter(lookup_expr="icontains", help_text="name contains")
@@ -85,6 +94,13 @@ class PolicyFilter(django_filters.FilterSet):
     class Meta:
         model = Policy
         fields = ["project", "name"]
+
+
+def _project(user, reference: str) -> Project:
+    project = Project.objects.visible_to(user).by_reference(reference).select_related("account").first()
+    if project is None:
+        raise InvalidRequest(f"There is no project {reference!r} that you can see.", field="project")
+    return project
 
 
 class YAMLRenderer(renderers.BaseRenderer):
@@ -121,16 +137,29 @@ class PolicyViewSet(viewsets.ReadOnlyModelViewSet):
         (200). An invalid policy is a 400 `InvalidPolicy` naming the line and field; nothing is saved."""
         data = ApplySerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        reference = data.validated_data["project"]
-        project = (
-            Project.objects.visible_to(request.user).by_reference(reference).select_related("account").first()
-        )
-        if project is None:
-            raise InvalidRequest(f"There is no project {reference!r} that you can see.", field="project")
+        project = _project(request.user, data.validated_data["project"])
         existing = set(project.snapshot_policies.values_list("pk", flat=True))
         policy = services.apply_policy(actor=request.user, project=project, text=data.validated_data["yaml"])
         code = status.HTTP_200_OK if policy.pk in existing else status.HTTP_201_CREATED
         return Response(PolicySerializer(policy).data, status=code)
+
+    @extend_schema(request=SimulateSerializer, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=False, methods=["post"])
+    def simulate(self, request):
+        """The prune simulator: which existing snapshots the policy's retention would keep and delete (and
+        the billed bytes freed), and every snapshot it would create over `days` from `start`, with whether
+        each is still kept at the end. Runs the scheduler's own code on a simulated clock; saves nothing."""
+        data = SimulateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        project = _project(request.user, data.validated_data["project"])
+        outcome = simulator.simulate(
+            actor=request.user,
+            project=project,
+            text=data.validated_data["yaml"],
+            start=data.validated_data.get("start"),
+            days=data.validated_data["days"],
+        )
+        return Response(asdict(outcome))
 
     @extend_schema(responses={(200, "text/yaml"): OpenApiTypes.STR})
     @action(

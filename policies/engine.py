@@ -30,12 +30,37 @@ def in_scope(policy: Policy):
     return vms
 
 
-def tick(now: datetime) -> list[SlotRun]:
-    """Run every slot that is due at `now` and not run yet; record slots too old to catch up as missed."""
+class LiveEffects:
+    """What the scheduler does to the world: take a snapshot, delete one. The prune simulator swaps in
+    effects that only write rows, and runs everything else (slots, claims, skips, retention) as is."""
+
+    def take(self, policy: Policy, spec, run: SlotRun) -> Snapshot:
+        return snapshots.create_snapshot(
+            actor=None,
+            vm=run.vm,
+            name=f"{run.vm.name}-{run.klass}-{run.slot_at:%Y%m%d-%H%M}",
+            consistency=Snapshot.Consistency.APPLICATION
+            if spec.application_consistent
+            else Snapshot.Consistency.CRASH,
+            origin=Snapshot.Origin.POLICY,
+            policy_name=policy.name,
+            tags={"policy-class": run.klass},
+        )
+
+    def delete(self, snapshot: Snapshot) -> None:
+        snapshots.delete_snapshot(actor=None, snapshot=snapshot)
+
+
+LIVE = LiveEffects()
+
+
+def tick(now: datetime, effects: LiveEffects = LIVE, policies=None) -> list[SlotRun]:
+    """Run every slot that is due at `now` and not run yet; record slots too old to catch up as missed.
+    `policies`: only these (the simulator); default every policy."""
     window = timedelta(minutes=settings.POLICY_SPREAD_MINUTES)
     catch_up = timedelta(hours=settings.POLICY_CATCH_UP_HOURS)
     ran = []
-    for policy in Policy.objects.select_related("project"):
+    for policy in policies if policies is not None else Policy.objects.select_related("project"):
         spec = policy.parsed
         vms = list(in_scope(policy).only("id"))
         claim = uuid.uuid4()
@@ -51,15 +76,17 @@ def tick(now: datetime) -> list[SlotRun]:
                     )
         SlotRun.objects.bulk_create(candidates, ignore_conflicts=True, batch_size=2000)
         claimed = list(SlotRun.objects.filter(policy=policy, claim=claim).select_related("vm__host"))
-        ran += _run_all(policy, spec, claimed, now, catch_up)
+        ran += _run_all(policy, spec, claimed, now, catch_up, effects)
         Policy.objects.filter(pk=policy.pk).filter(
             Q(scanned_until__isnull=True) | Q(scanned_until__lt=now)
         ).update(scanned_until=now)
-        apply_retention(policy)
+        apply_retention(policy, effects)
     return ran
 
 
-def _run_all(policy: Policy, spec, runs: list[SlotRun], now: datetime, catch_up: timedelta) -> list[SlotRun]:
+def _run_all(
+    policy: Policy, spec, runs: list[SlotRun], now: datetime, catch_up: timedelta, effects: LiveEffects
+) -> list[SlotRun]:
     """Decide every claimed run; the ones that are not skipped or missed create a snapshot each. Outcomes
     are written in one statement, so the queries grow with the snapshots taken, not with the VMs seen."""
     detaching: dict = {}
@@ -80,7 +107,10 @@ def _run_all(policy: Policy, spec, runs: list[SlotRun], now: datetime, catch_up:
         elif run.vm_id in detaching:
             _decide(run, SlotRun.Outcome.SKIPPED, f"volume {', '.join(detaching[run.vm_id])} was detaching")
         else:
-            _snapshot(policy, spec, run)
+            try:
+                _decide(run, SlotRun.Outcome.CREATED, snapshot=effects.take(policy, spec, run))
+            except ServiceError as error:
+                _decide(run, SlotRun.Outcome.FAILED, error.message)
     SlotRun.objects.bulk_update(runs, ["outcome", "reason", "snapshot", "updated_at"], batch_size=2000)
     return runs
 
@@ -89,25 +119,7 @@ def _decide(run: SlotRun, outcome: str, reason: str = "", snapshot: Snapshot | N
     run.outcome, run.reason, run.snapshot, run.updated_at = outcome, reason[:300], snapshot, timezone.now()
 
 
-def _snapshot(policy: Policy, spec, run: SlotRun) -> None:
-    try:
-        snapshot = snapshots.create_snapshot(
-            actor=None,
-            vm=run.vm,
-            name=f"{run.vm.name}-{run.klass}-{run.slot_at:%Y%m%d-%H%M}",
-            consistency=Snapshot.Consistency.APPLICATION
-            if spec.application_consistent
-            else Snapshot.Consistency.CRASH,
-            origin=Snapshot.Origin.POLICY,
-            policy_name=policy.name,
-            tags={"policy-class": run.klass},
-        )
-    except ServiceError as error:
-        return _decide(run, SlotRun.Outcome.FAILED, error.message)
-    _decide(run, SlotRun.Outcome.CREATED, snapshot=snapshot)
-
-
-def apply_retention(policy: Policy) -> list[SlotRun]:
+def apply_retention(policy: Policy, effects: LiveEffects = LIVE) -> list[SlotRun]:
     """Per VM and class keep the newest N snapshots the policy created; delete the others through the
     same delete service as a user (layers merge safely). A held snapshot, or one being restored, stays."""
     spec = policy.parsed
@@ -123,7 +135,7 @@ def apply_retention(policy: Policy) -> list[SlotRun]:
         if seen[key] <= keep[run.klass] or run.snapshot.hold:
             continue
         try:
-            snapshots.delete_snapshot(actor=None, snapshot=run.snapshot)
+            effects.delete(run.snapshot)
         except ServiceError:
             continue  # in use by a restore: retention tries again next tick
         SlotRun.objects.filter(pk=run.pk).update(retired=True)

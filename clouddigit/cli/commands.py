@@ -325,3 +325,28 @@ def export_policy(args: argparse.Namespace) -> None:
     client = Client.from_environment()
     policy_id = _policy_id(client, args.name, args.project)
     sys.stdout.write(client.get_text(f"{POLICIES.path}{policy_id}/export/", accept="text/yaml"))
+
+
+SIMULATED = (
+    Column("VM", "vm"),
+    Column("SLOT", "slot"),
+    Column("CLASS", "class"),
+    Column("OUTCOME", "outcome"),
+    Column("KEPT", "kept"),
+)
+
+
+def simulate_policy(args: argparse.Namespace) -> None:
+    body = {"project": args.project, "yaml": _read_policy(args.file), "days": args.days}
+    if args.start:
+        body["start"] = args.start
+    outcome = Client.from_environment().create(f"{POLICIES.path}simulate/", body)
+    if args.output == "json":
+        print(json.dumps(outcome, indent=2))
+        return
+    show(outcome["created"], "table", SIMULATED, header=_header(POLICIES))
+    print(
+        f"existing snapshots: {len(outcome['existing_kept'])} kept, "
+        f"{len(outcome['existing_deleted'])} deleted ({outcome['freed_bytes']} billed bytes freed)",
+        file=sys.stderr,
+    )

@@ -175,6 +175,19 @@ def add_policy_commands(policies: Subcommands) -> None:
     )
     export.set_defaults(handler=commands.export_policy, parser=export)
 
+    simulate = policies.add_parser(
+        "simulate",
+        help="what a policy would create, keep and delete, without saving anything",
+        description="The prune simulator: which existing snapshots the policy would keep and delete, and "
+        "every snapshot it would create over --days from --start (and whether it is kept at the end).",
+    )
+    simulate.add_argument("-f", "--file", required=True, metavar="FILE", help="the policy's YAML (-: stdin)")
+    simulate.add_argument("--project", required=True, metavar="ACCOUNT/PROJECT")
+    simulate.add_argument("--start", metavar="ISO_TIME", help="e.g. 2026-01-01T00:00 (UTC); default: now")
+    simulate.add_argument("--days", type=int, default=0, help="how many days to simulate (default 0)")
+    simulate.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    simulate.set_defaults(handler=commands.simulate_policy, parser=simulate)
+
 
 def add_vm_commands(vms: Subcommands) -> None:
     add_list_command(vms, VMS, "list VMs")

@@ -110,3 +110,58 @@ def test_export_of_a_name_in_two_projects_needs_the_project_and_list_filters_by_
 
     listed = cli(alice, "compute", "snapshot", "policy", "list", "--project", "acme/sandbox", "-o", "id")
     assert listed.out.split() == [str(Policy.objects.get(project=sandbox).pk)]
+
+
+def test_simulate_prints_every_snapshot_and_whether_it_is_kept(
+    cli, snap_admin, prod, make_vm, tmp_path, settings
+):
+    from clouddigit.compute import services as compute
+
+    settings.POLICY_SPREAD_MINUTES = 0
+    vm = make_vm(prod, "db-01", tags={"env": "prod"})
+    compute.start_vm(actor=None, vm=vm)
+    compute.apply_power_state(str(vm.pk))
+    path = tmp_path / "policy.yaml"
+    path.write_text(EXAMPLE)
+
+    result = cli(
+        snap_admin,
+        "compute",
+        "snapshot",
+        "policy",
+        "simulate",
+        "-f",
+        str(path),
+        "--project",
+        "acme/prod",
+        "--start",
+        "2026-01-01T00:00",
+        "--days",
+        "60",
+        "-o",
+        "json",
+    )
+
+    assert result.code == 0, result.err
+    created = json.loads(result.out)["created"]
+    kept = [row for row in created if row["kept"]]
+    assert len(created) > 60 and {row["vm"] for row in created} == {"db-01"}
+    assert sorted(row["class"] for row in kept) == ["daily"] * 7 + ["weekly"] * 4
+    assert not Policy.objects.exists()  # a simulation saves nothing
+
+    table = cli(
+        snap_admin,
+        "compute",
+        "snapshot",
+        "policy",
+        "simulate",
+        "-f",
+        str(path),
+        "--project",
+        "acme/prod",
+        "--start",
+        "2026-01-01T00:00",
+        "--days",
+        "7",
+    )
+    assert table.out.splitlines()[0].split()[0] == "db-01" and "existing snapshots: 0 kept" in table.err

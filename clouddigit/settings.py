@@ -235,6 +235,7 @@ CELERY_BEAT_SCHEDULE = {
     "snapshot-sweeper": {"task": "snapshots.tasks.sweep", "schedule": 60.0},
     "snapshot-sizes": {"task": "snapshots.tasks.measure_all", "schedule": 15 * 60.0},
     "policy-tick": {"task": "policies.tasks.tick", "schedule": 60.0},
+    "policy-drills": {"task": "policies.tasks.due_drills", "schedule": 24 * 3600.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
@@ -281,6 +282,8 @@ HYPERVISOR_FREEZE_TIMEOUT_SECONDS = env_int("CLOUDDIGIT_FREEZE_TIMEOUT", 10)
 # --- Console server (runconsole) --------------------------------------------------------------------
 CONSOLE_HOST = env_str("CLOUDDIGIT_HOST", "127.0.0.1")
 CONSOLE_PORT = env_int("CLOUDDIGIT_PORT", 8000)
+# The console as users reach it: links in notifications (email, Slack) start with it.
+PUBLIC_URL = env_str("CLOUDDIGIT_PUBLIC_URL", f"http://127.0.0.1:{CONSOLE_PORT}").rstrip("/")
 
 LOGGING = {
     "version": 1,

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from clouddigit.compute.models import VM, Volume
 from clouddigit.errors import ServiceError
+from policies import notifications
 from policies.models import Policy, SlotRun
 from policies.schedule import slots_between, spread
 from snapshots import services as snapshots
@@ -77,6 +78,8 @@ def tick(now: datetime, effects: LiveEffects = LIVE, policies=None) -> list[Slot
         SlotRun.objects.bulk_create(candidates, ignore_conflicts=True, batch_size=2000)
         claimed = list(SlotRun.objects.filter(policy=policy, claim=claim).select_related("vm__host"))
         ran += _run_all(policy, spec, claimed, now, catch_up, effects)
+        if effects is LIVE:
+            notifications.notify_runs(policy, claimed, now)
         Policy.objects.filter(pk=policy.pk).filter(
             Q(scanned_until__isnull=True) | Q(scanned_until__lt=now)
         ).update(scanned_until=now)
@@ -136,7 +139,11 @@ def apply_retention(policy: Policy, effects: LiveEffects = LIVE) -> list[SlotRun
             continue
         try:
             effects.delete(run.snapshot)
-        except ServiceError:
+        except ServiceError as error:
+            if effects is LIVE:
+                notifications.notify_retention_error(
+                    policy, run.slot_at, f"could not delete {run.snapshot.name}: {error.message}"
+                )
             continue  # in use by a restore: retention tries again next tick
         SlotRun.objects.filter(pk=run.pk).update(retired=True)
         retired.append(run)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
+from policies.models import NotificationChannel
 from policies.services import MAX_YAML_BYTES
 
 YAML_WIDGET = forms.Textarea(attrs={"rows": 16, "cols": 60, "spellcheck": "false", "autocomplete": "off"})
@@ -49,4 +50,16 @@ class EditForm(forms.Form):
         widget=YAML_WIDGET,
         label="Policy YAML",
         help_text="The name inside decides which policy is changed: a new name applies a new policy.",
+    )
+
+
+class ChannelForm(forms.Form):
+    """A notification channel; the service checks the target against the kind."""
+
+    name = forms.CharField(max_length=63, help_text="What a policy's notify_channel says, e.g. slack-ops")
+    kind = forms.ChoiceField(choices=NotificationChannel.Kind.choices)
+    target = forms.CharField(
+        max_length=500,
+        help_text="The webhook's http(s) URL (Slack incoming webhook or compatible), "
+        "or email addresses separated by commas",
     )

@@ -122,3 +122,120 @@ class SlotRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.policy} {self.vm_id} {self.slot_at:%Y-%m-%d %H:%M} {self.klass}: {self.outcome}"
+
+
+class NotificationChannelQuerySet(models.QuerySet):
+    def visible_to(self, user) -> NotificationChannelQuerySet:
+        return self.filter(
+            project__in=Project.objects.visible_to(user, "compute.view_snapshots").values("pk")
+        )
+
+
+class NotificationChannel(models.Model):
+    """Where a policy's `notify_channel` sends: a Slack-compatible webhook, or email addresses."""
+
+    class Kind(models.TextChoices):
+        WEBHOOK = "webhook", "Webhook (Slack-compatible JSON)"
+        EMAIL = "email", "Email"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="notification_channels")
+    name = models.CharField(max_length=63, help_text="What a policy's notify_channel says")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    target = models.CharField(
+        max_length=500, help_text="The webhook's http(s) URL, or email addresses separated by commas"
+    )
+    created_by = models.CharField(max_length=150)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = NotificationChannelQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["project", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="channel_name_unique_in_project")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project}/{self.name}"
+
+    @property
+    def recipients(self) -> list[str]:
+        return [address.strip() for address in self.target.split(",") if address.strip()]
+
+    @property
+    def shown_target(self) -> str:
+        """The target as the console shows it: a webhook's path is usually its secret (Slack's is)."""
+        if self.kind == self.Kind.EMAIL:
+            return ", ".join(self.recipients)
+        scheme, _, rest = self.target.partition("://")
+        host, slash, path = rest.partition("/")
+        return f"{scheme}://{host}/…" if path else f"{scheme}://{host}{slash}"
+
+
+class Notification(models.Model):
+    """One message about one slot of one policy. The unique constraint makes it at most one: the tick
+    that inserts the row sends, then records how it went; a tick that cannot insert sends nothing."""
+
+    class Kind(models.TextChoices):
+        RUNS = "runs", "Runs skipped or failed"
+        RETENTION = "retention", "Retention error"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    policy = models.ForeignKey(Policy, on_delete=models.CASCADE, related_name="notifications")
+    slot_at = models.DateTimeField(help_text="The slot, in UTC")
+    kind = models.CharField(max_length=9, choices=Kind.choices)
+    channel = models.ForeignKey(
+        NotificationChannel, on_delete=models.SET_NULL, null=True, blank=True, related_name="notifications"
+    )
+    channel_name = models.CharField(max_length=300, help_text="The policy's notify_channel when sent")
+    message = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True, help_text="When the send attempt ended")
+    ok = models.BooleanField(null=True, help_text="Empty while sending, or if the sender died meanwhile")
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["policy", "slot_at", "kind"], name="one_notification_per_policy_slot_kind"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.policy} {self.slot_at:%Y-%m-%d %H:%M} {self.kind}: {self.channel_name}"
+
+
+class Drill(models.Model):
+    """A restore drill: the latest snapshot of a VM restored to a sandbox VM, smoke-checked, cleaned up."""
+
+    class State(models.TextChoices):
+        RUNNING = "running", "Running"
+        PASSED = "passed", "Passed"
+        FAILED = "failed", "Failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    policy = models.ForeignKey(
+        Policy, on_delete=models.SET_NULL, null=True, blank=True, related_name="drills"
+    )
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
+    vm = models.ForeignKey("compute.VM", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    vm_name = models.CharField(max_length=63)
+    snapshot = models.ForeignKey(
+        "snapshots.Snapshot", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    snapshot_name = models.CharField(max_length=100)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.RUNNING)
+    checks = models.JSONField(default=list, blank=True, help_text="[{check, ok, detail}]")
+    seconds = models.FloatField(null=True, blank=True, help_text="Time to restore")
+    error = models.TextField(blank=True)
+    requested_by = models.CharField(max_length=150)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"drill of {self.vm_name} from {self.snapshot_name}: {self.state}"

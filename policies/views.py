@@ -1,5 +1,7 @@
 """Console pages for snapshot policies: list the project's policies, apply one from pasted or uploaded
-YAML, read and download its canonical YAML, edit it. Applying calls the same service as the API and CLI."""
+YAML, read and download its canonical YAML, edit it. Applying calls the same service as the API and CLI.
+The list page also holds the project's notification channels (add, delete); a policy's page shows the
+notifications sent about it."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
@@ -15,11 +18,11 @@ from clouddigit.audit.log import Target, record
 from clouddigit.audit.models import AuditEntry
 from clouddigit.compute.models import Project
 from clouddigit.errors import ServiceError
-from policies import services
+from policies import channels, services
 from policies.api import YAML_CONTENT_TYPE
 from policies.coverage import coverage
-from policies.forms import ApplyForm, EditForm
-from policies.models import Policy
+from policies.forms import ApplyForm, ChannelForm, EditForm
+from policies.models import NotificationChannel, Policy
 
 ACTION = "policy.apply"
 
@@ -32,11 +35,11 @@ def _form_errors(form) -> str:
     return "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
 
 
-def _refuse_invalid_form(request, form, target) -> None:
+def _refuse_invalid_form(request, form, target, action: str = ACTION) -> None:
     """A form that never reached the service is refused here, so the audit log still shows it."""
     record(
         actor=request.user,
-        action=ACTION,
+        action=action,
         outcome=AuditEntry.Outcome.REFUSED,
         target=Target.of(target),
         message=_form_errors(form),
@@ -56,14 +59,28 @@ def _applied(request, policy: Policy, replaced: Policy | None = None):
     return redirect("policies:detail", pk=policy.pk)
 
 
-def _list_page(request, project: Project | None, form: ApplyForm | None = None, status: int = 200):
+def _list_page(
+    request,
+    project: Project | None,
+    form: ApplyForm | None = None,
+    status: int = 200,
+    channel_form: ChannelForm | None = None,
+):
     policies = _policies(request.user).filter(project=project) if project else Policy.objects.none()
     can_manage = project is not None and can(request.user, "manage_policies", project)
+    rows = [(policy, policy.parsed) for policy in policies.order_by("name")]
+    channel_rows = []
+    if project is not None:
+        for channel in NotificationChannel.objects.visible_to(request.user).filter(project=project):
+            users = [policy.name for policy, spec in rows if spec.notify_channel == channel.name]
+            channel_rows.append((channel, users))
     context = {
         "project": project,
-        "rows": [(policy, policy.parsed) for policy in policies.order_by("name")],
+        "rows": rows,
+        "channels": channel_rows,
         "can_manage": can_manage,
         "form": form or (ApplyForm() if can_manage else None),
+        "channel_form": channel_form or (ChannelForm() if can_manage else None),
     }
     return render(request, "policies/list.html", context, status=status)
 
@@ -73,19 +90,24 @@ def policy_list(request):
     return _list_page(request, request.scope.project if request.scope else None)
 
 
-@login_required
-@require_POST
-def apply(request):
-    # The project the form was shown for (it says so), not whatever the switcher says now in another tab.
+def _posted_project(request) -> Project:
+    """The project the form was shown for (it says so), not whatever the switcher says now in another tab."""
     reference = request.POST.get("project")
     if reference:
         project = Project.objects.visible_to(request.user).by_reference(reference).first()
         if project is None:
             raise Http404("No such project, or you may not see it.")
-    else:
-        project = request.scope.project if request.scope else None
-        if project is None:
-            raise Http404("You have no project to apply a policy to.")
+        return project
+    project = request.scope.project if request.scope else None
+    if project is None:
+        raise Http404("You have no project to do this in.")
+    return project
+
+
+@login_required
+@require_POST
+def apply(request):
+    project = _posted_project(request)
     form = ApplyForm(request.POST, request.FILES)
     if not form.is_valid():
         _refuse_invalid_form(request, form, project)
@@ -100,14 +122,18 @@ def apply(request):
 
 def _detail_page(request, policy: Policy, form: EditForm | None = None, status: int = 200):
     can_manage = can(request.user, "manage_policies", policy.project)
+    spec = policy.parsed
     context = {
         "policy": policy,
-        "spec": policy.parsed,
+        "spec": spec,
         "yaml": services.export_policy(policy),
         "can_manage": can_manage,
         "form": form or (EditForm(initial={"yaml": policy.source}) if can_manage else None),
         "coverage": coverage(policy, timezone.now()),
         "runs": policy.runs.select_related("vm", "snapshot")[:50],
+        "channel": spec.notify_channel
+        and NotificationChannel.objects.filter(project=policy.project_id, name=spec.notify_channel).first(),
+        "notifications": policy.notifications.order_by("-created_at", "-slot_at")[:10],
     }
     return render(request, "policies/detail.html", context, status=status)
 
@@ -141,3 +167,40 @@ def export(request, pk):
     response = HttpResponse(services.export_policy(policy), content_type=YAML_CONTENT_TYPE)
     response["Content-Disposition"] = f'attachment; filename="{policy.name}.yaml"'
     return response
+
+
+def _channels_url() -> str:
+    return f"{reverse('policies:list')}#channels"
+
+
+@login_required
+@require_POST
+def channel_create(request):
+    project = _posted_project(request)
+    form = ChannelForm(request.POST)
+    if not form.is_valid():
+        _refuse_invalid_form(request, form, project, action="policy.channel.create")
+        return _list_page(request, project, channel_form=form, status=400)
+    try:
+        channel = channels.create_channel(actor=request.user, project=project, **form.cleaned_data)
+    except ServiceError as error:
+        form.add_error(error.field if error.field in form.fields else None, error.message)
+        return _list_page(request, project, channel_form=form, status=error.status)
+    messages.success(request, f"Added notification channel {channel.name} to {project}.")
+    return redirect(_channels_url())
+
+
+@login_required
+@require_POST
+def channel_delete(request, pk):
+    channel = get_object_or_404(
+        NotificationChannel.objects.visible_to(request.user).select_related("project__account"), pk=pk
+    )
+    project, name = channel.project, channel.name
+    try:
+        channels.delete_channel(actor=request.user, channel=channel)
+    except ServiceError as error:
+        messages.error(request, error.message)
+        return _list_page(request, project, status=error.status)
+    messages.success(request, f"Deleted notification channel {name} from {project}.")
+    return redirect(_channels_url())

@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 from clouddigit.audit.models import AuditEntry
 from clouddigit.compute.models import Region
 from iam.models import RoleBinding
+from policies import channels as policy_channels
 from policies import services as policy_services
 from snapshots import services as snapshot_services
 from snapshots.models import Snapshot
@@ -81,7 +82,10 @@ def world(alice, bob, charlie, make_vm, prod, sandbox, globex_main, ctg):
     snapshot_services.finish_restore(str(restore.pk))
     acme_ids = [str(db01.pk), str(db01.volumes.get().pk), str(prod.pk), str(sandbox.pk)]
     policy = policy_services.apply_policy(actor=None, project=prod, text=ACME_POLICY)
-    acme_ids += [str(snapshot.pk), str(restore.pk), str(policy.pk)]
+    channel = policy_channels.create_channel(
+        actor=None, project=prod, name="acme-alerts", kind="email", target="ops@acme.example"
+    )
+    acme_ids += [str(snapshot.pk), str(restore.pk), str(policy.pk), str(channel.pk)]
     acme_ids += [
         str(pk) for pk in RoleBinding.objects.filter(account=prod.account).values_list("pk", flat=True)
     ]
@@ -93,7 +97,8 @@ def world(alice, bob, charlie, make_vm, prod, sandbox, globex_main, ctg):
         "values": acme_values + list(Region.objects.values_list("slug", flat=True)),  # regions are shared
         "acme_values": acme_values,
         # Names, not ids: the outsider's own refused requests (in its audit view) echo the ids it tried.
-        "acme_markers": ["db-01", "dev-01", "acme/prod", "acme/sandbox", "db-01-nightly", "acme-nightly"],
+        "acme_markers": ["db-01", "dev-01", "acme/prod", "acme/sandbox", "db-01-nightly", "acme-nightly"]
+        + ["acme-alerts", "ops@acme.example"],
     }
 
 

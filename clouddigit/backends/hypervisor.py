@@ -423,6 +423,18 @@ def start(uri: str, spec: DomainSpec) -> Literal["started", "resumed", "already_
         return "started"
 
 
+def remove(uri: str, spec: DomainSpec) -> None:
+    """Power the domain off and remove its definition from the host (its disk files are the caller's)."""
+    conn = connection(uri)
+    with _libvirt_errors("remove domain", uri, spec):
+        dom = _lookup(conn, spec)
+        if dom is None:
+            return
+        if dom.isActive():
+            dom.destroy()
+        dom.undefine()
+
+
 def adopt_state(uri: str, spec: DomainSpec, running: bool) -> None:
     """On the test driver, make the domain run (or not) as the database says it does.
 

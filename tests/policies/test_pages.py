@@ -39,7 +39,7 @@ def test_the_list_shows_the_current_projects_policies(
         services.apply_policy(actor=None, project=prod, text=EXAMPLE.replace("acme-prod-default", name))
     console(client, alice, prod)
 
-    with django_assert_max_num_queries(9):  # session, user, scope, permissions, and one for the policies
+    with django_assert_max_num_queries(10):  # session, user, scope, permissions; the policies; the channels
         page = client.get(LIST).content.decode()
 
     assert "acme-prod-default" in page and "sandbox-default" not in page

@@ -195,7 +195,9 @@ def test_a_vm_that_gains_the_tag_is_covered_from_the_next_slot(
     assert list(SlotRun.objects.filter(policy=policy, vm=vm).values_list("outcome", flat=True)) == ["created"]
 
 
-def test_retention_never_deletes_a_pinned_snapshot(make_vm, prod, no_spread, django_capture_on_commit_callbacks):
+def test_retention_never_deletes_a_pinned_snapshot(
+    make_vm, prod, no_spread, django_capture_on_commit_callbacks
+):
     from snapshots.services import set_hold
 
     vm = _running(make_vm, prod, "db-01", {"env": "prod"})

@@ -13,13 +13,19 @@ def test_sixty_simulated_days_keep_seven_daily_and_four_weekly_and_touch_nothing
     _running(make_vm, prod, "db-01", {"env": "prod"})
     make_vm(prod, "web-01", tags={"env": "prod"})  # stopped: skipped under when_stopped: skip
     outcome = simulate(
-        actor=None, project=prod, text=POLICY.format(when_stopped="skip"),
-        start=datetime(2026, 1, 1, tzinfo=UTC), days=60,
+        actor=None,
+        project=prod,
+        text=POLICY.format(when_stopped="skip"),
+        start=datetime(2026, 1, 1, tzinfo=UTC),
+        days=60,
     )
     db01 = [row for row in outcome.created if row["vm"] == "db-01"]
     assert len([r for r in db01 if r["class"] == "daily"]) == 60
     kept = [r for r in db01 if r["kept"]]
-    assert len([r for r in kept if r["class"] == "daily"]) == 7 and len([r for r in kept if r["class"] == "weekly"]) == 4
+    assert (
+        len([r for r in kept if r["class"] == "daily"]) == 7
+        and len([r for r in kept if r["class"] == "weekly"]) == 4
+    )
     assert {r["outcome"] for r in outcome.created if r["vm"] == "web-01"} == {"skipped"}
     # The simulation ran in a transaction that was rolled back: nothing of it is left.
     assert not Policy.objects.exists() and not SlotRun.objects.exists() and not Snapshot.objects.exists()

@@ -1,0 +1,81 @@
+"""Notification channels: where a policy's `notify_channel` sends (a Slack-compatible webhook or email).
+
+Every write goes through these services, whatever calls them (console today), and is audited.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator, validate_email
+from django.db import IntegrityError, transaction
+
+from clouddigit.access import require
+from clouddigit.audit.log import audited
+from clouddigit.compute.models import Project
+from clouddigit.errors import Conflict, InvalidRequest
+from policies.models import NotificationChannel
+from policies.spec import NAME_RE
+
+MAX_RECIPIENTS = 10
+_URL = URLValidator(schemes=["http", "https"])
+
+
+def _checked_target(kind: str, target: str) -> str:
+    target = target.strip()
+    if len(target) > NotificationChannel._meta.get_field("target").max_length:
+        raise InvalidRequest("target: is longer than 500 characters.", field="target")
+    if kind == NotificationChannel.Kind.WEBHOOK:
+        try:
+            _URL(target)
+        except ValidationError:
+            raise InvalidRequest(
+                f"target: a webhook needs an http:// or https:// URL, not {target!r}.", field="target"
+            ) from None
+        return target
+    addresses = [address.strip() for address in target.split(",") if address.strip()]
+    if not addresses or len(addresses) > MAX_RECIPIENTS:
+        raise InvalidRequest(
+            f"target: an email channel needs 1 to {MAX_RECIPIENTS} addresses separated by commas.",
+            field="target",
+        )
+    for address in addresses:
+        try:
+            validate_email(address)
+        except ValidationError:
+            raise InvalidRequest(f"target: {address!r} is not an email address.", field="target") from None
+    return ", ".join(addresses)
+
+
+@audited("policy.channel.create")
+def create_channel(*, actor, project: Project, name: str, kind: str, target: str) -> NotificationChannel:
+    require(actor, "manage_policies", project, "add notification channels")
+    name = name.strip()
+    if not NAME_RE.match(name):
+        raise InvalidRequest(
+            f"name: use lower-case letters, digits and '-' (up to 63), e.g. slack-ops, not {name!r}.",
+            field="name",
+        )
+    if kind not in NotificationChannel.Kind.values:
+        raise InvalidRequest(
+            f"kind: must be {' or '.join(NotificationChannel.Kind.values)}, not {kind!r}.", field="kind"
+        )
+    channel = NotificationChannel(
+        project=project,
+        name=name,
+        kind=kind,
+        target=_checked_target(kind, target),
+        created_by=actor.get_username() if actor else "system",
+    )
+    try:
+        with transaction.atomic():
+            channel.save(force_insert=True)
+    except IntegrityError:
+        raise Conflict(f"name: {project} already has a channel named {name}.", field="name") from None
+    return channel
+
+
+@audited("policy.channel.delete", target="channel")
+def delete_channel(*, actor, channel: NotificationChannel) -> None:
+    """Policies naming it keep their notify_channel; their next notification records it as missing."""
+    require(actor, "manage_policies", channel.project, "delete notification channels")
+    channel.delete()

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from clouddigit.backends import volumes
+from clouddigit.compute import services as compute
+from clouddigit.compute.models import VM, Volume
+from clouddigit.errors import Conflict
+from policies import drills
+from policies.models import Drill, Policy
+from policies.services import apply_policy
+from snapshots import services as snapshots
+from tests.policies.test_scheduler import POLICY
+
+MiB = 2**20
+
+
+@pytest.fixture
+def db01(make_vm, prod, dha, django_capture_on_commit_callbacks):
+    vm = make_vm(prod, "db-01", tags={"env": "prod"})
+    data = compute.create_volume(actor=None, project=prod, region=dha, name="db-01-data", size_bytes=8 * MiB)
+    compute.attach_volume(actor=None, volume=data, vm=vm, device="vdb")
+    volumes.write_pattern(data.path, 0, MiB, 0x5D)
+    with django_capture_on_commit_callbacks(execute=True):
+        compute.start_vm(actor=None, vm=vm)
+        snapshots.create_snapshot(actor=None, vm=VM.objects.get(pk=vm.pk), name="db-01-nightly")
+    return VM.objects.get(pk=vm.pk)
+
+
+def test_a_drill_restores_boots_checks_and_cleans_up(operator, db01, django_capture_on_commit_callbacks):
+    volumes_before = Volume.objects.count()
+    with django_capture_on_commit_callbacks(execute=True):
+        drill = drills.run_drill(actor=operator, vm=db01)
+    drill.refresh_from_db()
+    assert drill.state == Drill.State.PASSED, (drill.error, drill.checks)
+    assert drill.seconds is not None and drill.snapshot_name == "db-01-nightly"
+    assert [check["check"] for check in drill.checks] == [
+        "boots on the hypervisor",
+        "vda reads back the snapshot",
+        "vdb reads back the snapshot",
+    ]
+    assert not VM.objects.filter(name__contains="-drill-").exists()  # cleaned up
+    assert Volume.objects.count() == volumes_before
+
+
+def test_a_vm_without_a_vm_snapshot_cannot_be_drilled(operator, make_vm, prod):
+    with pytest.raises(Conflict, match="no available VM snapshot"):
+        drills.run_drill(actor=operator, vm=make_vm(prod, "web-01"))
+
+
+def test_drills_come_due_once_a_quarter_per_policy(db01, prod, django_capture_on_commit_callbacks):
+    apply_policy(actor=None, project=prod, text=POLICY.format(when_stopped="skip"))
+    policy = Policy.objects.get()
+    with django_capture_on_commit_callbacks(execute=True):
+        drills.due(datetime(2026, 1, 1, tzinfo=UTC))
+        drills.due(datetime(2026, 2, 1, tzinfo=UTC))  # not a quarter later: nothing
+    assert list(policy.drills.values_list("state", flat=True)) == ["passed"]

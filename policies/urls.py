@@ -11,6 +11,7 @@ urlpatterns = [
     path("<uuid:pk>/", views.policy_detail, name="detail"),
     path("<uuid:pk>/edit/", views.edit, name="edit"),
     path("<uuid:pk>/export/", views.export, name="export"),
+    path("<uuid:pk>/drill/", views.drill, name="drill"),
     path("channels/", views.channel_create, name="channel-create"),
     path("channels/<uuid:pk>/delete/", views.channel_delete, name="channel-delete"),
 ]

@@ -17,10 +17,11 @@ from clouddigit.access import can
 from clouddigit.audit.log import Target, record
 from clouddigit.audit.models import AuditEntry
 from clouddigit.compute.models import Project
-from clouddigit.errors import ServiceError
-from policies import channels, services
+from clouddigit.errors import Conflict, ServiceError
+from policies import channels, drills, services
 from policies.api import YAML_CONTENT_TYPE
 from policies.coverage import coverage
+from policies.engine import in_scope
 from policies.forms import ApplyForm, ChannelForm, EditForm
 from policies.models import NotificationChannel, Policy
 
@@ -134,8 +135,35 @@ def _detail_page(request, policy: Policy, form: EditForm | None = None, status: 
         "channel": spec.notify_channel
         and NotificationChannel.objects.filter(project=policy.project_id, name=spec.notify_channel).first(),
         "notifications": policy.notifications.order_by("-created_at", "-slot_at")[:10],
+        "drills": policy.drills.all()[:20],
+        "can_drill": can(request.user, "restore_snapshots", policy.project),
     }
     return render(request, "policies/detail.html", context, status=status)
+
+
+@login_required
+@require_POST
+def drill(request, pk):
+    """Run a restore drill now, on the VM in the policy's scope drilled least recently (or the one posted)."""
+    policy = get_object_or_404(_policies(request.user), pk=pk)
+    vms = [vm for vm in in_scope(policy) if drills.latest_vm_snapshot(vm) is not None]
+    chosen = next((vm for vm in vms if str(vm.pk) == request.POST.get("vm")), None)
+    if chosen is None and vms:
+        drilled = {d.vm_id: d.started_at for d in policy.drills.all()}
+        chosen = min(vms, key=lambda vm: drilled.get(vm.pk) or timezone.now().replace(year=1))
+    try:
+        if chosen is None:
+            raise Conflict(
+                "No VM in this policy's scope has an available VM snapshot yet; "
+                "a drill restores the latest one."
+            )
+        result = drills.run_drill(actor=request.user, vm=chosen, policy=policy)
+        messages.success(
+            request, f"Drill started: restoring {result.snapshot_name} of {result.vm_name} to a sandbox VM."
+        )
+    except ServiceError as error:
+        messages.error(request, str(error))
+    return redirect(f"{reverse('policies:detail', args=[policy.pk])}#drills")
 
 
 @login_required

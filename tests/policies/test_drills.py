@@ -57,3 +57,15 @@ def test_drills_come_due_once_a_quarter_per_policy(db01, prod, django_capture_on
         drills.due(datetime(2026, 1, 1, tzinfo=UTC))
         drills.due(datetime(2026, 2, 1, tzinfo=UTC))  # not a quarter later: nothing
     assert list(policy.drills.values_list("state", flat=True)) == ["passed"]
+
+
+def test_run_a_drill_now_from_the_policy_page(client, alice, db01, prod, django_capture_on_commit_callbacks):
+    from django.urls import reverse
+
+    policy = apply_policy(actor=None, project=prod, text=POLICY.format(when_stopped="skip"))
+    client.force_login(alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("policies:drill", args=[policy.pk]))
+    page = client.get(reverse("policies:detail", args=[policy.pk])).content.decode()
+    assert "Restore drills" in page and "db-01-nightly" in page and "Passed" in page
+    assert "boots on the hypervisor" in page

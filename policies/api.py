@@ -9,7 +9,7 @@ import django_filters
 import yaml
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import renderers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -142,6 +142,25 @@ class PolicyViewSet(viewsets.ReadOnlyModelViewSet):
         policy = services.apply_policy(actor=request.user, project=project, text=data.validated_data["yaml"])
         code = status.HTTP_200_OK if policy.pk in existing else status.HTTP_201_CREATED
         return Response(PolicySerializer(policy).data, status=code)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "snapshots",
+                str,
+                required=True,
+                enum=list(services.SNAPSHOT_CHOICES),
+                description="what becomes of the policy's snapshots",
+            )
+        ],
+        responses={204: None},
+    )
+    def destroy(self, request, pk=None):
+        """Delete a policy, saying what becomes of its snapshots: `?snapshots=keep|retain|delete`."""
+        services.delete_policy(
+            actor=request.user, policy=self.get_object(), snapshots=request.query_params.get("snapshots", "")
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(request=SimulateSerializer, responses={200: OpenApiTypes.OBJECT})
     @action(detail=False, methods=["post"])

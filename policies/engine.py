@@ -15,7 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from clouddigit.compute.models import VM, Volume
-from clouddigit.errors import ServiceError
+from clouddigit.errors import BackendUnavailable, ServiceError
 from policies import notifications
 from policies.models import Policy, SlotRun
 from policies.schedule import slots_between, spread
@@ -29,6 +29,10 @@ def in_scope(policy: Policy):
     for key, value in policy.parsed.vm_tags:
         vms = vms.with_tag(key, value)
     return vms
+
+
+# A throttled run is retried on later ticks until this long after its spread window.
+RETRY_GRACE = timedelta(minutes=1)
 
 
 class LiveEffects:
@@ -69,13 +73,17 @@ def tick(now: datetime, effects: LiveEffects = LIVE, policies=None) -> list[Slot
         # From where the last tick got to (after downtime: the whole gap, so that old slots are recorded
         # as missed), less the spread window, whose late starts may not have been due then.
         since = (policy.scanned_until or policy.created_at) - window
-        for slot_at, klass in slots_between(spec, since, now):
+        for slot_at, klass in [] if policy.retention_only else slots_between(spec, since, now):
             for vm in vms:
                 if slot_at + spread(policy.pk, vm.pk, window) <= now:
                     candidates.append(
                         SlotRun(policy=policy, vm=vm, slot_at=slot_at, klass=klass, claim=claim)
                     )
         SlotRun.objects.bulk_create(candidates, ignore_conflicts=True, batch_size=2000)
+        # Runs the backend throttled earlier in their window are claimed again (once per tick).
+        SlotRun.objects.filter(
+            policy=policy, outcome=SlotRun.Outcome.THROTTLED, slot_at__gte=now - window - RETRY_GRACE
+        ).update(claim=claim)
         claimed = list(SlotRun.objects.filter(policy=policy, claim=claim).select_related("vm__host"))
         ran += _run_all(policy, spec, claimed, now, catch_up, effects)
         if effects is LIVE:
@@ -112,6 +120,13 @@ def _run_all(
         else:
             try:
                 _decide(run, SlotRun.Outcome.CREATED, snapshot=effects.take(policy, spec, run))
+            except BackendUnavailable as error:
+                _decide(
+                    run,
+                    SlotRun.Outcome.THROTTLED,
+                    f"the snapshot backend throttled ({error.message}); "
+                    "retried on the next ticks within the spread window",
+                )
             except ServiceError as error:
                 _decide(run, SlotRun.Outcome.FAILED, error.message)
     SlotRun.objects.bulk_update(runs, ["outcome", "reason", "snapshot", "updated_at"], batch_size=2000)

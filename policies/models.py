@@ -29,6 +29,9 @@ class Policy(models.Model):
     scanned_until = models.DateTimeField(
         null=True, blank=True, help_text="The scheduler has claimed every slot due up to here"
     )
+    retention_only = models.BooleanField(
+        default=False, help_text="Deleted with 'keep applying retention': no new snapshots, old ones age out"
+    )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 from clouddigit.access import require
 from clouddigit.audit.log import audited
 from clouddigit.compute.models import Project
+from clouddigit.errors import InvalidRequest
 from policies import spec as policy_spec
 from policies.models import Policy
+from snapshots.models import Snapshot
+from snapshots.services import delete_snapshot
 
 MAX_YAML_BYTES = 64 * 1024
 
@@ -34,3 +37,31 @@ def apply_policy(*, actor, project: Project, text: str) -> Policy:
 
 def export_policy(policy: Policy) -> str:
     return policy.parsed.to_yaml()
+
+
+SNAPSHOT_CHOICES = {
+    "keep": "keep its snapshots (they become manual snapshots: nothing deletes them automatically)",
+    "retain": "keep applying its retention to its snapshots, but take no new ones",
+    "delete": "delete its snapshots (their data merges away like any delete)",
+}
+
+
+@audited("policy.delete", target="policy")
+def delete_policy(*, actor, policy: Policy, snapshots: str) -> None:
+    """Deleting a policy says what becomes of its snapshots: `keep`, `retain` or `delete`."""
+    require(actor, "manage_policies", policy.project, "delete snapshot policies")
+    if snapshots not in SNAPSHOT_CHOICES:
+        choices = "; ".join(f"{key}: {text}" for key, text in SNAPSHOT_CHOICES.items())
+        raise InvalidRequest(f"Say what becomes of the policy's snapshots: {choices}.", field="snapshots")
+    owned = Snapshot.objects.filter(
+        project=policy.project, policy_name=policy.name, origin=Snapshot.Origin.POLICY
+    )
+    if snapshots == "retain":
+        Policy.objects.filter(pk=policy.pk).update(retention_only=True)
+        return
+    if snapshots == "keep":
+        owned.update(origin=Snapshot.Origin.MANUAL)
+    else:
+        for snapshot in owned.exclude(state=Snapshot.State.DELETING):
+            delete_snapshot(actor=actor, snapshot=snapshot)
+    policy.delete()

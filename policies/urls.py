@@ -12,6 +12,7 @@ urlpatterns = [
     path("<uuid:pk>/edit/", views.edit, name="edit"),
     path("<uuid:pk>/export/", views.export, name="export"),
     path("<uuid:pk>/drill/", views.drill, name="drill"),
+    path("<uuid:pk>/delete/", views.delete, name="delete"),
     path("channels/", views.channel_create, name="channel-create"),
     path("channels/<uuid:pk>/delete/", views.channel_delete, name="channel-delete"),
 ]

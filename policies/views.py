@@ -136,6 +136,7 @@ def _detail_page(request, policy: Policy, form: EditForm | None = None, status: 
         and NotificationChannel.objects.filter(project=policy.project_id, name=spec.notify_channel).first(),
         "notifications": policy.notifications.order_by("-created_at", "-slot_at")[:10],
         "drills": policy.drills.all()[:20],
+        "delete_choices": services.SNAPSHOT_CHOICES,
         "can_drill": can(request.user, "restore_snapshots", policy.project),
     }
     return render(request, "policies/detail.html", context, status=status)
@@ -232,3 +233,18 @@ def channel_delete(request, pk):
         return _list_page(request, project, status=error.status)
     messages.success(request, f"Deleted notification channel {name} from {project}.")
     return redirect(_channels_url())
+
+
+@login_required
+@require_POST
+def delete(request, pk):
+    policy = get_object_or_404(_policies(request.user), pk=pk)
+    try:
+        services.delete_policy(actor=request.user, policy=policy, snapshots=request.POST.get("snapshots", ""))
+    except ServiceError as error:
+        messages.error(request, str(error))
+        return redirect("policies:detail", pk=policy.pk)
+    messages.success(
+        request, f"Policy {policy.name}: {services.SNAPSHOT_CHOICES[request.POST['snapshots']]}."
+    )
+    return redirect("policies:list")

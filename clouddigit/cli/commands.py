@@ -350,3 +350,10 @@ def simulate_policy(args: argparse.Namespace) -> None:
         f"{len(outcome['existing_deleted'])} deleted ({outcome['freed_bytes']} billed bytes freed)",
         file=sys.stderr,
     )
+
+
+def delete_policy(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
+    policy_id = _policy_id(client, args.name, args.project)
+    client.delete(f"{POLICIES.path}{policy_id}/?snapshots={args.snapshots}")
+    print(f"Deleted snapshot policy {args.name} ({args.snapshots} its snapshots)")

@@ -175,6 +175,17 @@ def add_policy_commands(policies: Subcommands) -> None:
     )
     export.set_defaults(handler=commands.export_policy, parser=export)
 
+    delete = policies.add_parser(
+        "delete",
+        help="delete a snapshot policy",
+        description="Delete a policy, saying what becomes of its snapshots: keep them (as manual snapshots), "
+        "retain (keep applying its retention, take no new ones) or delete them.",
+    )
+    delete.add_argument("name", metavar="NAME")
+    delete.add_argument("--project", metavar="ACCOUNT/PROJECT")
+    delete.add_argument("--snapshots", required=True, choices=["keep", "retain", "delete"])
+    delete.set_defaults(handler=commands.delete_policy, parser=delete)
+
     simulate = policies.add_parser(
         "simulate",
         help="what a policy would create, keep and delete, without saving anything",

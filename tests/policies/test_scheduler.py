@@ -213,3 +213,62 @@ def test_retention_never_deletes_a_pinned_snapshot(
     assert Snapshot.objects.filter(pk=first.pk).exists()
     kept = SlotRun.objects.filter(policy=policy, klass="daily", outcome="created", retired=False)
     assert kept.count() == 8  # the newest 7 and the pinned one
+
+
+@pytest.mark.parametrize(
+    ("choice", "policies_left", "snapshots_left", "origin"),
+    [("keep", 0, 2, "manual"), ("retain", 1, 2, "policy"), ("delete", 0, 0, None)],
+)
+def test_deleting_a_policy_says_what_becomes_of_its_snapshots(
+    make_vm,
+    prod,
+    no_spread,
+    django_capture_on_commit_callbacks,
+    choice,
+    policies_left,
+    snapshots_left,
+    origin,
+):
+    from clouddigit.errors import InvalidRequest
+    from policies.services import delete_policy
+
+    _running(make_vm, prod, "db-01", {"env": "prod"})
+    policy = _policy(prod, created=datetime(2026, 1, 3, 12, 0, tzinfo=UTC))
+    with django_capture_on_commit_callbacks(execute=True):
+        engine.tick(datetime(2026, 1, 3, 21, 30, tzinfo=UTC))
+    with pytest.raises(InvalidRequest, match="Say what becomes"):
+        delete_policy(actor=None, policy=policy, snapshots="")
+    with django_capture_on_commit_callbacks(execute=True):
+        delete_policy(actor=None, policy=policy, snapshots=choice)
+    assert Policy.objects.count() == policies_left
+    assert Snapshot.objects.count() == snapshots_left
+    if origin:
+        assert set(Snapshot.objects.values_list("origin", flat=True)) == {origin}
+    if choice == "retain":
+        with django_capture_on_commit_callbacks(execute=True):
+            engine.tick(datetime(2026, 1, 4, 21, 30, tzinfo=UTC))
+        assert Snapshot.objects.count() == 2  # no new snapshot
+
+
+def test_a_throttled_start_is_retried_within_the_window(
+    make_vm, prod, settings, monkeypatch, django_capture_on_commit_callbacks
+):
+    from clouddigit.errors import BackendUnavailable
+
+    settings.POLICY_SPREAD_MINUTES = 10
+    _running(make_vm, prod, "db-01", {"env": "prod"})
+    policy = _policy(prod, created=datetime(2026, 1, 5, 12, 0, tzinfo=UTC))
+    real_take = engine.LIVE.take
+
+    def throttled(*args, **kwargs):
+        raise BackendUnavailable("429 SlowDown")
+
+    monkeypatch.setattr(engine.LIVE, "take", throttled)
+    engine.tick(datetime(2026, 1, 5, 20, 10, tzinfo=UTC))
+    run = SlotRun.objects.get(policy=policy, klass="daily")
+    assert run.outcome == "throttled" and "SlowDown" in run.reason
+    monkeypatch.setattr(engine.LIVE, "take", real_take)
+    with django_capture_on_commit_callbacks(execute=True):
+        engine.tick(datetime(2026, 1, 5, 20, 10, 50, tzinfo=UTC))
+    run.refresh_from_db()
+    assert run.outcome == "created" and run.snapshot is not None

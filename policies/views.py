@@ -18,7 +18,7 @@ from clouddigit.audit.log import Target, record
 from clouddigit.audit.models import AuditEntry
 from clouddigit.compute.models import Project
 from clouddigit.errors import Conflict, ServiceError
-from policies import channels, drills, services
+from policies import channels, drills, services, simulator
 from policies.api import YAML_CONTENT_TYPE
 from policies.coverage import coverage
 from policies.engine import in_scope
@@ -66,6 +66,7 @@ def _list_page(
     form: ApplyForm | None = None,
     status: int = 200,
     channel_form: ChannelForm | None = None,
+    preview=None,
 ):
     policies = _policies(request.user).filter(project=project) if project else Policy.objects.none()
     can_manage = project is not None and can(request.user, "manage_policies", project)
@@ -82,6 +83,7 @@ def _list_page(
         "can_manage": can_manage,
         "form": form or (ApplyForm() if can_manage else None),
         "channel_form": channel_form or (ChannelForm() if can_manage else None),
+        "preview": preview,
     }
     return render(request, "policies/list.html", context, status=status)
 
@@ -114,11 +116,20 @@ def apply(request):
         _refuse_invalid_form(request, form, project)
         return _list_page(request, project, form, status=400)
     try:
+        if "preview" in request.POST:
+            # The prune simulator: what this policy would keep, delete and create; nothing is saved.
+            outcome = simulator.simulate(
+                actor=request.user, project=project, text=form.cleaned_data["text"], days=PREVIEW_DAYS
+            )
+            return _list_page(request, project, form, preview=outcome)
         policy = services.apply_policy(actor=request.user, project=project, text=form.cleaned_data["text"])
     except ServiceError as error:
         _show_error(form, form.source_field, error)
         return _list_page(request, project, form, status=error.status)
     return _applied(request, policy)
+
+
+PREVIEW_DAYS = 30
 
 
 def _detail_page(request, policy: Policy, form: EditForm | None = None, status: int = 200):

@@ -184,3 +184,18 @@ def test_an_outsider_cannot_aim_the_apply_form_at_an_acme_project(client, charli
 
     assert response.status_code == 404
     assert not Policy.objects.exists()
+
+
+def test_preview_shows_what_the_policy_would_do_and_saves_nothing(client, snap_admin, prod, make_vm):
+    from django.urls import reverse
+
+    from policies.models import Policy
+
+    make_vm(prod, "db-01", tags={"env": "prod"})
+    client.force_login(snap_admin)
+    response = client.post(
+        reverse("policies:apply"), {"project": str(prod.pk), "yaml": EXAMPLE, "preview": "1"}
+    )
+    page = response.content.decode()
+    assert response.status_code == 200 and "Preview: what this policy would do" in page and "db-01" in page
+    assert not Policy.objects.exists()

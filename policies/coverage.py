@@ -38,6 +38,8 @@ def coverage(policy: Policy, now: datetime) -> list[Row]:
         latest = last_run.get(vm.pk)
         if covered:
             reason = ""
+        elif latest is None and policy.created_at > now - WINDOW:
+            reason = "no slot has come due since the policy was applied"
         elif latest is None:
             reason = (
                 "no slot of this policy ran for it in the last 24 hours: is the scheduler (beat) running?"

@@ -127,7 +127,8 @@ def test_a_policy_tick_snapshots_through_a_real_worker(make_vm, prod, tmp_path):
         "from datetime import datetime, UTC; from django.conf import settings; "
         "from policies import engine; from policies.models import Policy; "
         "settings.POLICY_SPREAD_MINUTES = 0; "
-        f"Policy.objects.filter(pk='{policy.pk}').update(created_at=datetime(2026, 1, 5, 12, 0, tzinfo=UTC)); "
+        f"Policy.objects.filter(pk='{policy.pk}')"
+        ".update(created_at=datetime(2026, 1, 5, 12, 0, tzinfo=UTC)); "
         "engine.tick(datetime(2026, 1, 5, 20, 30, tzinfo=UTC))"
     )
     broker = "redis" if os.environ.get("CELERY_BROKER_URL", "").startswith("redis") else "filesystem"

@@ -147,6 +147,11 @@ def _detail_page(request, policy: Policy, form: EditForm | None = None, status: 
         and NotificationChannel.objects.filter(project=policy.project_id, name=spec.notify_channel).first(),
         "notifications": policy.notifications.order_by("-created_at", "-slot_at")[:10],
         "drills": policy.drills.all()[:20],
+        "drill_trend": list(
+            policy.drills.filter(state="passed")
+            .order_by("-started_at")
+            .values_list("seconds", flat=True)[:20]
+        )[::-1],
         "delete_choices": services.SNAPSHOT_CHOICES,
         "can_drill": can(request.user, "restore_snapshots", policy.project),
     }

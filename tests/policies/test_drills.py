@@ -69,3 +69,17 @@ def test_run_a_drill_now_from_the_policy_page(client, alice, db01, prod, django_
     page = client.get(reverse("policies:detail", args=[policy.pk])).content.decode()
     assert "Restore drills" in page and "db-01-nightly" in page and "Passed" in page
     assert "boots on the hypervisor" in page
+
+
+def test_the_drill_history_shows_the_time_to_restore_trend(
+    client, alice, db01, prod, django_capture_on_commit_callbacks
+):
+    from django.urls import reverse
+
+    policy = apply_policy(actor=None, project=prod, text=POLICY.format(when_stopped="skip"))
+    client.force_login(alice)
+    for _ in range(2):
+        with django_capture_on_commit_callbacks(execute=True):
+            client.post(reverse("policies:drill", args=[policy.pk]))
+    page = client.get(reverse("policies:detail", args=[policy.pk])).content.decode()
+    assert '<svg class="spark"' in page and "Time to restore, oldest to newest" in page

@@ -29,7 +29,7 @@ def _checked_target(kind: str, target: str) -> str:
             _URL(target)
         except ValidationError:
             raise InvalidRequest(
-                f"target: a webhook needs an http:// or https:// URL, not {target!r}.", field="target"
+                "target: a webhook needs an http:// or https:// URL.", field="target"
             ) from None
         return target
     addresses = [address.strip() for address in target.split(",") if address.strip()]
@@ -46,7 +46,7 @@ def _checked_target(kind: str, target: str) -> str:
     return ", ".join(addresses)
 
 
-@audited("policy.channel.create")
+@audited("policy.channel.create", secret=("target",))
 def create_channel(*, actor, project: Project, name: str, kind: str, target: str) -> NotificationChannel:
     require(actor, "manage_policies", project, "add notification channels")
     name = name.strip()

@@ -90,15 +90,20 @@ def _first_model(kwargs: dict):
     return next((value for value in kwargs.values() if isinstance(value, models.Model)), None)
 
 
-def audited(action: str, *, target: str | None = None):
+def audited(action: str, *, target: str | None = None, secret: tuple[str, ...] = ()):
     """Run the service atomically and log it. `target` names the keyword argument acted on; without
-    it, the returned object is the target (creates)."""
+    it, the returned object is the target (creates). `secret` names arguments whose values must not be
+    written to the log (a webhook URL carries its token)."""
 
     def decorate(service):
         @functools.wraps(service)
         def wrapper(*, actor, **kwargs):
             subject = Target.of(kwargs[target]) if target else None
-            detail = {key: value for key, value in kwargs.items() if key != target}
+            detail = {
+                key: "[not logged]" if key in secret else value
+                for key, value in kwargs.items()
+                if key != target
+            }
             try:
                 with transaction.atomic():
                     result = service(actor=actor, **kwargs)

@@ -22,7 +22,7 @@ from clouddigit.audit.log import audited
 from clouddigit.backends import hypervisor, volumes
 from clouddigit.compute import services as compute
 from clouddigit.compute.flavors import FLAVORS
-from clouddigit.compute.models import VM, Project, Volume, validate_tags
+from clouddigit.compute.models import VM, Project, Volume
 from clouddigit.errors import Conflict, InvalidRequest, ServiceError
 from clouddigit.queueing import enqueue, hypervisor_queue
 from snapshots import chains, sizes, tasks
@@ -60,14 +60,6 @@ def _step(snapshot: Snapshot, text: str) -> None:
 
 def _new_file(volume_dir: str) -> str:
     return str(Path(volume_dir) / f"{uuid.uuid4()}.qcow2")
-
-
-def _check_tags(tags: dict | None) -> dict:
-    try:
-        validate_tags(tags or {})
-    except Exception as error:  # ValidationError: its first message names the bad tag
-        raise InvalidRequest(getattr(error, "messages", [str(error)])[0], field="tags") from None
-    return dict(tags or {})
 
 
 # --- Limits -----------------------------------------------------------------------------------------
@@ -163,7 +155,7 @@ def create_snapshot(
     require(actor, "create_snapshots", source.project, "create snapshots")
     if consistency not in Snapshot.Consistency.values:
         raise InvalidRequest("Consistency is 'application' or 'crash'.", field="consistency")
-    tags = _check_tags(tags)
+    tags = compute.check_tags(tags)
     captured = list(vm.volumes.order_by("device")) if vm else [volume]
     if not captured:
         raise InvalidRequest(f"VM {vm.name} has no volumes to snapshot.", field="vm")
@@ -338,7 +330,7 @@ def set_tags(
     *, actor, snapshot: Snapshot, add: dict | None = None, remove: list[str] | None = None
 ) -> Snapshot:
     require(actor, "create_snapshots", snapshot.project, "tag snapshots")
-    tags = {**snapshot.tags, **_check_tags(add)}
+    tags = {**snapshot.tags, **compute.check_tags(add)}
     for key in remove or []:
         tags.pop(key, None)
     Snapshot.objects.filter(pk=snapshot.pk).update(tags=tags)

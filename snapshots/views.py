@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -16,12 +15,11 @@ from clouddigit.audit.models import AuditEntry
 from clouddigit.compute.models import VM, Volume, parse_tag
 from clouddigit.errors import ServiceError
 from clouddigit.htmx import render_page_or_fragment
+from clouddigit.listing import in_scope, list_page
 from snapshots import diagnosis, services
 from snapshots.filters import SnapshotFilter
 from snapshots.forms import CreateForm, LimitForm, RestoreVMForm, RestoreVolumeForm, RollbackForm, TagForm
 from snapshots.models import Snapshot, SnapshotDisk
-
-PAGE_SIZE = 50
 
 
 def _snapshots(user):
@@ -34,20 +32,8 @@ def _snapshots(user):
 
 @login_required
 def snapshot_list(request):
-    scope = request.scope
-    queryset = _snapshots(request.user)
-    if scope and scope.project:
-        queryset = queryset.filter(project=scope.project)
-        if scope.region:
-            queryset = queryset.filter(region=scope.region)
-    else:
-        queryset = queryset.none()
-    filterset = SnapshotFilter(request.GET, queryset=queryset)
-    page = Paginator(filterset.qs, PAGE_SIZE).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
-    context = {"filter": filterset, "page": page, "query": query.urlencode()}
-    return render_page_or_fragment(request, "snapshots/list.html", "table", context)
+    queryset = in_scope(_snapshots(request.user), request)
+    return list_page(request, SnapshotFilter(request.GET, queryset=queryset), "snapshots/list.html")
 
 
 def _detail_context(request, snapshot: Snapshot, **forms) -> dict:

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 
 from clouddigit.audit.export import csv_response
 from clouddigit.audit.filters import AuditFilter
 from clouddigit.audit.models import AuditEntry
-from clouddigit.htmx import render_page_or_fragment
+from clouddigit.listing import list_page
 
 
 def _filtered(request) -> AuditFilter:
@@ -16,12 +15,7 @@ def _filtered(request) -> AuditFilter:
 
 @login_required
 def entries(request):
-    filterset = _filtered(request)
-    page = Paginator(filterset.qs, 100).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
-    context = {"filter": filterset, "page": page, "query": query.urlencode()}
-    return render_page_or_fragment(request, "audit/entries.html", "table", context)
+    return list_page(request, _filtered(request), "audit/entries.html", page_size=100)
 
 
 @login_required

@@ -82,7 +82,8 @@ def derived_name(name: str, suffix: str) -> str:
     return f"{name[: 63 - len(suffix)]}{suffix}"
 
 
-def _check_tags(tags: dict | None) -> dict:
+def check_tags(tags: dict | None) -> dict:
+    """A copy of `tags` once valid; else an InvalidRequest naming the `tags` field."""
     try:
         validate_tags(tags or {})
     except ValidationError as error:
@@ -104,7 +105,7 @@ def create_volume(
     """A new empty volume backed by its own qcow2 file under the region's volume folder."""
     require(actor, "operate_vms", project, "create volumes")
     name = check_name(name)
-    tags = _check_tags(tags)
+    tags = check_tags(tags)
     if size_bytes <= 0 or size_bytes % 2**20:
         raise InvalidRequest("The size must be a positive whole number of MiB.", field="size_bytes")
     volume_id = uuid.uuid4()
@@ -156,7 +157,7 @@ def create_vm(
     """A stopped VM with a fresh boot volume attached as `vda` (`sda` on bare metal)."""
     name = check_name(name)
     vpc = check_name(vpc, field="vpc")
-    tags = _check_tags(tags)
+    tags = check_tags(tags)
     if flavor not in FLAVORS:
         raise InvalidRequest(
             f"Unknown flavor {flavor!r}; choose one of {', '.join(FLAVORS)}.", field="flavor"

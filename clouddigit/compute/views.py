@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404, redirect, render
@@ -15,31 +14,10 @@ from clouddigit.compute.filters import VMFilter, VolumeFilter
 from clouddigit.compute.models import VM, Volume
 from clouddigit.errors import ServiceError
 from clouddigit.htmx import render_page_or_fragment
+from clouddigit.listing import in_scope, list_page
 from snapshots.forms import CreateForm
 from snapshots.models import Snapshot
 from snapshots.services import snapshot_limit
-
-PAGE_SIZE = 50
-
-
-def _in_scope(queryset, request):
-    """The rows of the project and region chosen in the header's switchers."""
-    scope = request.scope
-    if not scope or scope.project is None:
-        return queryset.none()
-    queryset = queryset.filter(project=scope.project)
-    if scope.region is not None:
-        queryset = queryset.filter(region=scope.region)
-    return queryset
-
-
-def _list_page(request, queryset, filterset_class, template: str, extra: dict | None = None):
-    filterset = filterset_class(request.GET, queryset=_in_scope(queryset, request))
-    page = Paginator(filterset.qs, PAGE_SIZE).get_page(request.GET.get("page"))
-    query = request.GET.copy()
-    query.pop("page", None)
-    context = {"filter": filterset, "page": page, "query": query.urlencode(), **(extra or {})}
-    return render_page_or_fragment(request, template, "table", context)
 
 
 @login_required
@@ -54,7 +32,9 @@ def vm_list(request):
         .annotate(volume_count=Coalesce(Subquery(volume_counts), 0))
         .order_by("name", "id")
     )
-    return _list_page(request, queryset, VMFilter, "compute/vm_list.html")
+    return list_page(
+        request, VMFilter(request.GET, queryset=in_scope(queryset, request)), "compute/vm_list.html"
+    )
 
 
 @login_required
@@ -90,7 +70,9 @@ def vm_power(request, pk, action):
 @login_required
 def volume_list(request):
     queryset = Volume.objects.visible_to(request.user).select_related("region", "vm").order_by("name", "id")
-    return _list_page(request, queryset, VolumeFilter, "compute/volume_list.html")
+    return list_page(
+        request, VolumeFilter(request.GET, queryset=in_scope(queryset, request)), "compute/volume_list.html"
+    )
 
 
 @login_required

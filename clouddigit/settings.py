@@ -92,6 +92,7 @@ INSTALLED_APPS = [
     "iam",
     "snapshots",
     "policies",
+    "images",
 ]
 
 MIDDLEWARE = [
@@ -277,6 +278,8 @@ CELERY_TASK_QUEUES = [Queue("default"), Queue("replication")] + [
 # down is caught up once within this many hours, else recorded as missed.
 POLICY_SPREAD_MINUTES = env_int("CLOUDDIGIT_POLICY_SPREAD_MINUTES", 10)
 POLICY_CATCH_UP_HOURS = env_int("CLOUDDIGIT_POLICY_CATCH_UP_HOURS", 6)
+# Custom images: the largest upload accepted (the file is streamed to disk, never held in memory).
+IMAGE_MAX_UPLOAD_BYTES = env_int("CLOUDDIGIT_IMAGE_MAX_UPLOAD_GIB", 64) * 2**30
 HYPERVISOR_FREEZE_TIMEOUT_SECONDS = env_int("CLOUDDIGIT_FREEZE_TIMEOUT", 10)
 
 # --- Console server (runconsole) --------------------------------------------------------------------

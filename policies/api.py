@@ -14,9 +14,8 @@ from rest_framework import renderers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from clouddigit.api.base import visible_project
 from clouddigit.compute.api import ProjectReferenceFilter
-from clouddigit.compute.models import Project
-from clouddigit.errors import InvalidRequest
 from policies import services, simulator
 from policies.models import Policy
 from policies.spec import PolicySpec
@@ -96,13 +95,6 @@ class PolicyFilter(django_filters.FilterSet):
         fields = ["project", "name"]
 
 
-def _project(user, reference: str) -> Project:
-    project = Project.objects.visible_to(user).by_reference(reference).select_related("account").first()
-    if project is None:
-        raise InvalidRequest(f"There is no project {reference!r} that you can see.", field="project")
-    return project
-
-
 class YAMLRenderer(renderers.BaseRenderer):
     """Lets `Accept: text/yaml` reach the export; an error rendered here is its JSON fields as YAML."""
 
@@ -137,7 +129,7 @@ class PolicyViewSet(viewsets.ReadOnlyModelViewSet):
         (200). An invalid policy is a 400 `InvalidPolicy` naming the line and field; nothing is saved."""
         data = ApplySerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        project = _project(request.user, data.validated_data["project"])
+        project = visible_project(request.user, data.validated_data["project"])
         existing = set(project.snapshot_policies.values_list("pk", flat=True))
         policy = services.apply_policy(actor=request.user, project=project, text=data.validated_data["yaml"])
         code = status.HTTP_200_OK if policy.pk in existing else status.HTTP_201_CREATED
@@ -170,7 +162,7 @@ class PolicyViewSet(viewsets.ReadOnlyModelViewSet):
         each is still kept at the end. Runs the scheduler's own code on a simulated clock; saves nothing."""
         data = SimulateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        project = _project(request.user, data.validated_data["project"])
+        project = visible_project(request.user, data.validated_data["project"])
         outcome = simulator.simulate(
             actor=request.user,
             project=project,

@@ -11,6 +11,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from clouddigit.api.base import valid_data, visible_or_400
 from clouddigit.compute.models import VM, Project, Volume
 from clouddigit.errors import InvalidRequest
 from snapshots import diagnosis, services
@@ -205,22 +206,6 @@ class LimitRequestSerializer(serializers.Serializer):
     ticket = serializers.CharField(allow_blank=True, help_text="The support ticket approving it")
 
 
-def _valid(serializer_class, request) -> dict:
-    serializer = serializer_class(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
-def _visible(queryset, pk, *, field: str, what: str):
-    """The object `pk` names among what the caller may see (None when not asked for), else a 400."""
-    if pk is None:
-        return None
-    found = queryset.filter(pk=pk).first()
-    if found is None:
-        raise InvalidRequest(f"There is no {what} {pk} that you can see.", field=field)
-    return found
-
-
 # --- Views ------------------------------------------------------------------------------------------
 
 
@@ -267,14 +252,14 @@ class SnapshotViewSet(viewsets.ReadOnlyModelViewSet):
     @extend_schema(request=SnapshotCreateSerializer, responses={202: SnapshotDetailSerializer})
     def create(self, request, *args, **kwargs):
         """Snapshot one volume (`volume`) or every volume of a VM (`vm`)."""
-        data = _valid(SnapshotCreateSerializer, request)
+        data = valid_data(SnapshotCreateSerializer, request)
         user = request.user
         snapshot = services.create_snapshot(
             actor=user,
-            volume=_visible(
+            volume=visible_or_400(
                 Volume.objects.visible_to(user), data.get("volume"), field="volume", what="volume"
             ),
-            vm=_visible(VM.objects.visible_to(user), data.get("vm"), field="vm", what="VM"),
+            vm=visible_or_400(VM.objects.visible_to(user), data.get("vm"), field="vm", what="VM"),
             name=data["name"],
             consistency=data["consistency"],
             tags=data["tags"],
@@ -292,8 +277,10 @@ class SnapshotViewSet(viewsets.ReadOnlyModelViewSet):
     def restore(self, request, pk=None):
         """Restore to a new volume; the original volume is untouched."""
         snapshot = self.get_object()
-        data = _valid(RestoreToVolumeSerializer, request)
-        disk = _visible(snapshot.disks.all(), data.get("disk"), field="disk", what="disk of this snapshot")
+        data = valid_data(RestoreToVolumeSerializer, request)
+        disk = visible_or_400(
+            snapshot.disks.all(), data.get("disk"), field="disk", what="disk of this snapshot"
+        )
         restore = services.restore_to_volume(
             actor=request.user, snapshot=snapshot, name=data["name"], disk=disk
         )
@@ -304,7 +291,7 @@ class SnapshotViewSet(viewsets.ReadOnlyModelViewSet):
     def restore_vm(self, request, pk=None):
         """Restore a VM snapshot to a new VM (its volumes on the same devices), started when ready."""
         snapshot = self.get_object()
-        data = _valid(RestoreToVMSerializer, request)
+        data = valid_data(RestoreToVMSerializer, request)
         restore = services.restore_to_vm(
             actor=request.user,
             snapshot=snapshot,
@@ -321,7 +308,7 @@ class SnapshotViewSet(viewsets.ReadOnlyModelViewSet):
         """Revert the volume (or the stopped VM's volumes) to the snapshot. Answers the safety snapshot
         that keeps the replaced data for 24 hours."""
         snapshot = self.get_object()
-        data = _valid(RollbackSerializer, request)
+        data = valid_data(RollbackSerializer, request)
         safety = services.rollback(actor=request.user, snapshot=snapshot, confirm=data["confirm"])
         return self._snapshot(safety)
 
@@ -330,7 +317,7 @@ class SnapshotViewSet(viewsets.ReadOnlyModelViewSet):
     def tags(self, request, pk=None):
         """Add (or overwrite) and remove tags."""
         snapshot = self.get_object()
-        data = _valid(TagsSerializer, request)
+        data = valid_data(TagsSerializer, request)
         snapshot = services.set_tags(
             actor=request.user, snapshot=snapshot, add=data["add"], remove=data["remove"]
         )
@@ -341,7 +328,7 @@ class SnapshotViewSet(viewsets.ReadOnlyModelViewSet):
     def hold(self, request, pk=None):
         """Pin (`{"hold": true}`) or release a snapshot: retention never deletes a held snapshot."""
         snapshot = self.get_object()
-        data = _valid(HoldSerializer, request)
+        data = valid_data(HoldSerializer, request)
         snapshot = services.set_hold(actor=request.user, snapshot=snapshot, hold=data["hold"])
         return self._snapshot(snapshot, status.HTTP_200_OK)
 
@@ -381,7 +368,7 @@ class SnapshotLimitViewSet(mixins.CreateModelMixin, viewsets.GenericViewSet):
 
     @extend_schema(request=LimitRequestSerializer, responses={201: SnapshotLimitSerializer})
     def create(self, request, *args, **kwargs):
-        data = _valid(LimitRequestSerializer, request)
+        data = valid_data(LimitRequestSerializer, request)
         user = request.user
         project = None
         if data.get("project"):
@@ -396,7 +383,7 @@ class SnapshotLimitViewSet(mixins.CreateModelMixin, viewsets.GenericViewSet):
             limit=data["limit"],
             ticket=data["ticket"],
             project=project,
-            volume=_visible(
+            volume=visible_or_400(
                 Volume.objects.visible_to(user), data.get("volume"), field="volume", what="volume"
             ),
         )

@@ -8,6 +8,7 @@ from rest_framework.routers import DefaultRouter
 from clouddigit.audit.api import AuditEntryViewSet
 from clouddigit.compute.api import ProjectViewSet, RegionViewSet, VMViewSet, VolumeViewSet
 from iam.api import RoleBindingViewSet
+from images.api import ImageLimitViewSet, ImageViewSet
 from policies.api import PolicyViewSet
 from snapshots.api import RestoreViewSet, SnapshotLimitViewSet, SnapshotViewSet
 
@@ -19,6 +20,8 @@ router.register("compute/volumes", VolumeViewSet, basename="volume")
 router.register("compute/snapshots", SnapshotViewSet, basename="snapshot")
 router.register("compute/restores", RestoreViewSet, basename="restore")
 router.register("compute/snapshot-limits", SnapshotLimitViewSet, basename="snapshot-limit")
+router.register("compute/images", ImageViewSet, basename="image")
+router.register("compute/image-limits", ImageLimitViewSet, basename="image-limit")
 router.register("compute/snapshot-policies", PolicyViewSet, basename="snapshot-policy")
 router.register("iam/role-bindings", RoleBindingViewSet, basename="role-binding")
 router.register("audit/entries", AuditEntryViewSet, basename="audit-entry")

@@ -107,6 +107,12 @@ def convert(
     )
 
 
+def grow(path: str | os.PathLike[str], size_bytes: int) -> None:
+    """Grow a standalone qcow2 file's guest size to `size_bytes` (never shrinks: that loses data)."""
+    if info(path)["virtual-size"] < size_bytes:
+        _run(["qemu-img", "resize", "-q", "-f", "qcow2", _absolute(path), str(size_bytes)])
+
+
 def rebase(
     path: str | os.PathLike[str], backing_path: str | os.PathLike[str] | None, backing_format: str = "qcow2"
 ) -> None:

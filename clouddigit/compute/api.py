@@ -8,6 +8,7 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from clouddigit.api.base import region_named, valid_data, visible_project
 from clouddigit.compute import services
 from clouddigit.compute.filters import VMFilter, VolumeFilter
 from clouddigit.compute.models import VM, Project, Region, Volume
@@ -111,9 +112,46 @@ class RegionViewSet(viewsets.ReadOnlyModelViewSet):
     lookup_field = "slug"
 
 
+class VMCreateSerializer(serializers.Serializer):
+    project = serializers.CharField(help_text="account/project or a project id")
+    region = serializers.CharField()
+    name = serializers.CharField(max_length=63)
+    image = serializers.CharField(help_text="The image's name or id (see images/picker)")
+    flavor = serializers.CharField(help_text="e.g. std-2x4")
+    vpc = serializers.CharField()
+    boot_size_gib = serializers.IntegerField(
+        required=False, min_value=1, help_text="Default: the image's size"
+    )
+    tags = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
+    start = serializers.BooleanField(default=True)
+
+
 class VMViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = VMSerializer
     filterset_class = VMAPIFilter
+
+    @extend_schema(request=VMCreateSerializer, responses={201: VMSerializer})
+    def create(self, request, *args, **kwargs):
+        """Create a VM from an image: its boot volume is a copy of the image, defined on a host of the
+        region and (by default) started."""
+        from images import launch
+
+        data = valid_data(VMCreateSerializer, request)
+        project = visible_project(request.user, data["project"])
+        region = region_named(data["region"])
+        vm = launch.launch_vm(
+            actor=request.user,
+            project=project,
+            region=region,
+            image=launch.image_named(request.user, project, region, data["image"]),
+            name=data["name"],
+            flavor=data["flavor"],
+            vpc=data["vpc"],
+            boot_size_bytes=data["boot_size_gib"] * 2**30 if data.get("boot_size_gib") else None,
+            tags=data["tags"],
+            start=data["start"],
+        )
+        return Response(VMSerializer(vm).data, status=status.HTTP_201_CREATED)
 
     def get_queryset(self):
         return (

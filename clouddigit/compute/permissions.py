@@ -17,6 +17,7 @@ PERMISSIONS = [
     ("publish_images", "Upload, build and tag images"),
     ("share_images", "Share images across projects and mark them org-shared"),
     ("attest_images", "Sign images as CIS-hardened"),
+    ("manage_image_quotas", "Raise custom-image limits and set the project's image policy"),
     ("view_audit", "Read the audit log and download reports"),
     ("manage_roles", "Grant and revoke roles"),
 ]

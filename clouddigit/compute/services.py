@@ -101,8 +101,10 @@ def create_volume(
     size_bytes: int,
     bootable: bool = False,
     tags: dict | None = None,
+    source_path: str | None = None,
 ) -> Volume:
-    """A new empty volume backed by its own qcow2 file under the region's volume folder."""
+    """A new volume backed by its own qcow2 file under the region's volume folder: empty, or a copy of
+    the standalone qcow2 file `source_path` (an image) grown to `size_bytes`."""
     require(actor, "operate_vms", project, "create volumes")
     name = check_name(name)
     tags = check_tags(tags)
@@ -110,8 +112,13 @@ def create_volume(
         raise InvalidRequest("The size must be a positive whole number of MiB.", field="size_bytes")
     volume_id = uuid.uuid4()
     path = Path(region.volume_dir) / f"{volume_id}.qcow2"
-    volumes.create(str(path), size_bytes)
+    if source_path is None:
+        volumes.create(str(path), size_bytes)
+    else:
+        volumes.convert(source_path, "qcow2", str(path))
     try:
+        if source_path is not None:
+            volumes.grow(str(path), size_bytes)
         with transaction.atomic():
             return Volume.objects.create(
                 id=volume_id,
@@ -153,8 +160,10 @@ def create_vm(
     boot_size_bytes: int,
     tags: dict | None = None,
     guest_agent: str = VM.GuestAgent.RUNNING,
+    boot_source_path: str | None = None,
 ) -> VM:
-    """A stopped VM with a fresh boot volume attached as `vda` (`sda` on bare metal)."""
+    """A stopped VM with a fresh boot volume attached as `vda` (`sda` on bare metal): empty, or a copy
+    of the image file `boot_source_path`."""
     name = check_name(name)
     vpc = check_name(vpc, field="vpc")
     tags = check_tags(tags)
@@ -186,6 +195,7 @@ def create_vm(
         size_bytes=boot_size_bytes,
         bootable=True,
         tags=tags,
+        source_path=boot_source_path,
     )
     try:
         attach_volume(actor=actor, volume=boot, vm=vm, device="sda" if FLAVORS[flavor].bare_metal else "vda")
@@ -249,6 +259,21 @@ def hypervisor_target(vm: VM) -> tuple[str, hypervisor.DomainSpec]:
     uri, spec = vm.host.libvirt_uri, domain_spec(vm)
     hypervisor.adopt_state(uri, spec, running=vm.state in {VM.State.RUNNING, VM.State.STOPPING})
     return uri, spec
+
+
+def queue_definition(vm: VM) -> None:
+    """Have the region's worker define a new VM's domain on its host (starting it does so too)."""
+    enqueue(tasks.define_vm, str(vm.id), queue=hypervisor_queue(vm.region_id))
+
+
+def define_vm(vm_id: str) -> None:
+    """Worker side: the VM's domain defined (or brought up to date) on its host, left shut off."""
+    vm = VM.objects.select_related("host", "project__account").get(pk=vm_id)
+    try:
+        hypervisor.ensure_domain(vm.host.libvirt_uri, domain_spec(vm))
+    except hypervisor.HypervisorError as error:
+        VM.objects.filter(pk=vm.pk).update(last_error=str(error))
+        raise
 
 
 def apply_power_state(vm_id: str) -> None:

@@ -1,0 +1,400 @@
+"""REST API for images: the catalogue, imports (create, then PUT the bytes), promotion, copies, sharing,
+deprecation, the VM-create picker and its "why is my image missing?" helper. Every write is one call
+into images.services or images.launch."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch, Q
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import BaseParser
+from rest_framework.response import Response
+
+from clouddigit.api.base import region_named, valid_data, visible_or_400, visible_project
+from clouddigit.compute.models import Project, Region
+from clouddigit.errors import InvalidRequest
+from images import inspection, launch, services
+from images.models import Image, ImageQuota, ImageShare
+
+VIEW_IMAGES = "compute.view_images"
+
+# --- Output -----------------------------------------------------------------------------------------
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    project = serializers.SerializerMethodField(help_text="account/project; null for Cloud Digit images")
+    region = serializers.CharField(source="region_id", read_only=True)
+    deprecated = serializers.BooleanField(source="is_deprecated", read_only=True)
+    missing_tags = serializers.ListField(child=serializers.CharField(), read_only=True)
+    shared_with = serializers.SerializerMethodField(help_text="Projects it is shared with")
+    upload_url = serializers.SerializerMethodField(help_text="Where to PUT the file while uploading")
+
+    class Meta:
+        model = Image
+        fields = [
+            "id",
+            "name",
+            "slot",
+            "project",
+            "region",
+            "description",
+            "visibility",
+            "source",
+            "source_snapshot",
+            "copied_from",
+            "state",
+            "step",
+            "last_error",
+            "declared_format",
+            "detected_format",
+            "virtual_size",
+            "upload_bytes",
+            "stored_bytes",
+            "sha256",
+            "guest_sha256",
+            "tags",
+            "missing_tags",
+            "openscap_score",
+            "deprecated",
+            "deprecated_at",
+            "deprecation_note",
+            "shared_with",
+            "created_by",
+            "created_at",
+            "upload_url",
+        ]
+
+    def get_project(self, image) -> str | None:
+        return str(image.project) if image.project_id else None
+
+    def get_shared_with(self, image) -> list[str]:
+        return [str(share.project) for share in image.shares.all()]
+
+    def get_upload_url(self, image) -> str | None:
+        if image.state != Image.State.UPLOADING:
+            return None
+        request = self.context.get("request")
+        path = f"/api/v1/compute/images/{image.id}/file/"
+        return request.build_absolute_uri(path) if request else path
+
+
+class ReasonSerializer(serializers.Serializer):
+    image = serializers.UUIDField(allow_null=True)
+    name = serializers.CharField(allow_null=True)
+    region = serializers.CharField(allow_null=True)
+    project = serializers.CharField(allow_null=True)
+    reason = serializers.CharField()
+    fix = serializers.CharField()
+
+
+class ImageQuotaSerializer(serializers.ModelSerializer):
+    project = serializers.StringRelatedField(read_only=True)
+
+    class Meta:
+        model = ImageQuota
+        fields = ["id", "project", "limit", "ticket", "set_by", "created_at"]
+
+
+# --- Input ------------------------------------------------------------------------------------------
+
+TAGS = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
+
+
+class ImportSerializer(serializers.Serializer):
+    project = serializers.CharField(help_text="account/project or a project id")
+    region = serializers.CharField()
+    name = serializers.CharField(max_length=63)
+    format = serializers.CharField(help_text=f"The file's format: {', '.join(inspection.FORMATS)}")
+    size_bytes = serializers.IntegerField(required=False, min_value=0, help_text="Refused early if too large")
+    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=300)
+    tags = TAGS
+
+
+class PromoteSerializer(serializers.Serializer):
+    snapshot = serializers.UUIDField()
+    name = serializers.CharField(max_length=63)
+    device = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="One disk of a VM snapshot, e.g. vda"
+    )
+    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=300)
+    tags = TAGS
+
+
+class CopySerializer(serializers.Serializer):
+    region = serializers.CharField()
+    name = serializers.CharField(required=False, allow_blank=True, default="", max_length=63)
+
+
+class ShareSerializer(serializers.Serializer):
+    project = serializers.CharField(help_text="account/project or a project id")
+
+
+class VisibilitySerializer(serializers.Serializer):
+    visibility = serializers.ChoiceField(choices=Image.Visibility.choices)
+
+
+class DeprecateSerializer(serializers.Serializer):
+    at = serializers.DateTimeField(required=False, allow_null=True, default=None, help_text="Default: now")
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=300)
+
+
+class TagsSerializer(serializers.Serializer):
+    tags = serializers.DictField(child=serializers.CharField(allow_blank=True))
+
+
+class LimitSerializer(serializers.Serializer):
+    project = serializers.CharField()
+    limit = serializers.IntegerField()
+    ticket = serializers.CharField(allow_blank=True)
+
+
+class RawFileParser(BaseParser):
+    """Declares that the upload takes any body; the view streams `request.stream` itself."""
+
+    media_type = "*/*"
+
+    def parse(self, stream, media_type=None, parser_context=None):  # pragma: no cover - never called
+        raise InvalidRequest("Send the image file as the raw request body.")
+
+
+def catalogue(user):
+    shares = ImageShare.objects.select_related("project__account")
+    return (
+        Image.objects.visible_to(user)
+        .select_related("project__account")
+        .prefetch_related(Prefetch("shares", queryset=shares))
+    )
+
+
+def shared_with_me(user):
+    """Images of other projects that are shared with (or org-shared into) a project the user works in."""
+    projects = Project.objects.visible_to(user, VIEW_IMAGES)
+    return (
+        catalogue(user)
+        .exclude(project__isnull=True)
+        .exclude(project__in=projects.values("pk"))
+        .filter(
+            Q(shares__project__in=projects.values("pk"))
+            | Q(visibility=Image.Visibility.ACCOUNT, project__account__in=projects.values("account"))
+        )
+    )
+
+
+# --- Views ------------------------------------------------------------------------------------------
+
+QUERY = [
+    OpenApiParameter("project", str, description="account/project or a project id"),
+    OpenApiParameter("region", str),
+]
+
+
+class ImageViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
+    """The image catalogue: stock and hardened images plus the custom images you may see."""
+
+    serializer_class = ImageSerializer
+
+    def get_queryset(self):
+        params = self.request.query_params
+        images = shared_with_me(self.request.user) if params.get("shared") else catalogue(self.request.user)
+        if params.get("project"):
+            images = images.filter(project__in=Project.objects.by_reference(params["project"]))
+        for field in ("region", "slot", "state"):
+            if params.get(field):
+                images = images.filter(**{f"{field}": params[field]})
+        if params.get("name"):
+            images = images.filter(name__icontains=params["name"])
+        return images.order_by("slot", "name", "region_id")
+
+    def _image(self, image: Image, code: int = status.HTTP_200_OK) -> Response:
+        current = catalogue(self.request.user).filter(pk=image.pk).first() or image
+        return Response(ImageSerializer(current, context={"request": self.request}).data, status=code)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("shared", bool, description="Only images shared with you")],
+        responses={200: ImageSerializer(many=True)},
+    )
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(request=ImportSerializer, responses={201: ImageSerializer})
+    def create(self, request, *args, **kwargs):
+        """Start an import: answers the image (state `uploading`) and the `upload_url` to PUT the file to."""
+        data = valid_data(ImportSerializer, request)
+        image = services.start_import(
+            actor=request.user,
+            project=visible_project(request.user, data["project"]),
+            region=region_named(data["region"]),
+            name=data["name"],
+            declared_format=data["format"],
+            size_bytes=data.get("size_bytes"),
+            description=data["description"],
+            tags=data["tags"],
+        )
+        return self._image(image, status.HTTP_201_CREATED)
+
+    @extend_schema(request={"application/octet-stream": bytes}, responses={202: ImageSerializer})
+    @action(detail=True, methods=["put"], parser_classes=[RawFileParser])
+    def file(self, request, pk=None):
+        """The image file as the raw body. Its headers are inspected before anything else reads it; a
+        refused file answers 400 `ImageUploadFailed` and leaves the image `failed` with the reason."""
+        image = self.get_object()
+        length = request.META.get("CONTENT_LENGTH")
+        image = services.receive_upload(
+            actor=request.user,
+            image=image,
+            stream=request.stream,
+            length=int(length) if length and length.isdigit() else None,
+        )
+        return self._image(image, status.HTTP_202_ACCEPTED)
+
+    def destroy(self, request, *args, **kwargs):
+        services.delete_image(actor=request.user, image=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=PromoteSerializer, responses={202: ImageSerializer})
+    @action(detail=False, methods=["post"])
+    def promote(self, request):
+        """Promote a volume snapshot (or one disk of a VM snapshot, with `device`) to an image."""
+        from snapshots.models import Snapshot
+
+        data = valid_data(PromoteSerializer, request)
+        snapshot = visible_or_400(
+            Snapshot.objects.visible_to(request.user), data["snapshot"], field="snapshot", what="snapshot"
+        )
+        image = services.promote_snapshot(
+            actor=request.user,
+            snapshot=snapshot,
+            name=data["name"],
+            device=data["device"],
+            description=data["description"],
+            tags=data["tags"],
+        )
+        return self._image(image, status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=CopySerializer, responses={202: ImageSerializer})
+    @action(detail=True, methods=["post"])
+    def copy(self, request, pk=None):
+        """Copy the image to another region of the same project."""
+        data = valid_data(CopySerializer, request)
+        image = services.copy_image(
+            actor=request.user,
+            image=self.get_object(),
+            region=region_named(data["region"]),
+            name=data["name"],
+        )
+        return self._image(image, status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=ShareSerializer, responses={200: ImageSerializer})
+    @action(detail=True, methods=["post"])
+    def share(self, request, pk=None):
+        """Share with another project of the same account (image.admin)."""
+        image = self.get_object()
+        project = _share_target(image, valid_data(ShareSerializer, request)["project"])
+        services.share_image(actor=request.user, image=image, project=project)
+        return self._image(image)
+
+    @extend_schema(request=ShareSerializer, responses={200: ImageSerializer})
+    @action(detail=True, methods=["post"])
+    def unshare(self, request, pk=None):
+        image = self.get_object()
+        project = _share_target(image, valid_data(ShareSerializer, request)["project"])
+        services.unshare_image(actor=request.user, image=image, project=project)
+        return self._image(image)
+
+    @extend_schema(request=VisibilitySerializer, responses={200: ImageSerializer})
+    @action(detail=True, methods=["post"])
+    def visibility(self, request, pk=None):
+        """`project` (default) or `account` (org-shared: every project of the account; image.admin)."""
+        data = valid_data(VisibilitySerializer, request)
+        image = services.set_visibility(
+            actor=request.user, image=self.get_object(), visibility=data["visibility"]
+        )
+        return self._image(image)
+
+    @extend_schema(request=DeprecateSerializer, responses={200: ImageSerializer})
+    @action(detail=True, methods=["post"])
+    def deprecate(self, request, pk=None):
+        """Hide from the VM-create picker from `at` (default now) on."""
+        data = valid_data(DeprecateSerializer, request)
+        image = services.deprecate_image(
+            actor=request.user, image=self.get_object(), at=data["at"], note=data["note"]
+        )
+        return self._image(image)
+
+    @extend_schema(request=None, responses={200: ImageSerializer})
+    @action(detail=True, methods=["post"])
+    def undeprecate(self, request, pk=None):
+        return self._image(services.undeprecate_image(actor=request.user, image=self.get_object()))
+
+    @extend_schema(request=TagsSerializer, responses={200: ImageSerializer})
+    @action(detail=True, methods=["post"])
+    def tags(self, request, pk=None):
+        """Replace the tags (`created-at` is kept: the platform sets it)."""
+        data = valid_data(TagsSerializer, request)
+        return self._image(services.set_tags(actor=request.user, image=self.get_object(), tags=data["tags"]))
+
+    @extend_schema(
+        parameters=[*QUERY, OpenApiParameter("show_deprecated", bool)],
+        responses={200: ImageSerializer(many=True)},
+    )
+    @action(detail=False, methods=["get"])
+    def picker(self, request):
+        """The images you may create a VM from in `project` and `region`."""
+        project, region = _where(request)
+        show = request.query_params.get("show_deprecated", "") in ("1", "true", "yes")
+        images = launch.picker(request.user, project, region, show_deprecated=show)
+        return Response(ImageSerializer(images, many=True, context={"request": request}).data)
+
+    @extend_schema(
+        parameters=[*QUERY, OpenApiParameter("image", str, description="name or id")],
+        responses={200: ReasonSerializer(many=True)},
+    )
+    @action(detail=False, methods=["get"], url_path="why-missing")
+    def why_missing(self, request):
+        """Why an image is not offered in the picker for `project` and `region`, and the fix."""
+        project, region = _where(request)
+        reference = request.query_params.get("image", "")
+        if not reference:
+            raise InvalidRequest("Name the image (its name or id) with ?image=.", field="image")
+        reasons = launch.why_missing(request.user, project, region, reference)
+        return Response(ReasonSerializer([reason.as_dict() for reason in reasons], many=True).data)
+
+
+def _where(request) -> tuple[Project, Region]:
+    params = request.query_params
+    if not params.get("project") or not params.get("region"):
+        raise InvalidRequest("Pass ?project=account/project&region=<region>.", field="project")
+    return visible_project(request.user, params["project"]), region_named(params["region"])
+
+
+def _share_target(image: Image, reference: str) -> Project:
+    """A project of the image's own account, named `account/project` or by id. Another account's
+    projects are never looked up: naming one is refused as not yet supported."""
+    account_slug, sep, _ = reference.partition("/")
+    home = image.project.account if image.project_id else None
+    if home is None:
+        raise InvalidRequest("Stock and hardened images are available to every project already.")
+    if sep and account_slug != home.slug:
+        raise services.cross_account_refused(account_slug, home)
+    project = Project.objects.filter(account=home).by_reference(reference).select_related("account").first()
+    if project is None:
+        raise InvalidRequest(f"There is no project {reference!r} in {home}.", field="project")
+    return project
+
+
+class ImageLimitViewSet(mixins.CreateModelMixin, viewsets.GenericViewSet):
+    """Raise a project's custom-image limit (default 50) with a ticket reference."""
+
+    serializer_class = ImageQuotaSerializer
+
+    @extend_schema(request=LimitSerializer, responses={201: ImageQuotaSerializer})
+    def create(self, request, *args, **kwargs):
+        data = valid_data(LimitSerializer, request)
+        quota = services.raise_image_limit(
+            actor=request.user,
+            project=visible_project(request.user, data["project"]),
+            limit=data["limit"],
+            ticket=data["ticket"],
+        )
+        return Response(ImageQuotaSerializer(quota).data, status=status.HTTP_201_CREATED)

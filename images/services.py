@@ -1,0 +1,551 @@
+"""Every image operation. Console views, API views, the CLI (through the API) and tasks call these.
+
+An import is two requests and a task: `start_import` writes the row (UPLOADING), `receive_upload`
+streams the bytes to disk and runs the header inspection before any tool opens them, and the worker
+(`process`) converts to qcow2, checksums and stores the file in the region's object store. Promotion
+and cross-region copy write a PROCESSING row and use the same worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from clouddigit.access import require
+from clouddigit.audit.log import Target, audited, record
+from clouddigit.audit.models import AuditEntry
+from clouddigit.backends import volumes
+from clouddigit.backends.objectstore import ObjectStore
+from clouddigit.compute.models import Project, Region
+from clouddigit.compute.services import check_name, check_tags
+from clouddigit.errors import Conflict, InvalidRequest, ServiceError
+from clouddigit.queueing import enqueue, hypervisor_queue
+from images import inspection, tasks
+from images.models import DEFAULT_CUSTOM_IMAGES_PER_PROJECT, Image, ImageQuota, ImageShare
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1024 * 1024
+MiB = 2**20
+
+
+class ImageUploadFailed(ServiceError):
+    code = "ImageUploadFailed"
+    status = 400
+
+
+class ImagePromoteFailed(ServiceError):
+    code = "ImagePromoteFailed"
+    status = 409
+
+
+class ImageQuotaExceeded(ServiceError):
+    code = "ImageQuotaExceeded"
+    status = 409
+
+
+def object_store(region: Region) -> ObjectStore:
+    return ObjectStore.for_region(region.config)
+
+
+def cache_path(image: Image) -> Path:
+    """The region's local copy of an image's qcow2 file, which boot volumes are copied from."""
+    return Path(image.region.volume_dir) / "images" / f"{image.id}.qcow2"
+
+
+def _step(image: Image, text: str) -> None:
+    Image.objects.filter(pk=image.pk).update(step=text[:200], updated_at=timezone.now())
+    image.step = text[:200]
+
+
+# --- Quota ------------------------------------------------------------------------------------------
+
+
+def image_limit(project: Project) -> int:
+    raised = ImageQuota.objects.filter(project=project).first()
+    return raised.limit if raised else DEFAULT_CUSTOM_IMAGES_PER_PROJECT
+
+
+def _check_quota(project: Project) -> None:
+    limit, used = image_limit(project), Image.objects.counting_against_quota(project).count()
+    if used >= limit:
+        raise ImageQuotaExceeded(
+            f"Project {project} has {used} custom images (limit {limit}). Delete images you no longer "
+            "need, or ask an account admin to raise the limit with a ticket reference."
+        )
+
+
+@audited("image.quota.raise")
+def raise_image_limit(*, actor, project: Project, limit: int, ticket: str) -> ImageQuota:
+    require(actor, "manage_image_quotas", project, "raise the custom-image limit")
+    if not ticket.strip():
+        raise InvalidRequest("A ticket reference is required to raise a limit.", field="ticket")
+    if limit < 1 or limit > 10_000:
+        raise InvalidRequest("The limit must be between 1 and 10000.", field="limit")
+    return ImageQuota.objects.create(
+        project=project, limit=limit, ticket=ticket.strip(), set_by=_name_of(actor)
+    )
+
+
+# --- Create: upload, promote, copy -------------------------------------------------------------------
+
+
+def _name_of(actor) -> str:
+    return actor.get_username() if actor is not None else "system"
+
+
+def _checklist_tags(tags: dict | None, actor) -> dict:
+    """The publisher's tags, with `created-at` set by us and `owner` defaulting to the publisher."""
+    tags = check_tags(tags)
+    tags.setdefault("owner", _name_of(actor))
+    tags["created-at"] = timezone.now().strftime("%Y-%m-%d")
+    return tags
+
+
+def _new_image(*, actor, project: Project, region: Region, name: str, **fields) -> Image:
+    """Insert a custom image row, replacing a failed one of the same name (its name is free again)."""
+    name = check_name(name)
+    _check_quota(project)
+    for failed in Image.objects.filter(project=project, region=region, name=name, state=Image.State.FAILED):
+        _remove_files(failed)
+        failed.delete()
+    try:
+        with transaction.atomic():
+            return Image.objects.create(
+                project=project, region=region, name=name, created_by=_name_of(actor), **fields
+            )
+    except IntegrityError:
+        raise Conflict(
+            f"An image named {name!r} already exists in {project} ({region}).", field="name"
+        ) from None
+
+
+def max_upload_bytes() -> int:
+    return settings.IMAGE_MAX_UPLOAD_BYTES
+
+
+def _too_large(size: int) -> ImageUploadFailed:
+    return ImageUploadFailed(
+        f"the file is {size / 2**30:.1f} GiB; uploads are limited to {max_upload_bytes() / 2**30:.0f} GiB. "
+        "Shrink the image (qemu-img convert -O qcow2 drops unused space) or build it with Packer instead.",
+        field="file",
+    )
+
+
+@audited("image.import.start")
+def start_import(
+    *,
+    actor,
+    project: Project,
+    region: Region,
+    name: str,
+    declared_format: str,
+    size_bytes: int | None = None,
+    description: str = "",
+    tags: dict | None = None,
+) -> Image:
+    """A custom image waiting for its bytes (`receive_upload`)."""
+    require(actor, "publish_images", project, "upload images")
+    if declared_format not in inspection.FORMATS:
+        raise ImageUploadFailed(
+            f"format {declared_format!r} is not accepted; upload one of {', '.join(inspection.FORMATS)}.",
+            field="format",
+        )
+    if size_bytes is not None and size_bytes > max_upload_bytes():
+        raise _too_large(size_bytes)
+    return _new_image(
+        actor=actor,
+        project=project,
+        region=region,
+        name=name,
+        description=description[:300],
+        declared_format=declared_format,
+        tags=_checklist_tags(tags, actor),
+        source=Image.Source.UPLOAD,
+    )
+
+
+def receive_upload(*, actor, image: Image, stream: BinaryIO, length: int | None = None) -> Image:
+    """Write the uploaded bytes to disk a chunk at a time, then inspect their headers.
+
+    Refused files leave a FAILED image that says why (the name is reused by the next upload); accepted
+    ones go to the region's worker to be converted and stored.
+    """
+    require(actor, "publish_images", image.project, f"upload to image {image.name}")
+    if image.state != Image.State.UPLOADING:
+        raise Conflict(f"Image {image.name} is {image.get_state_display().lower()}; it takes no upload now.")
+    try:
+        received = _write_upload(image, stream, length)
+        verdict = inspection.inspect(image.upload_path, image.declared_format)
+        if not verdict.safe:
+            raise ImageUploadFailed(verdict.reason, field="file")
+    except ImageUploadFailed as error:
+        image.upload_path.unlink(missing_ok=True)
+        image.transition(Image.State.FAILED, last_error=str(error), step="")
+        record(
+            actor=actor,
+            action="image.import.upload",
+            outcome=AuditEntry.Outcome.REFUSED,
+            target=Target.of(image),
+            message=str(error),
+        )
+        error.audited = True
+        raise
+    with transaction.atomic():
+        image.transition(
+            Image.State.PROCESSING,
+            detected_format=verdict.format,
+            virtual_size=verdict.virtual_size,
+            upload_bytes=received,
+            step="queued: convert to qcow2, checksum and store",
+        )
+        record(
+            actor=actor,
+            action="image.import.upload",
+            target=Target.of(image),
+            detail={"bytes": received, "format": verdict.format},
+        )
+        enqueue(tasks.process, str(image.id), queue=hypervisor_queue(image.region_id))
+    return image
+
+
+def _write_upload(image: Image, stream: BinaryIO, length: int | None) -> int:
+    limit = max_upload_bytes()
+    if length is not None and length > limit:
+        raise _too_large(length)
+    path = image.upload_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    received = 0
+    with path.open("wb") as out:
+        while chunk := stream.read(CHUNK_BYTES):
+            received += len(chunk)
+            if received > limit:
+                raise _too_large(received)
+            out.write(chunk)
+            if received % (64 * MiB) < len(chunk):
+                Image.objects.filter(pk=image.pk).update(upload_bytes=received)
+    if received == 0:
+        raise ImageUploadFailed("the upload was empty; choose the image file again.", field="file")
+    if length is not None and received != length:
+        raise ImageUploadFailed(
+            f"the upload stopped after {received} of {length} bytes; upload the file again.", field="file"
+        )
+    return received
+
+
+@audited("image.promote")
+def promote_snapshot(
+    *,
+    actor,
+    snapshot,
+    name: str,
+    device: str = "",
+    description: str = "",
+    tags: dict | None = None,
+) -> Image:
+    """A custom image from one disk of a snapshot: a volume snapshot, or (with `device`) one disk of a
+    VM snapshot. The image is the disk's flattened point-in-time view."""
+    from snapshots.models import Snapshot
+
+    require(actor, "publish_images", snapshot.project, "promote snapshots to images")
+    require(actor, "view_snapshots", snapshot.project, "promote snapshots to images")
+    if snapshot.state != Snapshot.State.AVAILABLE:
+        raise ImagePromoteFailed(
+            f"snapshot {snapshot.name} is {snapshot.get_state_display().lower()}; wait until it is "
+            "Available, then promote it."
+        )
+    disks = list(snapshot.disks.all())
+    if device:
+        disks = [disk for disk in disks if disk.device == device]
+        if not disks:
+            raise InvalidRequest(f"Snapshot {snapshot.name} has no disk {device}.", field="device")
+    if len(disks) > 1:
+        boot = next((disk for disk in disks if disk.bootable), disks[0])
+        raise ImagePromoteFailed(
+            "snapshot has multiple volumes attached "
+            f"({', '.join(disk.device or disk.volume_name for disk in disks)}). Only single-volume snapshots "
+            f"can be promoted: promote the boot-volume disk {boot.device} alone (--device {boot.device}), "
+            "then re-attach the data volumes with cloud-init or a post-boot script."
+        )
+    disk = disks[0]
+    image = _new_image(
+        actor=actor,
+        project=snapshot.project,
+        region=snapshot.region,
+        name=name,
+        description=description[:300] or f"Promoted from snapshot {snapshot.name} ({disk.volume_name})",
+        tags=_checklist_tags(tags, actor),
+        source=Image.Source.SNAPSHOT,
+        source_snapshot=snapshot,
+        detected_format="qcow2",
+        virtual_size=disk.size_bytes,
+        state=Image.State.PROCESSING,
+        step=f"queued: flatten {disk.volume_name} of snapshot {snapshot.name}",
+    )
+    enqueue(tasks.process, str(image.id), queue=hypervisor_queue(image.region_id))
+    return image
+
+
+@audited("image.copy", target="image")
+def copy_image(*, actor, image: Image, region: Region, name: str = "") -> Image:
+    """The same image in another region of the same project (images are regional)."""
+    if image.project is None:
+        raise InvalidRequest("Stock and hardened images are published in every region already.")
+    require(actor, "publish_images", image.project, "copy images")
+    if image.state != Image.State.AVAILABLE:
+        raise Conflict(
+            f"Image {image.name} is {image.get_state_display().lower()}; copy it once it is Available."
+        )
+    if region.pk == image.region_id:
+        raise InvalidRequest(
+            f"Image {image.name} is already in {region}; pick another region.", field="region"
+        )
+    copy = _new_image(
+        actor=actor,
+        project=image.project,
+        region=region,
+        name=name or image.name,
+        description=image.description,
+        tags=dict(image.tags),
+        source=Image.Source.COPY,
+        copied_from=image,
+        visibility=image.visibility,
+        detected_format="qcow2",
+        declared_format=image.declared_format,
+        virtual_size=image.virtual_size,
+        state=Image.State.PROCESSING,
+        step=f"queued: copy from {image.region_id}",
+    )
+    enqueue(tasks.process, str(copy.id), queue="replication")
+    return copy
+
+
+# --- Worker side ------------------------------------------------------------------------------------
+
+
+def process(image_id: str) -> None:
+    """Make a PROCESSING image AVAILABLE: produce its qcow2 file, checksum it, store it. Idempotent:
+    an image in any other state is left alone, and every step starts from scratch files of its own."""
+    image = Image.objects.select_related("region", "project").get(pk=image_id)
+    if image.state != Image.State.PROCESSING:
+        return
+    if image.source == Image.Source.COPY:
+        _copy_object(image)
+        return
+    staged = Path(image.region.volume_dir) / "images" / f"{image.id}.staging.qcow2"
+    staged.unlink(missing_ok=True)
+    if image.source == Image.Source.SNAPSHOT:
+        _flatten_snapshot(image, staged)
+    else:
+        _convert_upload(image, staged)
+    _store(image, staged)
+    os.replace(staged, cache_path(image))
+    image.upload_path.unlink(missing_ok=True)
+
+
+def _convert_upload(image: Image, staged: Path) -> None:
+    # Inspected again: the worker trusts nothing it did not check, and the check reads only headers.
+    verdict = inspection.inspect(image.upload_path, image.declared_format)
+    if not verdict.safe:
+        raise ImageUploadFailed(verdict.reason)
+    _step(image, f"convert {verdict.format} to qcow2")
+    volumes.convert(image.upload_path, inspection.QEMU_FORMAT[verdict.format], staged)
+
+
+def _flatten_snapshot(image: Image, staged: Path) -> None:
+    disk = image.source_snapshot.disks.get() if image.source_snapshot else None
+    if disk is None or disk.layer is None:
+        raise ImagePromoteFailed("the snapshot was deleted before its disk was copied; promote another one.")
+    _step(image, f"flatten {disk.volume_name}")
+    volumes.convert(disk.layer.path, "qcow2", staged)
+
+
+def _store(image: Image, path: Path) -> None:
+    _step(image, "checksum the guest-visible bytes")
+    guest_sha256 = volumes.checksum(path)
+    virtual_size = volumes.info(path)["virtual-size"]
+    _step(image, f"store in the {image.region_id} object store")
+    key = f"images/{image.id}.qcow2"
+    store = object_store(image.region)
+    sha256 = store.put_file(key, path)
+    _verify_stored(store, key, sha256)
+    image.transition(
+        Image.State.AVAILABLE,
+        object_key=key,
+        sha256=sha256,
+        guest_sha256=guest_sha256,
+        virtual_size=virtual_size,
+        stored_bytes=path.stat().st_size,
+        step="",
+        last_error="",
+    )
+
+
+def _verify_stored(store: ObjectStore, key: str, sha256: str) -> None:
+    stored = store.head(key)
+    if stored is None or stored["sha256"] != sha256:
+        raise ImageUploadFailed(
+            f"the object store holds {stored and stored['sha256']} for {key}, not {sha256}; retry the upload."
+        )
+
+
+def _copy_object(image: Image) -> None:
+    source = image.copied_from
+    if source is None or source.state != Image.State.AVAILABLE:
+        raise Conflict("the source image was deleted before it was copied; copy another one.")
+    key = f"images/{image.id}.qcow2"
+    _step(image, f"copy from {source.region_id}")
+    target, origin = object_store(image.region), object_store(source.region)
+    if target.endpoint == origin.endpoint:
+        target.copy(source.object_key, key, src_store=origin)
+    else:
+        with tempfile.TemporaryDirectory(prefix="clouddigit-image-copy-") as scratch:
+            local = Path(scratch) / "image.qcow2"
+            origin.get_file(source.object_key, local)
+            target.put_file(key, local, sha256=source.sha256)
+    _verify_stored(target, key, source.sha256)
+    image.transition(
+        Image.State.AVAILABLE,
+        object_key=key,
+        sha256=source.sha256,
+        guest_sha256=source.guest_sha256,
+        stored_bytes=source.stored_bytes,
+        step="",
+        last_error="",
+    )
+
+
+def fail(image_id: str, message: str) -> None:
+    """Record a worker failure on the row; the console shows it and the user may delete the image."""
+    image = Image.objects.filter(pk=image_id).first()
+    if image is None or image.state != Image.State.PROCESSING:
+        return
+    image.transition(Image.State.FAILED, last_error=message[:2000], step="")
+    record(
+        actor=None,
+        action="image.process",
+        outcome=AuditEntry.Outcome.FAILED,
+        target=Target.of(image),
+        message=message,
+    )
+    image.upload_path.unlink(missing_ok=True)
+
+
+def local_file(image: Image) -> Path:
+    """The image's qcow2 file in its region, fetched from the object store (and its SHA-256 checked
+    against the row) when this region has no copy yet."""
+    path = cache_path(image)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fetched = object_store(image.region).get_file(image.object_key, path)
+        if fetched != image.sha256:
+            path.unlink(missing_ok=True)
+            raise Conflict(
+                f"Image {image.name}'s stored bytes have SHA-256 {fetched}, not the recorded {image.sha256}; "
+                "it cannot be used. Upload it again or ask support."
+            )
+    return path
+
+
+# --- Change: tags, visibility, sharing, deprecation, delete -----------------------------------------
+
+
+def _require_own(actor, image: Image, perm: str, doing: str) -> None:
+    if image.project is None:
+        raise InvalidRequest("Stock and hardened images are managed by Cloud Digit.")
+    require(actor, perm, image.project, doing)
+
+
+@audited("image.tag", target="image")
+def set_tags(*, actor, image: Image, tags: dict) -> Image:
+    _require_own(actor, image, "publish_images", f"tag image {image.name}")
+    tags = check_tags(tags)
+    tags["created-at"] = image.tags.get("created-at") or image.created_at.strftime("%Y-%m-%d")
+    image.tags = tags
+    image.save(update_fields=["tags", "updated_at"])
+    return image
+
+
+@audited("image.visibility", target="image")
+def set_visibility(*, actor, image: Image, visibility: str) -> Image:
+    if visibility not in Image.Visibility.values:
+        raise InvalidRequest(
+            f"Visibility must be one of {', '.join(Image.Visibility.values)}.", field="visibility"
+        )
+    _require_own(actor, image, "share_images", f"change who can use image {image.name}")
+    image.visibility = visibility
+    image.save(update_fields=["visibility", "updated_at"])
+    return image
+
+
+def cross_account_refused(account_slug: str, home) -> InvalidRequest:
+    return InvalidRequest(
+        f"Sharing with another account ({account_slug}) is not yet supported: cross-account sharing is on "
+        f"the roadmap. Share the image with a project of {home} instead.",
+        code="NotYetSupported",
+        field="project",
+    )
+
+
+@audited("image.share", target="image")
+def share_image(*, actor, image: Image, project: Project) -> ImageShare:
+    _require_own(actor, image, "share_images", f"share image {image.name}")
+    if project.account_id != image.project.account_id:
+        raise cross_account_refused(project.account.slug, image.project.account)
+    if project.pk == image.project_id:
+        raise InvalidRequest(f"Image {image.name} already belongs to {project}.", field="project")
+    share, _ = ImageShare.objects.get_or_create(
+        image=image, project=project, defaults={"shared_by": _name_of(actor)}
+    )
+    return share
+
+
+@audited("image.unshare", target="image")
+def unshare_image(*, actor, image: Image, project: Project) -> None:
+    _require_own(actor, image, "share_images", f"stop sharing image {image.name}")
+    ImageShare.objects.filter(image=image, project=project).delete()
+
+
+@audited("image.deprecate", target="image")
+def deprecate_image(*, actor, image: Image, at: datetime | None = None, note: str = "") -> Image:
+    """Hide the image from the VM-create picker from `at` on (now by default); VMs keep running."""
+    _require_own(actor, image, "publish_images", f"deprecate image {image.name}")
+    image.deprecated_at = at or timezone.now()
+    image.deprecation_note = note[:300]
+    image.save(update_fields=["deprecated_at", "deprecation_note", "updated_at"])
+    return image
+
+
+@audited("image.undeprecate", target="image")
+def undeprecate_image(*, actor, image: Image) -> Image:
+    _require_own(actor, image, "publish_images", f"un-deprecate image {image.name}")
+    image.deprecated_at = None
+    image.deprecation_note = ""
+    image.save(update_fields=["deprecated_at", "deprecation_note", "updated_at"])
+    return image
+
+
+@audited("image.delete", target="image")
+def delete_image(*, actor, image: Image) -> None:
+    """Remove the image from the catalogue and its bytes from the object store. VMs already created
+    from it keep their own copy of its bytes."""
+    _require_own(actor, image, "publish_images", f"delete image {image.name}")
+    if image.state == Image.State.PROCESSING:
+        raise Conflict(f"Image {image.name} is still being processed; delete it once it is done.")
+    if image.object_key:
+        object_store(image.region).delete(image.object_key)
+    _remove_files(image)
+    image.delete()
+
+
+def _remove_files(image: Image) -> None:
+    image.upload_path.unlink(missing_ok=True)
+    cache_path(image).unlink(missing_ok=True)

@@ -1,0 +1,16 @@
+"""Thin tasks: load by id, call the service, record a failure on the row so the console can show it."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from images import services
+
+
+@shared_task(acks_late=True)
+def process(image_id: str) -> None:
+    try:
+        services.process(image_id)
+    except Exception as error:
+        services.fail(image_id, str(error))
+        raise

@@ -98,6 +98,7 @@ class Image(StateMachineMixin, models.Model):
     source_snapshot = models.ForeignKey(
         "snapshots.Snapshot", on_delete=models.SET_NULL, null=True, blank=True, related_name="images"
     )
+    source_device = models.CharField(max_length=8, blank=True, help_text="The snapshot disk promoted")
     copied_from = models.ForeignKey(
         "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="copies"
     )

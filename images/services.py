@@ -285,6 +285,7 @@ def promote_snapshot(
         tags=_checklist_tags(tags, actor),
         source=Image.Source.SNAPSHOT,
         source_snapshot=snapshot,
+        source_device=disk.device,
         detected_format="qcow2",
         virtual_size=disk.size_bytes,
         state=Image.State.PROCESSING,
@@ -361,7 +362,8 @@ def _convert_upload(image: Image, staged: Path) -> None:
 
 
 def _flatten_snapshot(image: Image, staged: Path) -> None:
-    disk = image.source_snapshot.disks.get() if image.source_snapshot else None
+    disks = image.source_snapshot.disks.all() if image.source_snapshot else []
+    disk = next((disk for disk in disks if disk.device == image.source_device or len(disks) == 1), None)
     if disk is None or disk.layer is None:
         raise ImagePromoteFailed("the snapshot was deleted before its disk was copied; promote another one.")
     _step(image, f"flatten {disk.volume_name}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 
 import pytest
 
@@ -183,3 +184,37 @@ def data_volume(prod, dha):
     )
     volume_files.write_pattern(volume.path, 0, 4 * MiB, 0x11)
     return volume
+
+
+@pytest.fixture
+def image_stores(settings, seaweed, regions):
+    """Each region's object store is a fresh bucket on the test SeaweedFS server (a real S3)."""
+    stores = {}
+    for slug in regions:
+        store = seaweed.store()
+        settings.REGIONS = {
+            **settings.REGIONS,
+            slug: {
+                **settings.REGIONS[slug],
+                "s3_endpoint": seaweed.endpoint,
+                "s3_bucket": store.bucket,
+                "s3_access_key": seaweed.access_key,
+                "s3_secret_key": seaweed.secret_key,
+            },
+        }
+        stores[slug] = store
+    return stores
+
+
+@pytest.fixture
+def qcow2_file(tmp_path):
+    """A small real qcow2 image with 1 MiB of data written at the start."""
+
+    def make(name="disk.qcow2", size="64M", pattern=0xAB):
+
+        path = tmp_path / name
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), size], check=True)
+        volume_files.write_pattern(path, 0, MiB, pattern)
+        return path
+
+    return make

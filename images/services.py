@@ -173,6 +173,41 @@ def start_import(
     )
 
 
+def publish_platform_image(
+    *,
+    slot: str,
+    region: Region,
+    name: str,
+    path: Path,
+    declared_format: str,
+    description: str = "",
+    tags: dict | None = None,
+    openscap_score: float | None = None,
+) -> Image:
+    """A stock or hardened image, published by an operator (`manage.py publish_image`) through the same
+    inspection and storage as a tenant's upload. Every project of the region may boot from it."""
+    if slot not in (Image.Slot.STOCK, Image.Slot.HARDENED):
+        raise InvalidRequest("Platform images go in the stock or hardened slot.", field="slot")
+    if declared_format not in inspection.FORMATS:
+        raise ImageUploadFailed(f"format {declared_format!r} is not accepted.", field="format")
+    try:
+        image = Image.objects.create(
+            slot=slot,
+            region=region,
+            name=check_name(name),
+            description=description[:300],
+            declared_format=declared_format,
+            tags=_checklist_tags({"owner": "cloud-digit", **(tags or {})}, None),
+            openscap_score=openscap_score,
+            source=Image.Source.PLATFORM,
+            created_by="system",
+        )
+    except IntegrityError:
+        raise Conflict(f"A platform image named {name!r} already exists in {region}.", field="name") from None
+    with path.open("rb") as stream:
+        return receive_upload(actor=None, image=image, stream=stream, length=path.stat().st_size)
+
+
 def receive_upload(*, actor, image: Image, stream: BinaryIO, length: int | None = None) -> Image:
     """Write the uploaded bytes to disk a chunk at a time, then inspect their headers.
 

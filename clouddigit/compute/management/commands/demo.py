@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import secrets
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -20,6 +22,8 @@ from clouddigit.compute import services
 from clouddigit.compute.models import VM, Account, Project, Region, Volume
 from iam.models import RoleBinding
 from iam.services import grant_role
+from images import services as images
+from images.models import Image
 from snapshots.models import Snapshot
 from snapshots.services import create_snapshot
 
@@ -94,6 +98,21 @@ VMS = [
 ]
 
 
+# (slot, name, os-family, cis-level, OpenSCAP score): blank placeholder disks, published in every region.
+PLATFORM_IMAGES = [
+    ("stock", "ubuntu-24.04", "ubuntu", "", None),
+    ("stock", "debian-12", "debian", "", None),
+    ("stock", "rocky-9", "rocky", "", None),
+    ("stock", "alma-9", "alma", "", None),
+    ("stock", "windows-server-2025", "windows", "", None),
+    ("hardened", "cis-ubuntu-24.04", "ubuntu", "1", 94.2),
+    ("hardened", "cis-rocky-9", "rocky", "2", 91.7),
+]
+PLACEHOLDER = (
+    "Demo placeholder: a blank disk with no operating system. Publish real builds with publish_image."
+)
+
+
 class Command(BaseCommand):
     help = "Create the demo accounts, users, VMs and volumes (idempotent)."
 
@@ -121,6 +140,7 @@ class Command(BaseCommand):
             self._vm(actor, project, Region.objects.get(slug=spec.region), spec)
         self._loose_volume(users["acme-admin"], projects["acme/prod"])
         self._first_snapshot(users["acme-admin"], projects["acme/prod"])
+        self._images(users["prod-publisher"], projects["acme/prod"])
         self.stdout.write(self.style.SUCCESS("Demo data is in place. Logins:"))
         for name, (purpose, _, _) in USERS.items():
             self.stdout.write(f"  {name:15} {passwords[name]:22} {purpose}")
@@ -198,3 +218,48 @@ class Command(BaseCommand):
                 size_bytes=50 * GiB,
                 tags={"env": "prod", "owner": "data-team"},
             )
+
+    def _images(self, publisher, project):
+        """The stock and hardened catalogue, plus two custom images of acme/prod (one deprecated). They
+        become Available once the worker has stored them."""
+        with tempfile.TemporaryDirectory(prefix="clouddigit-demo-") as scratch:
+            for index, (slot, name, family, level, score) in enumerate(PLATFORM_IMAGES):
+                path = self._blank_disk(Path(scratch) / f"{name}.qcow2", 0x30 + index)
+                for region in Region.objects.all():
+                    if not Image.objects.filter(project=None, region=region, name=name).exists():
+                        images.publish_platform_image(
+                            slot=slot,
+                            region=region,
+                            name=name,
+                            path=path,
+                            declared_format="qcow2",
+                            description=PLACEHOLDER,
+                            tags={"os-family": family, **({"cis-level": level} if level else {})},
+                            openscap_score=score,
+                        )
+            region = Region.objects.get(slug="bd-dha-1")
+            for name, deprecated in [("golden-web-2026-10", True), ("golden-web-2026-11", False)]:
+                if Image.objects.filter(project=project, region=region, name=name).exists():
+                    continue
+                path = self._blank_disk(Path(scratch) / f"{name}.qcow2", 0x50)
+                image = images.start_import(
+                    actor=publisher,
+                    project=project,
+                    region=region,
+                    name=name,
+                    declared_format="qcow2",
+                    description="Web tier golden image (demo: blank disk)",
+                    tags={"os-family": "ubuntu"},  # cis-level left out: the checklist flags it
+                )
+                with path.open("rb") as stream:
+                    images.receive_upload(
+                        actor=publisher, image=image, stream=stream, length=path.stat().st_size
+                    )
+                if deprecated:
+                    images.deprecate_image(actor=publisher, image=image, note="Use golden-web-2026-11.")
+        self.stdout.write("  published the image catalogue")
+
+    def _blank_disk(self, path: Path, marker: int) -> Path:
+        volume_files.create(path, 2 * GiB)
+        volume_files.write_pattern(path, 0, MiB, marker)
+        return path

@@ -280,6 +280,8 @@ POLICY_SPREAD_MINUTES = env_int("CLOUDDIGIT_POLICY_SPREAD_MINUTES", 10)
 POLICY_CATCH_UP_HOURS = env_int("CLOUDDIGIT_POLICY_CATCH_UP_HOURS", 6)
 # Custom images: the largest upload accepted (the file is streamed to disk, never held in memory).
 IMAGE_MAX_UPLOAD_BYTES = env_int("CLOUDDIGIT_IMAGE_MAX_UPLOAD_GIB", 64) * 2**30
+# ... and the largest guest disk an image may declare (a header can claim exabytes in a few bytes).
+IMAGE_MAX_VIRTUAL_BYTES = env_int("CLOUDDIGIT_IMAGE_MAX_DISK_GIB", 16 * 1024) * 2**30
 HYPERVISOR_FREEZE_TIMEOUT_SECONDS = env_int("CLOUDDIGIT_FREEZE_TIMEOUT", 10)
 
 # --- Console server (runconsole) --------------------------------------------------------------------

@@ -222,6 +222,12 @@ def receive_upload(*, actor, image: Image, stream: BinaryIO, length: int | None 
         verdict = inspection.inspect(image.upload_path, image.declared_format)
         if not verdict.safe:
             raise ImageUploadFailed(verdict.reason, field="file")
+        if (verdict.virtual_size or 0) > settings.IMAGE_MAX_VIRTUAL_BYTES:
+            raise ImageUploadFailed(
+                f"the image's disk is {verdict.virtual_size / 2**40:.1f} TiB; images may be at most "
+                f"{settings.IMAGE_MAX_VIRTUAL_BYTES / 2**40:g} TiB. Shrink the disk before uploading.",
+                field="file",
+            )
     except ImageUploadFailed as error:
         image.upload_path.unlink(missing_ok=True)
         image.transition(Image.State.FAILED, last_error=str(error), step="")

@@ -121,6 +121,15 @@ def test_uploads_over_the_size_limit_are_refused(upload, bob, prod, qcow2_file, 
         upload(bob, prod, qcow2_file())  # the announced size is checked before a byte is written
 
 
+def test_a_header_claiming_a_huge_disk_is_refused(upload, bob, prod, tmp_path):
+    huge = tmp_path / "huge.qcow2"
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=2M", str(huge), "64P"], check=True
+    )
+    with pytest.raises(services.ImageUploadFailed, match="at most 16 TiB"):
+        upload(bob, prod, huge)
+
+
 def test_a_short_upload_is_refused(run, bob, prod, dha, qcow2_file, image_stores):
     image = services.start_import(actor=bob, project=prod, region=dha, name="short", declared_format="qcow2")
     source = qcow2_file()

@@ -27,6 +27,7 @@ class ImageSerializer(serializers.ModelSerializer):
     region = serializers.CharField(source="region_id", read_only=True)
     deprecated = serializers.BooleanField(source="is_deprecated", read_only=True)
     missing_tags = serializers.ListField(child=serializers.CharField(), read_only=True)
+    hint = serializers.CharField(read_only=True, help_text="What to do about a failed upload")
     shared_with = serializers.SerializerMethodField(help_text="Projects it is shared with")
     upload_url = serializers.SerializerMethodField(help_text="Where to PUT the file while uploading")
 
@@ -46,6 +47,7 @@ class ImageSerializer(serializers.ModelSerializer):
             "state",
             "step",
             "last_error",
+            "hint",
             "declared_format",
             "detected_format",
             "virtual_size",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 from django.conf import settings
@@ -152,6 +153,19 @@ class Image(StateMachineMixin, models.Model):
     @property
     def missing_tags(self) -> list[str]:
         return [key for key in CHECKLIST_TAGS if not self.tags.get(key)]
+
+    @property
+    def hint(self) -> str:
+        """What to do about a failed upload (the spec's "Custom image won't upload" row)."""
+        found = re.search(r"but file has (\w+) signature", self.last_error)
+        if self.state != self.State.FAILED or not found:
+            return ""
+        actual = found.group(1).lower()
+        return (
+            "Check the file's real format with `qemu-img info --output=json path/to/image` and upload it "
+            f"again declaring that format (here: --format {actual}), or "
+            "convert it first with `qemu-img convert -O qcow2`."
+        )
 
     @property
     def cis_level(self) -> str:

@@ -94,6 +94,7 @@ def test_vmdk_declared_as_qcow2_is_refused_with_the_spec_text(upload, bob, prod,
     assert str(refused.value) == "ImageUploadFailed: format 'qcow2' but file has VMDK signature"
     image = Image.objects.get(name="golden")
     assert image.state == Image.State.FAILED and image.last_error == str(refused.value)
+    assert "qemu-img info" in image.hint and "--format vmdk" in image.hint
     assert not image.upload_path.exists()
     # The name is free again: the next upload replaces the failed image.
     assert upload(bob, prod, vmdk, fmt="vmdk").state == Image.State.AVAILABLE

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT_SECONDS = 30
+# After the last byte of an upload, the console inspects the file's headers before it answers.
+UPLOAD_ANSWER_SECONDS = 300
 API_PREFIX = "/api/v1/"
 
 
 class CLIError(Exception):
-    """Printed as `ERROR: <code>: <message>`; the command exits 1."""
+    """Printed as `ERROR: <code>: <message>` (then `hint: <hint>`, when there is one); the command exits 1."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, hint: str = ""):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.hint = hint
 
 
 def config_path() -> Path:
@@ -99,8 +103,9 @@ class Client:
         return cls(configured_url(), configured_token())
 
     def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        timeout = kwargs.setdefault("timeout", TIMEOUT_SECONDS)
         try:
-            response = self.session.request(method, url, timeout=TIMEOUT_SECONDS, **kwargs)
+            response = self.session.request(method, url, **kwargs)
         except requests.ConnectionError as error:
             raise CLIError(
                 "ConnectionFailed",
@@ -108,7 +113,8 @@ class Client:
                 "(is the console running? set CLOUDDIGIT_URL or run clouddigit login)",
             ) from None
         except requests.Timeout:
-            raise CLIError("Timeout", f"{self.url} did not answer within {TIMEOUT_SECONDS} s") from None
+            seconds = timeout[1] if isinstance(timeout, tuple) else timeout  # (connect, answer)
+            raise CLIError("Timeout", f"{self.url} did not answer within {seconds} s") from None
         if response.status_code >= 400:
             raise _error_from(response)
         return response
@@ -150,6 +156,26 @@ class Client:
         """The deleted object when the API answers one (a delete that goes on in the background)."""
         response = self._request("DELETE", self.api_url(path))
         return self._json(response) if response.content else None
+
+    def on_this_console(self, url: str) -> str:
+        """An API address the console answered (e.g. an image's upload_url), on the console we were told
+        to use: behind a proxy the console may name itself differently, and the token goes nowhere else."""
+        _, found, path = urlsplit(url).path.partition(API_PREFIX)
+        if not found:
+            raise CLIError("BadResponse", f"{url} is not an address of the console's API")
+        return self.api_url(path)
+
+    def upload(self, url: str, body: Iterable[bytes], length: int) -> dict[str, Any]:
+        """PUT `length` bytes as the raw request body, sent as `body` yields them (never all in memory)."""
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
+        response = self._request(
+            "PUT",
+            self.on_this_console(url),
+            data=body,
+            headers=headers,
+            timeout=(TIMEOUT_SECONDS, UPLOAD_ANSWER_SECONDS),
+        )
+        return self._json(response)
 
     def obtain_token(self, *, username: str, password: str) -> str:
         answer = self.create("auth/token/", {"username": username, "password": password})

@@ -8,13 +8,25 @@ import getpass
 import json
 import os
 import sys
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from clouddigit.cli.client import Client, CLIError, configured_url, write_config
 from clouddigit.cli.output import Column, binary_size, cell, fields, show, table, timestamp
-from clouddigit.cli.resources import POLICIES, RESTORES, ROLE_BINDINGS, SNAPSHOTS, VMS, VOLUMES, Resource
+from clouddigit.cli.resources import (
+    IMAGE_LIMITS,
+    IMAGES,
+    POLICIES,
+    RESTORES,
+    ROLE_BINDINGS,
+    SNAPSHOTS,
+    VMS,
+    VOLUMES,
+    Resource,
+)
 
 
 def login(args: argparse.Namespace) -> None:
@@ -357,3 +369,332 @@ def delete_policy(args: argparse.Namespace) -> None:
     policy_id = _policy_id(client, args.name, args.project)
     client.delete(f"{POLICIES.path}{policy_id}/?snapshots={args.snapshots}")
     print(f"Deleted snapshot policy {args.name} ({args.snapshots} its snapshots)")
+
+
+# --- Images -----------------------------------------------------------------------------------------
+
+MiB = 2**20
+UPLOAD_CHUNK_BYTES = MiB
+POLL_SECONDS = 2.0
+PROGRESS_REDRAW_SECONDS = 0.2
+
+
+def _image_path(image_id: str, action: str = "") -> str:
+    return f"{IMAGES.path}{image_id}/" + (f"{action}/" if action else "")
+
+
+def _image_url(client: Client, args: argparse.Namespace, action: str = "") -> str:
+    """The API path of the image named by IMAGE: an id as it is; a name looked up among the images the
+    caller may see, narrowed by the image's project and region when given (a copy to another region
+    keeps its name, so the same name in two regions is usual)."""
+    reference = args.image
+    if _is_uuid(reference):
+        return _image_path(reference, action)
+    params = {"name": reference}
+    for name, value in (("project", getattr(args, "image_project", None)), ("region", args.image_region)):
+        if value:
+            params[name] = value
+    matches = [image for image in client.list_all(IMAGES.path, params) if image["name"] == reference]
+    if len(matches) == 1:
+        return _image_path(matches[0]["id"], action)
+    where = "".join(f" in {params[name]}" for name in ("project", "region") if name in params)
+    if not matches:
+        raise CLIError("NotFound", f"no image named {reference!r}{where} that you can see")
+    found = ", ".join(
+        f"{image['id']} in {image['project'] or 'Cloud Digit'} {image['region']}" for image in matches
+    )
+    raise CLIError("Ambiguous", f"{len(matches)} images are named {reference!r} ({found}): give the id")
+
+
+def _show_image(image: dict[str, Any], output: str) -> None:
+    show(image, output, IMAGES.columns, header=_header(IMAGES))
+
+
+def _deprecation_text(image: dict[str, Any]) -> str:
+    if not image["deprecated_at"]:
+        return "no"
+    when = timestamp(image["deprecated_at"])
+    text = f"since {when}" if image["deprecated"] else f"from {when} on (scheduled)"
+    return f"{text}: {image['deprecation_note']}" if image["deprecation_note"] else text
+
+
+def _source_text(image: dict[str, Any]) -> str:
+    if image["source_snapshot"]:
+        return f"{image['source']} (snapshot {image['source_snapshot']})"
+    if image["copied_from"]:
+        return f"{image['source']} (from image {image['copied_from']})"
+    return image["source"]
+
+
+def _format_text(image: dict[str, Any]) -> str | None:
+    detected, declared = image["detected_format"], image["declared_format"]
+    if detected and declared and detected != declared:
+        return f"{detected} (declared {declared})"
+    return detected or (declared and f"{declared} (declared, not inspected yet)")
+
+
+def image_detail(image: dict[str, Any]) -> str:
+    missing = image["missing_tags"]
+    pairs = [
+        ("ID", image["id"]),
+        ("NAME", image["name"]),
+        ("SLOT", image["slot"]),
+        ("PROJECT", image["project"] or "Cloud Digit"),
+        ("REGION", image["region"]),
+        ("DESCRIPTION", image["description"]),
+        ("STATE", image["state"]),
+        ("STEP", image["step"]),
+        ("LAST_ERROR", image["last_error"]),
+        ("SOURCE", _source_text(image)),
+        ("FORMAT", _format_text(image)),
+        ("VIRTUAL_SIZE", binary_size(image["virtual_size"])),
+        ("STORED", binary_size(image["stored_bytes"])),
+        ("SHA256", image["sha256"]),
+        ("GUEST_SHA256", image["guest_sha256"]),
+        ("TAGS", cell(image["tags"])),
+        ("CHECKLIST", f"missing tags: {', '.join(missing)}" if missing else "complete"),
+        ("OPENSCAP", image["openscap_score"]),
+        ("VISIBILITY", image["visibility"]),
+        ("SHARED_WITH", ", ".join(image["shared_with"])),
+        ("DEPRECATED", _deprecation_text(image)),
+        ("CREATED", f"{timestamp(image['created_at'])} by {image['created_by']}"),
+    ]
+    return fields(pairs)
+
+
+def show_image(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
+    image = client.get(_image_url(client, args))
+    if args.output == "table":
+        print(image_detail(image))
+    else:
+        _show_image(image, args.output)
+
+
+class UploadProgress:
+    """`uploading  42%  27.0/64.0 MiB  85.3 MiB/s`, redrawn in place on stderr a few times a second."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.started = time.monotonic()
+        self.drawn_at: float | None = None
+
+    def update(self, sent: int) -> None:
+        now = time.monotonic()
+        if self.drawn_at is not None and now - self.drawn_at < PROGRESS_REDRAW_SECONDS and sent < self.total:
+            return
+        self.drawn_at = now
+        rate = sent / max(now - self.started, 0.001) / MiB
+        percent = 100 * sent // self.total
+        sys.stderr.write(
+            f"\ruploading {percent:3d}%  {sent / MiB:.1f}/{self.total / MiB:.1f} MiB  {rate:.1f} MiB/s "
+        )
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.drawn_at is not None:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+class FileChunks:
+    """An upload body: the open file, read 1 MiB at a time as the connection takes it, so a large image
+    never sits in memory. Its length is the request's Content-Length."""
+
+    def __init__(self, file: IO[bytes], size: int, progress: UploadProgress | None):
+        self.file = file
+        self.size = size
+        self.progress = progress
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[bytes]:
+        sent = 0
+        while chunk := self.file.read(UPLOAD_CHUNK_BYTES):
+            yield chunk
+            sent += len(chunk)
+            if self.progress is not None:
+                self.progress.update(sent)
+
+
+def _image_failure(image: dict[str, Any]) -> CLIError:
+    """A failed image's recorded error (`Code: message`) as the error the API would have answered, with
+    the console's hint (e.g. how to find a file's real format)."""
+    hint = image.get("hint") or ""
+    code, sep, message = image["last_error"].partition(": ")
+    if sep and code.isidentifier() and code[:1].isupper():
+        return CLIError(code, message, hint)
+    reason = image["last_error"] or "no reason given"
+    return CLIError("ImageFailed", f"image {image['name']} failed: {reason}", hint)
+
+
+def _send_file(client: Client, image: dict[str, Any], file: IO[bytes], size: int) -> dict[str, Any]:
+    progress = UploadProgress(size) if sys.stderr.isatty() else None
+    try:
+        return client.upload(image["upload_url"], FileChunks(file, size, progress), size)
+    except CLIError as error:
+        if error.code not in {"ImageUploadFailed", "ConnectionFailed", "Timeout"}:
+            raise
+        # The image records why it was refused, with a hint; and a console that refuses a file may close
+        # the connection before it has read all of it, so ask the image.
+        current = client.get(_image_path(image["id"]))
+        if current["state"] == "failed":
+            raise _image_failure(current) from None
+        if error.code == "ImageUploadFailed":
+            raise
+        if current["state"] == "uploading":
+            raise CLIError(
+                "UploadInterrupted",
+                f"{error.message}. Image {image['name']} ({image['id']}) is still waiting for its file: "
+                "delete it and import again.",
+            ) from None
+        return current
+    finally:
+        if progress is not None:
+            progress.finish()
+
+
+def _wait_for_image(client: Client, image: dict[str, Any]) -> dict[str, Any]:
+    """Poll until the worker has stored the image (or failed to); its steps go to stderr on a terminal."""
+    step = None
+    while image["state"] == "processing":
+        if sys.stderr.isatty() and image["step"] and image["step"] != step:
+            step = image["step"]
+            print(f"processing: {step}", file=sys.stderr)
+        time.sleep(POLL_SECONDS)
+        image = client.get(_image_path(image["id"]))
+    if image["state"] == "failed":
+        raise _image_failure(image)
+    return image
+
+
+def import_image(args: argparse.Namespace) -> None:
+    try:
+        file = Path(args.file).open("rb")
+    except OSError as error:
+        raise CLIError("CannotRead", f"{args.file}: {error.strerror or error}") from None
+    with file:
+        size = os.fstat(file.fileno()).st_size
+        if size == 0:
+            raise CLIError("ImageUploadFailed", f"{args.file} is empty; choose the image file.")
+        body = {
+            "project": args.project,
+            "region": args.region,
+            "name": args.name,
+            "format": args.format,
+            "size_bytes": size,
+            "description": args.description,
+            "tags": _tags(args, args.tag, "--tag"),
+        }
+        client = Client.from_environment()
+        image = _send_file(client, client.create(IMAGES.path, body), file, size)
+    if not args.no_wait:
+        image = _wait_for_image(client, image)
+    _show_image(image, args.output)
+
+
+def promote_image(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
+    body = {
+        "snapshot": _resolve(client, SNAPSHOTS, "snapshot", args.snapshot),
+        "name": args.name,
+        "device": args.device,
+        "description": args.description,
+        "tags": _tags(args, args.tag, "--tag"),
+    }
+    _show_image(client.create(f"{IMAGES.path}promote/", body), args.output)
+
+
+def copy_image(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
+    body = {"region": args.target_region, "name": args.name}
+    _show_image(client.create(_image_url(client, args, "copy"), body), args.output)
+
+
+def share_image(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
+    _show_image(client.create(_image_url(client, args, "share"), {"project": args.project}), args.output)
+
+
+def unshare_image(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
+    _show_image(client.create(_image_url(client, args, "unshare"), {"project": args.project}), args.output)
+
+
+def set_image_visibility(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
+    body = {"visibility": args.visibility}
+    _show_image(client.create(_image_url(client, args, "visibility"), body), args.output)
+
+
+def deprecate_image(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
+    body = {"at": args.at, "note": args.note}
+    _show_image(client.create(_image_url(client, args, "deprecate"), body), args.output)
+
+
+def undeprecate_image(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
+    _show_image(client.create(_image_url(client, args, "undeprecate"), {}), args.output)
+
+
+def tag_image(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
+    body = {"tags": _tags(args, args.tag, "--tag")}
+    _show_image(client.create(_image_url(client, args, "tags"), body), args.output)
+
+
+def delete_image(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
+    client.delete(_image_url(client, args))
+    print(f"Deleted image {args.image}")
+
+
+def image_picker(args: argparse.Namespace) -> None:
+    params = {"project": args.project, "region": args.region}
+    if args.show_deprecated:
+        params["show_deprecated"] = "true"
+    images = Client.from_environment().get(f"{IMAGES.path}picker/", params)
+    show(images, args.output, IMAGES.columns, header=_header(IMAGES))
+
+
+def why_missing_text(reasons: list[dict[str, Any]]) -> str:
+    blocks = []
+    for reason in reasons:
+        lines = []
+        if reason["image"]:
+            owner = reason["project"] or "Cloud Digit"
+            lines.append(f"image {reason['name']} ({reason['image']}) of {owner} in {reason['region']}")
+        lines += [f"reason: {reason['reason']}", f"fix:    {reason['fix']}"]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def why_image_missing(args: argparse.Namespace) -> None:
+    params = {"project": args.project, "region": args.region, "image": args.image}
+    reasons = Client.from_environment().get(f"{IMAGES.path}why-missing/", params)
+    print(json.dumps(reasons, indent=2) if args.output == "json" else why_missing_text(reasons))
+
+
+def raise_image_limit(args: argparse.Namespace) -> None:
+    body = {"project": args.project, "limit": args.limit, "ticket": args.ticket}
+    quota = Client.from_environment().create(IMAGE_LIMITS.path, body)
+    show(quota, args.output, IMAGE_LIMITS.columns, header=_header(IMAGE_LIMITS))
+
+
+def create_vm(args: argparse.Namespace) -> None:
+    body = {
+        "project": args.project,
+        "region": args.region,
+        "name": args.name,
+        "image": args.image,
+        "flavor": args.flavor,
+        "vpc": args.vpc,
+        "tags": _tags(args, args.tag, "--tag"),
+        "start": not args.no_start,
+    }
+    if args.boot_size_gib:
+        body["boot_size_gib"] = args.boot_size_gib
+    vm = Client.from_environment().create(VMS.path, body)
+    show(vm, args.output, VMS.columns, header=_header(VMS))

@@ -10,7 +10,16 @@ from typing import TypeAlias
 from clouddigit.cli import commands
 from clouddigit.cli.client import CLIError
 from clouddigit.cli.output import FORMATS
-from clouddigit.cli.resources import POLICIES, RESTORES, ROLE_BINDINGS, SNAPSHOTS, VMS, VOLUMES, Resource
+from clouddigit.cli.resources import (
+    IMAGES,
+    POLICIES,
+    RESTORES,
+    ROLE_BINDINGS,
+    SNAPSHOTS,
+    VMS,
+    VOLUMES,
+    Resource,
+)
 
 Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -34,7 +43,17 @@ def add_output_option(parser: argparse.ArgumentParser) -> None:
 def add_list_command(parent: Subcommands, resource: Resource, help: str) -> None:
     parser = parent.add_parser("list", help=help, description=f"{help} (every page)")
     for list_filter in resource.filters:
-        parser.add_argument(f"--{list_filter.name}", help=list_filter.help, metavar=list_filter.metavar)
+        if list_filter.flag:
+            parser.add_argument(
+                f"--{list_filter.name}", action="store_const", const="true", help=list_filter.help
+            )
+        else:
+            parser.add_argument(
+                f"--{list_filter.name}",
+                help=list_filter.help,
+                metavar=list_filter.metavar,
+                choices=list_filter.choices,
+            )
     add_output_option(parser)
     parser.set_defaults(handler=commands.list_resource, resource=resource)
 
@@ -202,6 +221,25 @@ def add_policy_commands(policies: Subcommands) -> None:
 
 def add_vm_commands(vms: Subcommands) -> None:
     add_list_command(vms, VMS, "list VMs")
+    create = vms.add_parser(
+        "create",
+        help="create a VM from an image",
+        description="Create a VM whose boot volume is a copy of an image (see `clouddigit compute image "
+        "picker`), started once it is defined unless --no-start.",
+    )
+    create.add_argument("--name", required=True)
+    create.add_argument("--image", required=True, metavar="IMAGE", help="the image's name or id")
+    create.add_argument("--flavor", required=True, help="e.g. std-2x4")
+    create.add_argument("--vpc", required=True)
+    create.add_argument("--project", required=True, metavar="ACCOUNT/PROJECT", help="required")
+    create.add_argument("--region", required=True, help="required, e.g. bd-dha-1")
+    create.add_argument(
+        "--boot-size-gib", type=int, metavar="GIB", help="boot volume size (default: the image's size)"
+    )
+    create.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+    create.add_argument("--no-start", action="store_true", help="define the VM but leave it stopped")
+    add_output_option(create)
+    create.set_defaults(handler=commands.create_vm, parser=create)
     restore = add_snapshot_command(
         vms, "restore", "restore a VM snapshot to a new VM, started when ready", commands.restore_vm
     )
@@ -211,6 +249,158 @@ def add_vm_commands(vms: Subcommands) -> None:
     restore.add_argument(
         "--yes", action="store_true", help="go on despite warnings (e.g. a flavor unlike the snapshot's)"
     )
+
+
+def add_image_command(
+    parent: Subcommands,
+    name: str,
+    help: str,
+    handler,
+    *,
+    output: bool = True,
+    project_option: bool = True,
+    region_option: str = "--region",
+) -> argparse.ArgumentParser:
+    """A command acting on one image, named by IMAGE: its id, or a name that `--project` and `--region`
+    narrow to one image. `share` names another project with --project, so it has no such option; `copy`
+    calls its option --source-region, beside --target-region."""
+    parser = parent.add_parser(name, help=help, description=help)
+    parser.add_argument("image", metavar="IMAGE", help="the image's id, or its name when unique")
+    if project_option:
+        parser.add_argument(
+            "--project",
+            dest="image_project",
+            metavar="ACCOUNT/PROJECT",
+            help="look the name up in this project",
+        )
+    parser.add_argument(
+        region_option, dest="image_region", metavar="REGION", help="look the name up in this region"
+    )
+    if output:
+        add_output_option(parser)
+    parser.set_defaults(handler=handler, parser=parser)
+    return parser
+
+
+def add_image_commands(images: Subcommands) -> None:
+    """`clouddigit compute image ...`; signing and the image policy add their commands here too."""
+    add_list_command(images, IMAGES, "list the image catalogue: stock, hardened and custom images")
+    add_image_command(
+        images, "show", "an image's details: checksums, checklist, deprecation, shares", commands.show_image
+    )
+
+    upload = images.add_parser(
+        "import",
+        help="upload an image file (qcow2, raw, vmdk, vhd, vhdx or iso)",
+        description="Upload an image file into a project's custom images: the file is streamed from disk "
+        "(progress on a terminal), its headers are checked against --format, then the console converts "
+        "and stores it. Waits until the image is available (or failed) unless --no-wait. --project and "
+        "--region are required: the CLI has no default project or region.",
+    )
+    upload.add_argument("--file", required=True, metavar="FILE", help="the image file")
+    upload.add_argument(
+        "--format", required=True, help="the file's format: qcow2, raw, vmdk, vhd, vhdx or iso"
+    )
+    upload.add_argument("--name", required=True, help="the image's name in the catalogue")
+    upload.add_argument("--project", required=True, metavar="ACCOUNT/PROJECT", help="required")
+    upload.add_argument("--region", required=True, help="required, e.g. bd-dha-1")
+    upload.add_argument("--description", default="")
+    upload.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+    upload.add_argument(
+        "--no-wait", action="store_true", help="return once the file is uploaded, while it is processed"
+    )
+    add_output_option(upload)
+    upload.set_defaults(handler=commands.import_image, parser=upload)
+
+    promote = images.add_parser(
+        "promote",
+        help="promote a volume snapshot (or one disk of a VM snapshot) to an image",
+        description="Promote a volume snapshot, or one disk of a VM snapshot (--device), to a custom image "
+        "in the snapshot's project and region. The image is `processing` until its disk is copied.",
+    )
+    promote.add_argument(
+        "--snapshot", required=True, metavar="ID", help="the snapshot's id (or its name, when unique)"
+    )
+    promote.add_argument("--name", required=True, help="the image's name")
+    promote.add_argument("--device", default="", help="which disk of a VM snapshot, e.g. vda")
+    promote.add_argument("--description", default="")
+    promote.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+    add_output_option(promote)
+    promote.set_defaults(handler=commands.promote_image, parser=promote)
+
+    copy = add_image_command(
+        images,
+        "copy",
+        "copy an image to another region of its project",
+        commands.copy_image,
+        region_option="--source-region",
+    )
+    copy.add_argument("--target-region", required=True, metavar="REGION")
+    copy.add_argument("--name", default="", help="the copy's name (default: the image's)")
+
+    for name, help, handler in (
+        ("share", "share an image with another project of its account", commands.share_image),
+        ("unshare", "stop sharing an image with a project", commands.unshare_image),
+    ):
+        share = add_image_command(images, name, help, handler, project_option=False)
+        share.add_argument("--project", required=True, metavar="ACCOUNT/PROJECT", help="the other project")
+
+    visibility = add_image_command(
+        images,
+        "visibility",
+        "project (default) or account: org-shared with every project of the account",
+        commands.set_image_visibility,
+    )
+    visibility.add_argument("visibility", choices=("project", "account"))
+
+    deprecate = add_image_command(
+        images, "deprecate", "hide an image from the VM-create picker", commands.deprecate_image
+    )
+    deprecate.add_argument(
+        "--at", metavar="ISO_TIME", help="from this time on, e.g. 2026-07-01T00:00 (UTC); default: now"
+    )
+    deprecate.add_argument("--note", default="", help="e.g. which image to use instead")
+    add_image_command(images, "undeprecate", "offer a deprecated image again", commands.undeprecate_image)
+
+    tag = add_image_command(images, "tag", "replace an image's tags (created-at is kept)", commands.tag_image)
+    tag.add_argument("--tag", required=True, action="append", metavar="KEY=VALUE", help="repeatable")
+
+    add_image_command(images, "delete", "delete a custom image", commands.delete_image, output=False)
+
+    picker = images.add_parser(
+        "picker",
+        help="the images a VM may boot from in a project and region",
+        description="What the console's VM-create picker offers in --project and --region; deprecated "
+        "images only with --show-deprecated.",
+    )
+    picker.add_argument("--project", required=True, metavar="ACCOUNT/PROJECT")
+    picker.add_argument("--region", required=True)
+    picker.add_argument("--show-deprecated", action="store_true")
+    add_output_option(picker)
+    picker.set_defaults(handler=commands.image_picker, parser=picker)
+
+    why = images.add_parser(
+        "why-missing",
+        help="why an image is not in the VM-create picker, and the fix",
+        description="Why the image named (or with the id) NAME_OR_ID is not offered when creating a VM in "
+        "--project and --region: each image of that name, with its reason and fix.",
+    )
+    why.add_argument("image", metavar="NAME_OR_ID")
+    why.add_argument("--project", required=True, metavar="ACCOUNT/PROJECT")
+    why.add_argument("--region", required=True)
+    why.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    why.set_defaults(handler=commands.why_image_missing, parser=why)
+
+    limit = images.add_parser(
+        "limit",
+        help="raise a project's custom-image limit (default 50)",
+        description="Raise a project's custom-image limit; a ticket reference is required.",
+    )
+    limit.add_argument("--project", required=True, metavar="ACCOUNT/PROJECT")
+    limit.add_argument("--limit", required=True, type=int, metavar="N")
+    limit.add_argument("--ticket", required=True, help="the support ticket's reference")
+    add_output_option(limit)
+    limit.set_defaults(handler=commands.raise_image_limit, parser=limit)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,11 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
     login.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     login.set_defaults(handler=commands.login, parser=login)
 
-    compute = add_group(top, "compute", "VMs, volumes and snapshots")
+    compute = add_group(top, "compute", "VMs, volumes, snapshots and images")
     add_vm_commands(add_group(compute, "vm", "virtual machines"))
     add_list_command(add_group(compute, "volume", "volumes"), VOLUMES, "list volumes")
     add_snapshot_commands(add_group(compute, "snapshot", "snapshots of volumes and VMs"))
     add_list_command(add_group(compute, "restore", "restores from snapshots"), RESTORES, "list restores")
+    add_image_commands(add_group(compute, "image", "images: the catalogue, imports, sharing, deprecation"))
 
     iam = add_group(top, "iam", "who may do what")
     add_role_commands(add_group(iam, "role", "role bindings"))
@@ -245,6 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.handler(args)
     except CLIError as error:
         print(f"ERROR: {error.code}: {error.message}", file=sys.stderr)
+        if error.hint:
+            print(f"hint: {error.hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

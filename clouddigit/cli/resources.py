@@ -17,6 +17,9 @@ class ListFilter:
     name: str
     help: str
     metavar: str = "VALUE"
+    choices: tuple[str, ...] | None = None
+    # A flag: `--<name>` alone becomes `?<name>=true`.
+    flag: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,4 +175,48 @@ POLICIES = Resource(
         Column("UPDATED", "updated_at", timestamp),
     ),
     filters=(PROJECT, NAME),
+)
+
+
+def _image_format(image: dict) -> str | None:
+    """What the header inspection found; until then, what the uploader declared."""
+    return image.get("detected_format") or image.get("declared_format")
+
+
+IMAGES = Resource(
+    path="compute/images/",
+    columns=(
+        Column("ID", "id"),
+        Column("NAME", "name"),
+        Column("SLOT", "slot"),
+        Column("PROJECT", "project"),
+        Column("REGION", "region"),
+        Column("STATE", "state"),
+        Column("FORMAT", "detected_format", pick=_image_format),
+        Column("SIZE", "virtual_size", binary_size),
+        Column("VISIBILITY", "visibility"),
+        Column("DEPRECATED", "deprecated"),
+        Column("TAGS", "tags"),
+    ),
+    filters=(
+        PROJECT,
+        REGION,
+        ListFilter("slot", "stock, hardened or custom", "SLOT", choices=("stock", "hardened", "custom")),
+        ListFilter("shared", "only images other projects share with yours", flag=True),
+        ListFilter("state", "uploading, processing, available or failed", "STATE"),
+        NAME,
+    ),
+)
+
+IMAGE_LIMITS = Resource(
+    path="compute/image-limits/",
+    columns=(
+        Column("ID", "id"),
+        Column("PROJECT", "project"),
+        Column("LIMIT", "limit"),
+        Column("TICKET", "ticket"),
+        Column("SET_BY", "set_by"),
+        Column("CREATED", "created_at", timestamp),
+    ),
+    filters=(),
 )

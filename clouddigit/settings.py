@@ -271,6 +271,8 @@ REGIONS = {
         _region("bd-ctg-1", "Chattogram", 1),
     ]
 }
+# Where an API call that names no region creates things.
+DEFAULT_REGION = env_str("CLOUDDIGIT_DEFAULT_REGION", next(iter(REGIONS)))
 CELERY_TASK_QUEUES = [Queue("default"), Queue("replication")] + [
     Queue(f"hypervisor.{slug}") for slug in REGIONS
 ]

@@ -4,6 +4,7 @@ into images.services or images.launch."""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models import Prefetch, Q
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
@@ -14,7 +15,7 @@ from rest_framework.response import Response
 from clouddigit.api.base import region_named, valid_data, visible_or_400, visible_project
 from clouddigit.compute.models import Project, Region
 from clouddigit.errors import InvalidRequest
-from images import inspection, launch, services
+from images import attestation_api, inspection, launch, services
 from images.models import Image, ImageQuota, ImageShare
 
 VIEW_IMAGES = "compute.view_images"
@@ -105,7 +106,7 @@ TAGS = serializers.DictField(child=serializers.CharField(allow_blank=True), requ
 
 class ImportSerializer(serializers.Serializer):
     project = serializers.CharField(help_text="account/project or a project id")
-    region = serializers.CharField()
+    region = serializers.CharField(required=False, help_text="Default: the console's default region")
     name = serializers.CharField(max_length=63)
     format = serializers.CharField(help_text=f"The file's format: {', '.join(inspection.FORMATS)}")
     size_bytes = serializers.IntegerField(required=False, min_value=0, help_text="Refused early if too large")
@@ -226,7 +227,7 @@ class ImageViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
         image = services.start_import(
             actor=request.user,
             project=visible_project(request.user, data["project"]),
-            region=region_named(data["region"]),
+            region=region_named(data.get("region") or settings.DEFAULT_REGION),
             name=data["name"],
             declared_format=data["format"],
             size_bytes=data.get("size_bytes"),
@@ -361,6 +362,21 @@ class ImageViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
             raise InvalidRequest("Name the image (its name or id) with ?image=.", field="image")
         reasons = launch.why_missing(request.user, project, region, reference)
         return Response(ReasonSerializer([reason.as_dict() for reason in reasons], many=True).data)
+
+    @extend_schema(
+        request=attestation_api.AttestSerializer, responses={201: attestation_api.AttestationSerializer}
+    )
+    @action(detail=True, methods=["post"])
+    def attest(self, request, pk=None):
+        """Store your CIS attestation: a signature made with your registered key's private half over
+        the image's sha256, its cis-level tag and your username (image.cis-attestor)."""
+        return attestation_api.attest(request, self.get_object())
+
+    @extend_schema(responses={200: attestation_api.AttestationStatusSerializer})
+    @action(detail=True, methods=["get"])
+    def attestation(self, request, pk=None):
+        """Whether a valid CIS attestation covers the image now, why not, and every attestation made."""
+        return attestation_api.attestation_status(self.get_object())
 
 
 def _where(request) -> tuple[Project, Region]:

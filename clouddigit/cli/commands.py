@@ -569,6 +569,21 @@ def _wait_for_image(client: Client, image: dict[str, Any]) -> dict[str, Any]:
     return image
 
 
+def _where(client: Client, args: argparse.Namespace) -> dict[str, str]:
+    """The project (given, else the only one you can see) and region (given, else the console's default)."""
+    project = args.project
+    if not project:
+        visible = [item["path"] for item in client.list_all("projects/", {})]
+        if len(visible) != 1:
+            raise CLIError(
+                "MissingProject",
+                "Name the project with --project ACCOUNT/PROJECT or set CLOUDDIGIT_PROJECT"
+                + (f"; you can see {', '.join(visible)}." if visible else "; you can see no project yet."),
+            )
+        project = visible[0]
+    return {"project": project, **({"region": args.region} if args.region else {})}
+
+
 def import_image(args: argparse.Namespace) -> None:
     try:
         file = Path(args.file).open("rb")
@@ -578,16 +593,15 @@ def import_image(args: argparse.Namespace) -> None:
         size = os.fstat(file.fileno()).st_size
         if size == 0:
             raise CLIError("ImageUploadFailed", f"{args.file} is empty; choose the image file.")
+        client = Client.from_environment()
         body = {
-            "project": args.project,
-            "region": args.region,
+            **_where(client, args),
             "name": args.name,
             "format": args.format,
             "size_bytes": size,
             "description": args.description,
             "tags": _tags(args, args.tag, "--tag"),
         }
-        client = Client.from_environment()
         image = _send_file(client, client.create(IMAGES.path, body), file, size)
     if not args.no_wait:
         image = _wait_for_image(client, image)
@@ -684,9 +698,9 @@ def raise_image_limit(args: argparse.Namespace) -> None:
 
 
 def create_vm(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
     body = {
-        "project": args.project,
-        "region": args.region,
+        **_where(client, args),
         "name": args.name,
         "image": args.image,
         "flavor": args.flavor,
@@ -696,5 +710,5 @@ def create_vm(args: argparse.Namespace) -> None:
     }
     if args.boot_size_gib:
         body["boot_size_gib"] = args.boot_size_gib
-    vm = Client.from_environment().create(VMS.path, body)
+    vm = client.create(VMS.path, body)
     show(vm, args.output, VMS.columns, header=_header(VMS))

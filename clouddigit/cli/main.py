@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import TypeAlias
@@ -56,6 +57,20 @@ def add_list_command(parent: Subcommands, resource: Resource, help: str) -> None
             )
     add_output_option(parser)
     parser.set_defaults(handler=commands.list_resource, resource=resource)
+
+
+def add_where_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--project",
+        metavar="ACCOUNT/PROJECT",
+        default=os.environ.get("CLOUDDIGIT_PROJECT"),
+        help="default: $CLOUDDIGIT_PROJECT, else your only project",
+    )
+    parser.add_argument(
+        "--region",
+        default=os.environ.get("CLOUDDIGIT_REGION"),
+        help="default: $CLOUDDIGIT_REGION, else the console's first region (bd-dha-1)",
+    )
 
 
 def add_binding_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
@@ -231,8 +246,7 @@ def add_vm_commands(vms: Subcommands) -> None:
     create.add_argument("--image", required=True, metavar="IMAGE", help="the image's name or id")
     create.add_argument("--flavor", required=True, help="e.g. std-2x4")
     create.add_argument("--vpc", required=True)
-    create.add_argument("--project", required=True, metavar="ACCOUNT/PROJECT", help="required")
-    create.add_argument("--region", required=True, help="required, e.g. bd-dha-1")
+    add_where_options(create)
     create.add_argument(
         "--boot-size-gib", type=int, metavar="GIB", help="boot volume size (default: the image's size)"
     )
@@ -294,16 +308,14 @@ def add_image_commands(images: Subcommands) -> None:
         help="upload an image file (qcow2, raw, vmdk, vhd, vhdx or iso)",
         description="Upload an image file into a project's custom images: the file is streamed from disk "
         "(progress on a terminal), its headers are checked against --format, then the console converts "
-        "and stores it. Waits until the image is available (or failed) unless --no-wait. --project and "
-        "--region are required: the CLI has no default project or region.",
+        "and stores it. Waits until the image is available (or failed) unless --no-wait.",
     )
     upload.add_argument("--file", required=True, metavar="FILE", help="the image file")
     upload.add_argument(
         "--format", required=True, help="the file's format: qcow2, raw, vmdk, vhd, vhdx or iso"
     )
     upload.add_argument("--name", required=True, help="the image's name in the catalogue")
-    upload.add_argument("--project", required=True, metavar="ACCOUNT/PROJECT", help="required")
-    upload.add_argument("--region", required=True, help="required, e.g. bd-dha-1")
+    add_where_options(upload)
     upload.add_argument("--description", default="")
     upload.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
     upload.add_argument(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import django_filters
+from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
@@ -114,7 +115,7 @@ class RegionViewSet(viewsets.ReadOnlyModelViewSet):
 
 class VMCreateSerializer(serializers.Serializer):
     project = serializers.CharField(help_text="account/project or a project id")
-    region = serializers.CharField()
+    region = serializers.CharField(required=False, help_text="Default: the console's default region")
     name = serializers.CharField(max_length=63)
     image = serializers.CharField(help_text="The image's name or id (see images/picker)")
     flavor = serializers.CharField(help_text="e.g. std-2x4")
@@ -138,7 +139,7 @@ class VMViewSet(viewsets.ReadOnlyModelViewSet):
 
         data = valid_data(VMCreateSerializer, request)
         project = visible_project(request.user, data["project"])
-        region = region_named(data["region"])
+        region = region_named(data.get("region") or settings.DEFAULT_REGION)
         vm = launch.launch_vm(
             actor=request.user,
             project=project,

@@ -171,12 +171,37 @@ def test_import_without_wait_returns_the_image_being_processed(cli, bob, qcow2_f
     assert result.out.strip() == str(Image.objects.get(name="golden").id)
 
 
-def test_import_needs_a_project_and_region(run, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exited:
-        run("compute", "image", "import", "--file", str(tmp_path / "x"), "--format", "qcow2", "--name", "n")
+def test_import_as_in_the_issue_uses_your_only_project_and_the_default_region(
+    cli, bob, qcow2_file, image_stores
+):
+    source = qcow2_file()
+    args = (
+        "compute",
+        "image",
+        "import",
+        "--file",
+        str(source),
+        "--format",
+        "qcow2",
+        "--name",
+        "N",
+        "-o",
+        "json",
+    )
 
-    assert exited.value.code == 2
-    assert "--project" in capsys.readouterr().err
+    image = json.loads(ok(cli(bob, *args)).out)
+
+    assert (image["project"], image["region"], image["state"]) == ("acme/prod", "bd-dha-1", "available")
+
+
+def test_import_asks_for_a_project_when_you_see_several(cli, alice, prod, sandbox, qcow2_file, image_stores):
+    args = ("compute", "image", "import", "--file", str(qcow2_file()), "--format", "qcow2", "--name", "N")
+
+    result = cli(alice, *args)
+
+    assert result.code == 1
+    assert result.err.startswith("ERROR: MissingProject: Name the project with --project")
+    assert "acme/prod, acme/sandbox" in result.err
 
 
 def test_a_missing_file_is_an_error_before_anything_is_created(cli, bob, tmp_path):

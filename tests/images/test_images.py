@@ -319,3 +319,37 @@ def test_changed_bytes_in_the_object_store_are_caught(
         launch.launch_vm(
             actor=alice, project=prod, region=dha, image=image, name="x", flavor="std-2x4", vpc="v"
         )
+
+
+def test_copy_between_regions_on_separate_s3_servers(
+    run, upload, alice, prod, ctg, qcow2_file, seaweed, settings, tmp_path
+):
+    """The embedded default runs one SeaweedFS per region: the copy goes through a download and a
+    checksum-verified upload instead of a server-side copy."""
+    from clouddigit.backends.objectstore import ObjectStore
+    from clouddigit.backends.seaweed import PORTS_PER_SERVER, SeaweedServer
+
+    image = upload(alice, prod, qcow2_file())
+    server = SeaweedServer(tmp_path / "ctg-s3", seaweed.port_base + PORTS_PER_SERVER, "ctg-key", "ctg-secret")
+    server.start()
+    try:
+        server.wait_ready(timeout=30)
+        store = ObjectStore(server.endpoint, "ctg-key", "ctg-secret", "ctg-images")
+        store.ensure_bucket()
+        settings.REGIONS = {
+            **settings.REGIONS,
+            "bd-ctg-1": {
+                **settings.REGIONS["bd-ctg-1"],
+                "s3_endpoint": server.endpoint,
+                "s3_bucket": "ctg-images",
+                "s3_access_key": "ctg-key",
+                "s3_secret_key": "ctg-secret",
+            },
+        }
+
+        copy = run(services.copy_image, actor=alice, image=image, region=ctg)
+
+        assert copy.state == Image.State.AVAILABLE, copy.last_error
+        assert store.head(copy.object_key)["sha256"] == image.sha256
+    finally:
+        server.stop()

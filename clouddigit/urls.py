@@ -14,6 +14,7 @@ urlpatterns = [
     path("status/", views.status, name="status"),
     path("compute/", include("clouddigit.compute.urls")),
     path("snapshots/", include("snapshots.urls")),
+    path("images/", include("images.urls")),
     path("policies/", include("policies.urls")),
     path("iam/", include("iam.urls")),
     path("audit/", include("clouddigit.audit.urls")),

@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 from clouddigit.audit.models import AuditEntry
 from clouddigit.compute.models import Region
 from iam.models import RoleBinding
+from images.models import Image
 from policies import channels as policy_channels
 from policies import services as policy_services
 from snapshots import services as snapshot_services
@@ -70,7 +71,7 @@ def _answers(response) -> bool:
 
 
 @pytest.fixture
-def world(alice, bob, charlie, make_vm, prod, sandbox, globex_main, ctg):
+def world(alice, bob, charlie, make_vm, prod, sandbox, globex_main, dha, ctg):
     db01 = make_vm(prod, "db-01", tags={"env": "prod"})
     make_vm(sandbox, "dev-01")
     make_vm(globex_main, "gx-app-01")
@@ -85,7 +86,11 @@ def world(alice, bob, charlie, make_vm, prod, sandbox, globex_main, ctg):
     channel = policy_channels.create_channel(
         actor=None, project=prod, name="acme-alerts", kind="email", target="ops@acme.example"
     )
-    acme_ids += [str(snapshot.pk), str(restore.pk), str(policy.pk), str(channel.pk)]
+    # In sandbox, where bob (an image publisher in prod only) may change nothing.
+    image = Image.objects.create(
+        project=sandbox, region=dha, name="acme-golden", state=Image.State.AVAILABLE, created_by="alice"
+    )
+    acme_ids += [str(snapshot.pk), str(restore.pk), str(policy.pk), str(channel.pk), str(image.pk)]
     acme_ids += [
         str(pk) for pk in RoleBinding.objects.filter(account=prod.account).values_list("pk", flat=True)
     ]
@@ -98,7 +103,7 @@ def world(alice, bob, charlie, make_vm, prod, sandbox, globex_main, ctg):
         "acme_values": acme_values,
         # Names, not ids: the outsider's own refused requests (in its audit view) echo the ids it tried.
         "acme_markers": ["db-01", "dev-01", "acme/prod", "acme/sandbox", "db-01-nightly", "acme-nightly"]
-        + ["acme-alerts", "ops@acme.example"],
+        + ["acme-alerts", "ops@acme.example", "acme-golden"],
     }
 
 
@@ -185,3 +190,6 @@ def test_every_url_keeps_accounts_apart(world, alice, bob, charlie):
         checked
     )
     assert {"GET audit:entries", "GET api:audit-entry-list", "DELETE api:role-binding-detail"} <= set(checked)
+    assert {"GET images:catalogue", "GET images:detail", "POST images:share", "POST images:file"} <= set(
+        checked
+    )

@@ -1,0 +1,606 @@
+"""Console pages for images: the catalogue, an image's page and its actions, the upload (the browser PUTs
+the file straight to disk), promotion from a snapshot's page, and creating a VM from an image.
+Every action calls the same service as the API and the CLI; none writes a model itself."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+
+from clouddigit.access import can
+from clouddigit.audit.log import Target, record
+from clouddigit.audit.models import AuditEntry
+from clouddigit.compute.models import Project, Region
+from clouddigit.errors import PermissionRefused, ServiceError
+from clouddigit.htmx import render_page_or_fragment
+from clouddigit.listing import PAGE_SIZE, in_scope
+from images import launch, services
+from images.api import _share_target, catalogue, shared_with_me
+from images.filters import ImageFilter
+from images.forms import (
+    CopyForm,
+    DeprecateForm,
+    LaunchForm,
+    LimitForm,
+    PromoteForm,
+    ShareForm,
+    TagsForm,
+    UploadForm,
+    VisibilityForm,
+)
+from images.models import Image
+
+BUSY = {Image.State.UPLOADING, Image.State.PROCESSING}
+
+
+def _redirect(request, url: str):
+    """Post/redirect/get. An HTMX post is told where to go with HX-Location instead: a 302 would be
+    followed inside the XHR and the header lost."""
+    if request.htmx:
+        response = HttpResponse(status=204)
+        response["HX-Location"] = url
+        return response
+    return redirect(url)
+
+
+def _shown(error: ServiceError) -> str:
+    """A refusal as the CLI prints it, so the text a user searches for is the same everywhere."""
+    return f"ERROR: {error}"
+
+
+def _form_errors(form) -> str:
+    return "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
+
+
+def _refuse_form(request, action: str, target, form) -> None:
+    """A form that never reached the service is refused here, so the audit log still shows it."""
+    record(
+        actor=request.user,
+        action=action,
+        outcome=AuditEntry.Outcome.REFUSED,
+        target=Target.of(target),
+        message=_form_errors(form),
+    )
+
+
+def _refuse_error(request, action: str, target, error: ServiceError) -> None:
+    """A refusal no service logged (services wrapped in @audited log their own)."""
+    if not getattr(error, "audited", False):
+        record(
+            actor=request.user,
+            action=action,
+            outcome=AuditEntry.Outcome.REFUSED,
+            target=Target.of(target),
+            message=error.message,
+        )
+
+
+def _scope_project(request) -> Project | None:
+    return request.scope.project if request.scope else None
+
+
+def _project_named(request, reference: str | None) -> Project:
+    """The project a form was shown for (it says so), not whatever the switcher says now in another tab."""
+    project = None
+    if reference:
+        project = (
+            Project.objects.visible_to(request.user).by_reference(reference).select_related("account").first()
+        )
+    if project is None:
+        raise Http404("No such project, or you may not see it.")
+    return project
+
+
+# --- Catalogue ---------------------------------------------------------------------------------------
+
+
+@login_required
+def catalogue_page(request):
+    return _catalogue_page(request)
+
+
+def _catalogue_page(request, limit_form: LimitForm | None = None, status: int = 200):
+    """The three slots (stock, hardened, the project's custom images) or the images shared with the
+    user, in the header's project and region, filtered alike."""
+    project = _scope_project(request)
+    region = request.scope.region if request.scope else None
+    shared = request.GET.get("shared") == "1"
+    base = shared_with_me(request.user) if shared else Image.objects.visible_to(request.user)
+    filterset = ImageFilter(request.GET, queryset=base.select_related("project__account"))
+    images, platform = filterset.qs, []
+    if shared:
+        custom = images.filter(region=region) if region else images
+    else:
+        custom = in_scope(images, request)
+        published = images.filter(project__isnull=True)
+        platform = list(
+            (published.filter(region=region) if region else published).order_by("name", "region_id")
+        )
+    page = Paginator(custom.order_by("name", "region_id"), PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "filter": filterset,
+        "shared": shared,
+        "stock": [image for image in platform if image.slot == Image.Slot.STOCK],
+        "hardened": [image for image in platform if image.slot == Image.Slot.HARDENED],
+        "page": page,
+        "query": query.urlencode(),
+        "can_upload": project is not None and can(request.user, "publish_images", project),
+    }
+    if project is not None and not shared:
+        can_raise = can(request.user, "manage_image_quotas", project)
+        context.update(
+            quota_used=Image.objects.counting_against_quota(project).count(),
+            quota_limit=services.image_limit(project),
+            can_raise=can_raise,
+            limit_form=limit_form or (LimitForm(initial={"project": project.pk}) if can_raise else None),
+        )
+    response = render_page_or_fragment(request, "images/catalogue.html", "table", context)
+    response.status_code = status
+    return response
+
+
+@login_required
+@require_POST
+def raise_limit(request):
+    project = _project_named(request, request.POST.get("project"))
+    form = LimitForm(request.POST)
+    if not form.is_valid():
+        _refuse_form(request, "image.quota.raise", project, form)
+        return _catalogue_page(request, limit_form=form, status=400)
+    try:
+        services.raise_image_limit(
+            actor=request.user,
+            project=project,
+            limit=form.cleaned_data["limit"],
+            ticket=form.cleaned_data["ticket"],
+        )
+    except ServiceError as error:
+        _refuse_error(request, "image.quota.raise", project, error)
+        form.add_error(error.field if error.field in form.fields else None, _shown(error))
+        return _catalogue_page(request, limit_form=form, status=error.status)
+    messages.success(request, f"{project} may now keep {form.cleaned_data['limit']} custom images.")
+    return _redirect(request, reverse("images:catalogue"))
+
+
+# --- One image ---------------------------------------------------------------------------------------
+
+
+def _images(user):
+    return catalogue(user).select_related("region", "source_snapshot", "copied_from")
+
+
+def _detail_context(request, image: Image, **forms) -> dict:
+    project = image.project
+    can_publish = project is not None and can(request.user, "publish_images", project)
+    can_share = project is not None and can(request.user, "share_images", project)
+    other_region = next(
+        (slug for slug, _ in CopyForm().fields["region"].choices if slug != image.region_id), ""
+    )
+    return {
+        "image": image,
+        "shares": image.shares.all(),
+        "can_publish": can_publish,
+        "can_share": can_share,
+        "busy": image.state in BUSY,
+        "tags_form": forms.get("tags_form") or TagsForm(initial={"tags": TagsForm.text_of(image.tags)}),
+        "visibility_form": forms.get("visibility_form")
+        or VisibilityForm(initial={"visibility": image.visibility}),
+        "share_form": forms.get("share_form") or ShareForm(),
+        "deprecate_form": forms.get("deprecate_form") or DeprecateForm(),
+        "copy_form": forms.get("copy_form") or CopyForm(initial={"region": other_region}),
+    }
+
+
+@login_required
+def image_detail(request, pk):
+    image = get_object_or_404(_images(request.user), pk=pk)
+    response = render_page_or_fragment(
+        request, "images/detail.html", "status", _detail_context(request, image)
+    )
+    if request.htmx and not request.htmx.boosted and image.state not in BUSY:
+        response.status_code = 286  # settled: htmx stops polling
+    return response
+
+
+def _act(request, image: Image, operation, success, *, action: str, form=None, form_key: str = "", then=None):
+    """Run a service from a posted form. A mistake shows the page again with the message at the form
+    the user used (with the service's status); success redirects (post/redirect/get)."""
+    if form is not None and not form.is_valid():
+        _refuse_form(request, action, image, form)
+        context = _detail_context(request, image, **{form_key: form})
+        return render(request, "images/detail.html", context, status=400)
+    try:
+        result = operation()
+    except ServiceError as error:
+        _refuse_error(request, action, image, error)
+        if form is not None and not isinstance(error, PermissionRefused):
+            form.add_error(error.field if error.field in form.fields else None, _shown(error))
+            context = _detail_context(request, image, **{form_key: form})
+            return render(request, "images/detail.html", context, status=error.status)
+        messages.error(request, _shown(error))
+        if form is not None:  # a refusal: the form may not even be shown to this user
+            return render(request, "images/detail.html", _detail_context(request, image), status=error.status)
+        return _redirect(request, reverse("images:detail", args=[image.pk]))
+    messages.success(request, success(result))
+    return _redirect(request, then(result) if then else reverse("images:detail", args=[image.pk]))
+
+
+@login_required
+@require_POST
+def set_tags(request, pk):
+    image = get_object_or_404(_images(request.user), pk=pk)
+    form = TagsForm(request.POST)
+    return _act(
+        request,
+        image,
+        lambda: services.set_tags(actor=request.user, image=image, tags=form.cleaned_data["tags"]),
+        lambda result: f"Tags of {image.name} updated.",
+        action="image.tag",
+        form=form,
+        form_key="tags_form",
+    )
+
+
+@login_required
+@require_POST
+def set_visibility(request, pk):
+    image = get_object_or_404(_images(request.user), pk=pk)
+    form = VisibilityForm(request.POST)
+    return _act(
+        request,
+        image,
+        lambda: services.set_visibility(
+            actor=request.user, image=image, visibility=form.cleaned_data["visibility"]
+        ),
+        lambda result: f"{image.name} is now visible to: {result.get_visibility_display()}.",
+        action="image.visibility",
+        form=form,
+        form_key="visibility_form",
+    )
+
+
+@login_required
+@require_POST
+def share(request, pk):
+    image = get_object_or_404(_images(request.user), pk=pk)
+    form = ShareForm(request.POST)
+    return _act(
+        request,
+        image,
+        lambda: services.share_image(
+            actor=request.user, image=image, project=_share_target(image, form.cleaned_data["project"])
+        ),
+        lambda result: f"{image.name} is shared with {result.project}.",
+        action="image.share",
+        form=form,
+        form_key="share_form",
+    )
+
+
+@login_required
+@require_POST
+def unshare(request, pk):
+    image = get_object_or_404(_images(request.user), pk=pk)
+    form = ShareForm(request.POST)
+    return _act(
+        request,
+        image,
+        lambda: services.unshare_image(
+            actor=request.user, image=image, project=_share_target(image, form.cleaned_data["project"])
+        ),
+        lambda result: f"{image.name} is no longer shared with {form.cleaned_data['project']}.",
+        action="image.unshare",
+        form=form,
+        form_key="share_form",
+    )
+
+
+@login_required
+@require_POST
+def deprecate(request, pk):
+    image = get_object_or_404(_images(request.user), pk=pk)
+    form = DeprecateForm(request.POST)
+    return _act(
+        request,
+        image,
+        lambda: services.deprecate_image(
+            actor=request.user, image=image, at=form.cleaned_data["at"], note=form.cleaned_data["note"]
+        ),
+        lambda result: (
+            f"{image.name} is deprecated from {result.deprecated_at:%Y-%m-%d %H:%M} UTC: the "
+            "VM-create picker hides it; running VMs are not affected."
+        ),
+        action="image.deprecate",
+        form=form,
+        form_key="deprecate_form",
+    )
+
+
+@login_required
+@require_POST
+def undeprecate(request, pk):
+    image = get_object_or_404(_images(request.user), pk=pk)
+    return _act(
+        request,
+        image,
+        lambda: services.undeprecate_image(actor=request.user, image=image),
+        lambda result: f"{image.name} is no longer deprecated.",
+        action="image.undeprecate",
+    )
+
+
+@login_required
+@require_POST
+def copy(request, pk):
+    image = get_object_or_404(_images(request.user), pk=pk)
+    form = CopyForm(request.POST)
+    return _act(
+        request,
+        image,
+        lambda: services.copy_image(
+            actor=request.user,
+            image=image,
+            region=Region.objects.get(pk=form.cleaned_data["region"]),
+            name=form.cleaned_data["name"],
+        ),
+        lambda result: f"Copying {image.name} to {result.region_id} as {result.name}.",
+        action="image.copy",
+        form=form,
+        form_key="copy_form",
+        then=lambda result: reverse("images:detail", args=[result.pk]),
+    )
+
+
+@login_required
+@require_POST
+def delete(request, pk):
+    image = get_object_or_404(_images(request.user), pk=pk)
+    return _act(
+        request,
+        image,
+        lambda: services.delete_image(actor=request.user, image=image),
+        lambda result: f"Deleted image {image.name}; VMs created from it keep their own copy.",
+        action="image.delete",
+        then=lambda result: reverse("images:catalogue"),
+    )
+
+
+# --- Upload ------------------------------------------------------------------------------------------
+
+
+def _wants_json(request) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def _upload_page(request, form: UploadForm, project: Project | None, error: str = "", status: int = 200):
+    context = {
+        "form": form,
+        "project": project,
+        "error": error,
+        "max_upload_bytes": services.max_upload_bytes(),
+    }
+    return render(request, "images/upload.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def upload(request):
+    """GET: the form. POST: `start_import`; from the page's script (Accept: application/json) the
+    answer says where to PUT the file; without JavaScript the file came with the form and is stored
+    here (Django has streamed it to a temporary file)."""
+    if request.method == "GET":
+        project = _scope_project(request)
+        region = request.scope.region if request.scope else None
+        initial = {"project": project.pk if project else "", "region": region.slug if region else None}
+        return _upload_page(request, UploadForm(initial=initial), project)
+    project = _project_named(request, request.POST.get("project"))
+    form = UploadForm(request.POST, request.FILES)
+    if not form.is_valid():
+        _refuse_form(request, "image.import.start", project, form)
+        if _wants_json(request):
+            field = next(iter(form.errors))
+            body = {"code": "InvalidRequest", "message": _form_errors(form), "field": field}
+            return JsonResponse(body, status=400)
+        return _upload_page(request, form, project, status=400)
+    data, upload_file = form.cleaned_data, form.cleaned_data["file"]
+    try:
+        image = services.start_import(
+            actor=request.user,
+            project=project,
+            region=Region.objects.get(pk=data["region"]),
+            name=data["name"],
+            declared_format=data["format"],
+            size_bytes=upload_file.size if upload_file else data["size_bytes"],
+            description=data["description"],
+            tags=form.tags,
+        )
+        if upload_file is not None:
+            with upload_file.open("rb") as stream:
+                image = services.receive_upload(
+                    actor=request.user, image=image, stream=stream, length=upload_file.size
+                )
+    except ServiceError as error:
+        _refuse_error(request, "image.import.start", project, error)
+        if _wants_json(request):
+            return JsonResponse(error.as_dict(), status=error.status)
+        return _upload_page(request, form, project, error=_shown(error), status=error.status)
+    detail_url = reverse("images:detail", args=[image.pk])
+    if _wants_json(request):
+        body = {
+            "id": str(image.pk),
+            "name": image.name,
+            "upload_url": reverse("images:file", args=[image.pk]),
+            "detail_url": detail_url,
+        }
+        return JsonResponse(body, status=201)
+    messages.success(request, f"Received {image.name}: it is being converted, checksummed and stored.")
+    return _redirect(request, detail_url)
+
+
+@login_required
+@require_http_methods(["PUT"])
+def upload_file(request, pk):
+    """The image file as the raw request body, streamed to disk by `receive_upload` a chunk at a time
+    (the request is file-like). CSRF is checked from the X-CSRFToken header; the body is never read
+    into memory, so request.body and request.POST are not touched here."""
+    images = Image.objects.visible_to(request.user).filter(project__isnull=False)
+    image = get_object_or_404(images.select_related("project__account"), pk=pk)
+    length = request.META.get("CONTENT_LENGTH", "")
+    try:
+        image = services.receive_upload(
+            actor=request.user,
+            image=image,
+            stream=request,
+            length=int(length) if length.isdigit() else None,
+        )
+    except ServiceError as error:
+        _refuse_error(request, "image.import.upload", image, error)
+        return JsonResponse(error.as_dict(), status=error.status)
+    image.refresh_from_db()
+    body = {
+        "id": str(image.pk),
+        "state": image.state,
+        "step": image.step,
+        "detail_url": reverse("images:detail", args=[image.pk]),
+    }
+    return JsonResponse(body, status=202)
+
+
+# --- Promote (a form on the snapshot's page) ---------------------------------------------------------
+
+
+@login_required
+@require_POST
+def promote(request, snapshot_pk):
+    from snapshots.models import Snapshot
+
+    snapshot = get_object_or_404(
+        Snapshot.objects.visible_to(request.user).select_related("project__account", "region"), pk=snapshot_pk
+    )
+    form = PromoteForm(request.POST, disks=snapshot.disks.all())
+    if not form.is_valid():
+        _refuse_form(request, "image.promote", snapshot, form)
+        return _snapshot_page(request, snapshot, form, status=400)
+    try:
+        image = services.promote_snapshot(
+            actor=request.user,
+            snapshot=snapshot,
+            name=form.cleaned_data["name"],
+            device=form.cleaned_data.get("device", ""),
+            description=form.cleaned_data["description"],
+        )
+    except ServiceError as error:
+        _refuse_error(request, "image.promote", snapshot, error)
+        form.add_error(error.field if error.field in form.fields else None, _shown(error))
+        return _snapshot_page(request, snapshot, form, status=error.status)
+    messages.success(request, f"Promoting {snapshot.name} to image {image.name}.")
+    return _redirect(request, reverse("images:detail", args=[image.pk]))
+
+
+def _snapshot_page(request, snapshot, form: PromoteForm, status: int):
+    """The snapshot's page again, with the promote form's error where the user acted."""
+    from snapshots.views import _detail_context
+
+    context = {**_detail_context(request, snapshot), "promote_form": form}
+    return render(request, "snapshots/detail.html", context, status=status)
+
+
+# --- Create a VM from an image ----------------------------------------------------------------------
+
+
+def _where(request, data) -> tuple[Project | None, Region | None]:
+    """The project (the form's, else the header's) and region (the form's, else the header's, else the
+    first) that the picker is for."""
+    project = _project_named(request, data["project"]) if data.get("project") else _scope_project(request)
+    region = Region.objects.filter(pk=data.get("region") or "").first()
+    if region is None:
+        region = (request.scope.region if request.scope else None) or Region.objects.first()
+    return project, region
+
+
+def _launch_page(
+    request, form: LaunchForm, project, region, *, why: str = "", status: int = 200, fragment=""
+):
+    show_deprecated = form["show_deprecated"].value() in (True, "on", "true", "1")
+    images = launch.picker(request.user, project, region, show_deprecated) if project and region else []
+    context = {
+        "form": form,
+        "project": project,
+        "region": region,
+        "images": images,
+        "selected": str(form["image"].value() or ""),
+        "why": why,
+        "reasons": launch.why_missing(request.user, project, region, why)
+        if why and project and region
+        else [],
+        "can_launch": project is not None and can(request.user, "operate_vms", project),
+    }
+    if fragment:
+        return render_page_or_fragment(request, "images/launch.html", fragment, context)
+    return render(request, "images/launch.html", context, status=status)
+
+
+def _launch_form(request, project, region) -> LaunchForm:
+    initial = {key: value for key, value in request.GET.items() if key in LaunchForm.base_fields}
+    initial.update(project=project.pk if project else "", region=region.slug if region else "")
+    if "show_deprecated" in initial:
+        initial["show_deprecated"] = True
+    return LaunchForm(initial=initial)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def launch_page(request):
+    """GET: the form, or (HTMX) just the image picker for the chosen region and "Show deprecated".
+    POST: create the VM with `launch.launch_vm`."""
+    if request.method == "POST":
+        return _launch(request)
+    project, region = _where(request, request.GET)
+    return _launch_page(request, _launch_form(request, project, region), project, region, fragment="picker")
+
+
+@login_required
+def why_missing(request):
+    """ "Why is my image missing?": each image of that name or id, why the picker leaves it out and the
+    fix. HTMX gets the answer alone; without JavaScript the whole page comes back with it."""
+    project, region = _where(request, request.GET)
+    form = _launch_form(request, project, region)
+    why = request.GET.get("why", "").strip()
+    return _launch_page(request, form, project, region, why=why, fragment="why")
+
+
+def _launch(request):
+    project = _project_named(request, request.POST.get("project"))
+    form = LaunchForm(request.POST)
+    region = Region.objects.filter(pk=request.POST.get("region") or "").first()
+    if not form.is_valid():
+        _refuse_form(request, "compute.vm.create-from-image", project, form)
+        return _launch_page(request, form, project, region, status=400)
+    data = form.cleaned_data
+    try:
+        image = launch.image_named(request.user, project, region, data["image"])
+        vm = launch.launch_vm(
+            actor=request.user,
+            project=project,
+            region=region,
+            image=image,
+            name=data["name"],
+            flavor=data["flavor"],
+            vpc=data["vpc"],
+            boot_size_bytes=form.boot_size_bytes,
+            start=data["start"],
+        )
+    except ServiceError as error:
+        _refuse_error(request, "compute.vm.create-from-image", project, error)
+        field = {"boot_size_bytes": "boot_gib"}.get(error.field or "", error.field)
+        form.add_error(field if field in form.fields else None, _shown(error))
+        return _launch_page(request, form, project, region, status=error.status)
+    messages.success(request, f"Creating VM {vm.name} from image {image.name}.")
+    return _redirect(request, reverse("compute:vm-detail", args=[vm.pk]))

@@ -9,6 +9,7 @@ from clouddigit.audit.api import AuditEntryViewSet
 from clouddigit.compute.api import ProjectViewSet, RegionViewSet, VMViewSet, VolumeViewSet
 from iam.api import RoleBindingViewSet
 from images.api import ImageLimitViewSet, ImageViewSet
+from images.attestation_api import ImagePolicyViewSet, SigningKeyViewSet
 from policies.api import PolicyViewSet
 from snapshots.api import RestoreViewSet, SnapshotLimitViewSet, SnapshotViewSet
 
@@ -22,8 +23,10 @@ router.register("compute/restores", RestoreViewSet, basename="restore")
 router.register("compute/snapshot-limits", SnapshotLimitViewSet, basename="snapshot-limit")
 router.register("compute/images", ImageViewSet, basename="image")
 router.register("compute/image-limits", ImageLimitViewSet, basename="image-limit")
+router.register("compute/image-policies", ImagePolicyViewSet, basename="image-policy")
 router.register("compute/snapshot-policies", PolicyViewSet, basename="snapshot-policy")
 router.register("iam/role-bindings", RoleBindingViewSet, basename="role-binding")
+router.register("iam/signing-keys", SigningKeyViewSet, basename="signing-key")
 router.register("audit/entries", AuditEntryViewSet, basename="audit-entry")
 
 app_name = "api"

@@ -464,3 +464,98 @@ def test_vm_create_goes_on_under_audit(alice, prod, dha, bootable):
     assert AuditEntry.objects.filter(
         action="image.attestation.would-deny", target_id=str(bootable.pk)
     ).exists()
+
+
+# --- REST API ---------------------------------------------------------------------------------------
+
+
+def api(user):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+KEYS = "/api/v1/iam/signing-keys/"
+POLICIES = "/api/v1/compute/image-policies/"
+
+
+def test_api_register_list_and_revoke_a_key(dana, alice, charlie, key_pair):
+    _, public = key_pair
+    created = api(dana).post(
+        KEYS, {"account": "acme", "name": "dana-laptop", "public_key": public}, format="json"
+    )
+    assert created.status_code == 201, created.json()
+    key = created.json()
+    assert (key["owner"], key["account"], key["public_key"], key["revoked"]) == (
+        "dana",
+        "acme",
+        public,
+        False,
+    )
+    assert [k["name"] for k in api(alice).get(KEYS).json()["results"]] == ["dana-laptop"]
+    assert api(charlie).get(KEYS).json()["results"] == []
+    assert api(charlie).post(f"{KEYS}{key['id']}/revoke/").status_code == 404
+    revoked = api(dana).post(f"{KEYS}{key['id']}/revoke/")
+    assert revoked.status_code == 200 and revoked.json()["revoked_by"] == "dana"
+    assert api(dana).get(KEYS, {"revoked": "false"}).json()["results"] == []
+
+
+def test_api_bad_key_and_unknown_account_are_400_with_the_reason(dana, charlie):
+    bad = api(dana).post(KEYS, {"account": "acme", "name": "k", "public_key": "hello"}, format="json")
+    assert bad.status_code == 400
+    assert bad.json()["field"] == "public_key" and "raw 32-byte key in base64" in bad.json()["message"]
+    hidden = api(charlie).post(KEYS, {"account": "acme", "name": "k", "public_key": "x"}, format="json")
+    assert (
+        hidden.status_code == 400
+        and hidden.json()["message"] == "There is no account 'acme' that you can see."
+    )
+
+
+def test_api_attest_and_status(dana, image, dana_key, key_pair):
+    private, _ = key_pair
+    url = f"/api/v1/compute/images/{image.id}/"
+    assert api(dana).get(f"{url}attestation/").json() == {
+        "valid": False,
+        "reason": "it has no CIS attestation",
+        "attestation": None,
+        "attestations": [],
+    }
+    wrong = api(dana).post(
+        f"{url}attest/", {"key": "dana-laptop", "signature": attestation.sign(private, "0" * 64, "1", "dana")}
+    )
+    assert wrong.status_code == 400 and wrong.json()["code"] == "AttestationInvalid"
+    signature = attestation.sign(private, image.sha256, "1", "dana")
+    made = api(dana).post(f"{url}attest/", {"key": "dana-laptop", "signature": signature})
+    assert made.status_code == 201, made.json()
+    assert (made.json()["signer"], made.json()["key_name"]) == ("dana", "dana-laptop")
+    status = api(dana).get(f"{url}attestation/").json()
+    assert status["valid"] and status["attestation"]["id"] == made.json()["id"]
+    unknown = api(dana).post(f"{url}attest/", {"key": "nope", "signature": signature})
+    assert unknown.status_code == 400 and unknown.json()["field"] == "key"
+
+
+def test_api_policy_get_set_and_would_deny(alice, bob, prod, image):
+    listed = api(alice).get(POLICIES, {"project": "acme/prod"}).json()["results"]
+    assert [(p["project"], p["attestation"]) for p in listed] == [("acme/prod", "off")]
+    url = f"{POLICIES}{prod.id}/"
+    refused = api(bob).put(url, {"attestation": "enforce"}, format="json")
+    assert refused.status_code == 403
+    changed = api(alice).put(url, {"attestation": "audit"}, format="json")
+    assert changed.status_code == 200 and changed.json()["attestation"] == "audit"
+    assert changed.json()["updated_by"] == "alice"
+    assert api(alice).put(url, {"attestation": "strict"}, format="json").status_code == 400
+    denied = api(bob).get(f"{url}would-deny/").json()
+    assert [(d["name"], d["reason"]) for d in denied] == [("web-cis", "it has no CIS attestation")]
+
+
+def test_api_vm_create_under_enforce_answers_403_with_the_reason(alice, prod, dha, bootable):
+    attestation.set_policy(actor=alice, project=prod, mode="enforce")
+    body = {"project": "acme/prod", "region": dha.slug, "name": "web-1", "image": str(bootable.id)}
+    response = api(alice).post(
+        "/api/v1/compute/vms/", {**body, "flavor": "std-2x4", "vpc": "v"}, format="json"
+    )
+    assert response.status_code == 403
+    assert response.json()["code"] == "AttestationRequired"
+    assert "it has no CIS attestation" in response.json()["message"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.db import IntegrityError, transaction
 from django.db.models import Prefetch, Q
 from django.utils import timezone
@@ -27,14 +27,19 @@ from clouddigit.audit.log import Target, audited, record
 from clouddigit.compute.models import Account, Project
 from clouddigit.compute.services import check_name
 from clouddigit.errors import Conflict, InvalidRequest, PermissionRefused, ServiceError
+
+# The message and the signing side live beside the CLI, which signs on the attestor's machine; they are
+# re-exported here so that the server's code and tests name one module.
+from clouddigit.signing import generate_key_pair as generate_key_pair
+from clouddigit.signing import message as message
+from clouddigit.signing import sign as sign
 from images import inspection
 from images.models import Attestation, Image, ImagePolicy, SigningKey
 
-MESSAGE_PREFIX = b"clouddigit-image-attestation/v1\n"
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 MAX_CIS_LEVEL = 16  # Attestation.cis_level's length
-SIGN_COMMAND = "clouddigit compute image sign --image {image} --key-name <key> --key-file <private key>"
+SIGN_COMMAND = "clouddigit compute image sign {image} --key-name <key> --key-file <private key>"
 
 
 class AttestationInvalid(ServiceError):
@@ -47,44 +52,7 @@ class AttestationRequired(ServiceError):
     status = 403
 
 
-# --- The signed message and local key handling (CLI and tests) -------------------------------------
-
-
-def message(image_sha256: str, cis_level: str, signer: str) -> bytes:
-    """The bytes an attestor signs (UTF-8), version 1:
-
-        b"clouddigit-image-attestation/v1\\n" + image_sha256 + b"\\n" + cis_level + b"\\n"
-        + signer_username + b"\\n"
-
-    `image_sha256` is the lower-case hex SHA-256 of the stored qcow2 file (Image.sha256), `cis_level`
-    the image's `cis-level` tag and `signer_username` the attestor's login name. The prefix names the
-    purpose and version, so a signature made for anything else never verifies here. A line break
-    inside a field would let two different triples give the same bytes, so it is refused.
-    """
-    fields = (image_sha256, cis_level, signer)
-    if any("\n" in field or "\r" in field for field in fields):
-        raise ValueError("attestation fields must not contain line breaks")
-    return MESSAGE_PREFIX + "".join(f"{field}\n" for field in fields).encode("utf-8")
-
-
-def generate_key_pair() -> tuple[bytes, str]:
-    """A new Ed25519 key pair: the private key as unencrypted PKCS#8 PEM (the caller keeps it, mode
-    0600) and the public key as raw base64, ready to register."""
-    private = Ed25519PrivateKey.generate()
-    pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    raw = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return pem, base64.b64encode(raw).decode("ascii")
-
-
-def sign(private_key_pem: bytes, image_sha256: str, cis_level: str, signer: str) -> str:
-    """The base64 Ed25519 signature of `message(...)` with a PEM private key (PKCS#8, as openssl and
-    `generate_key_pair` write it)."""
-    private = serialization.load_pem_private_key(private_key_pem, password=None)
-    if not isinstance(private, Ed25519PrivateKey):
-        raise ValueError("the private key is not an Ed25519 key")
-    return base64.b64encode(private.sign(message(image_sha256, cis_level, signer))).decode("ascii")
+# --- Keys and signatures ---------------------------------------------------------------------------
 
 
 def public_key_raw(text: str) -> bytes:

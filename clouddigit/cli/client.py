@@ -152,6 +152,10 @@ class Client:
         """POST: a create, or an action on an object (`compute/snapshots/<id>/restore/`)."""
         return self._json(self._request("POST", self.api_url(path), json=body))
 
+    def replace(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT: set the whole of a resource (a project's image policy)."""
+        return self._json(self._request("PUT", self.api_url(path), json=body))
+
     def delete(self, path: str) -> dict[str, Any] | None:
         """The deleted object when the API answers one (a delete that goes on in the background)."""
         response = self._request("DELETE", self.api_url(path))

@@ -16,6 +16,7 @@ from clouddigit.cli.resources import (
     POLICIES,
     RESTORES,
     ROLE_BINDINGS,
+    SIGNING_KEYS,
     SNAPSHOTS,
     VMS,
     VOLUMES,
@@ -413,6 +414,82 @@ def add_image_commands(images: Subcommands) -> None:
     limit.add_argument("--ticket", required=True, help="the support ticket's reference")
     add_output_option(limit)
     limit.set_defaults(handler=commands.raise_image_limit, parser=limit)
+    add_attestation_commands(images)
+
+
+def add_attestation_commands(images: Subcommands) -> None:
+    """CIS attestation: sign an image, see whether it is attested, the project's image policy."""
+    sign = add_image_command(
+        images,
+        "sign",
+        "sign an image as CIS-hardened with your private key (only the signature is sent)",
+        commands.sign_image,
+    )
+    sign.description = (
+        "Sign the image's SHA-256 and cis-level tag, as yourself, with the private half of your registered "
+        "signing key (image.cis-attestor). The key file stays on this machine; the console verifies the "
+        "signature before it stores the attestation."
+    )
+    sign.add_argument("--key-name", required=True, metavar="NAME", help="your signing key's name (or id)")
+    sign.add_argument("--key-file", required=True, metavar="PEM", help="its private key, e.g. key.pem")
+    add_image_command(
+        images,
+        "attestation",
+        "whether a valid CIS attestation covers an image, and all of them",
+        commands.show_attestation,
+    )
+
+    policy = images.add_parser(
+        "policy",
+        help="show or set a project's image policy (CIS attestation off, audit or enforce)",
+        description="Show the project's image policy; with --attestation, set it first (needs an account "
+        "admin or a role with manage_image_quotas). enforce: VM-create refuses an image without a valid "
+        "attestation; audit: it records what it would refuse in the audit log and goes on.",
+    )
+    policy.add_argument("--project", required=True, metavar="ACCOUNT/PROJECT")
+    policy.add_argument("--attestation", choices=("off", "audit", "enforce"))
+    add_output_option(policy)
+    policy.set_defaults(handler=commands.image_policy, parser=policy)
+
+    would_deny = images.add_parser(
+        "would-deny",
+        help="the images enforce would refuse in a project, and why",
+        description="The available images offered to --project that VM-create would refuse under the "
+        "enforce policy now, one per line with the reason (what audit mode logs as it happens).",
+    )
+    would_deny.add_argument("--project", required=True, metavar="ACCOUNT/PROJECT")
+    would_deny.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    would_deny.set_defaults(handler=commands.would_deny, parser=would_deny)
+
+
+def add_signing_key_commands(keys: Subcommands) -> None:
+    add_list_command(keys, SIGNING_KEYS, "list CIS attestors' signing keys")
+
+    create = keys.add_parser(
+        "create",
+        help="make an Ed25519 key pair here and register its public key",
+        description="Generate an Ed25519 key pair on this machine, write the private key to --out (mode "
+        "0600, never overwriting a file) and register the public key in --account as yours. Or register a "
+        "public key you made yourself with --public-key (raw base64 or a PEM public key block).",
+    )
+    create.add_argument("--account", required=True, metavar="ACCOUNT")
+    create.add_argument("--name", required=True, help="the key's name in the account, e.g. dana-laptop")
+    source = create.add_mutually_exclusive_group(required=True)
+    source.add_argument("--out", metavar="FILE", help="where to write the new private key, e.g. key.pem")
+    source.add_argument("--public-key", metavar="FILE", help="register this public key instead")
+    add_output_option(create)
+    create.set_defaults(handler=commands.create_signing_key, parser=create)
+
+    revoke = keys.add_parser(
+        "revoke",
+        help="revoke a signing key: its attestations stop counting",
+        description="Revoke a signing key (yours, or any in an account where you grant roles). Every "
+        "attestation made with it stops counting at once; the key cannot be used again.",
+    )
+    revoke.add_argument("key", metavar="KEY", help="the key's id, or its name")
+    revoke.add_argument("--account", metavar="ACCOUNT", help="look the name up in this account")
+    add_output_option(revoke)
+    revoke.set_defaults(handler=commands.revoke_signing_key, parser=revoke)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -439,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     iam = add_group(top, "iam", "who may do what")
     add_role_commands(add_group(iam, "role", "role bindings"))
+    add_signing_key_commands(add_group(iam, "signing-key", "CIS attestors' signing keys"))
     return parser
 
 

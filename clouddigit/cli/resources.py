@@ -220,3 +220,35 @@ IMAGE_LIMITS = Resource(
     ),
     filters=(),
 )
+
+SIGNING_KEYS = Resource(
+    path="iam/signing-keys/",
+    columns=(
+        Column("ID", "id"),
+        Column("NAME", "name"),
+        Column("ACCOUNT", "account"),
+        Column("OWNER", "owner"),
+        Column("FINGERPRINT", "fingerprint", lambda value: value[:16] if value else EMPTY),
+        Column("CREATED", "created_at", timestamp),
+        Column("REVOKED", "revoked_at", timestamp),
+    ),
+    filters=(
+        ListFilter("account", "account slug", "ACCOUNT"),
+        ListFilter("owner", "the attestor's username", "USER"),
+        ListFilter("name", "exact key name", "NAME"),
+        ListFilter(
+            "revoked", "true: only revoked keys; false: only keys in use", "BOOL", choices=("true", "false")
+        ),
+    ),
+)
+
+IMAGE_POLICIES = Resource(
+    path="compute/image-policies/",
+    columns=(
+        Column("PROJECT", "project"),
+        Column("ATTESTATION", "attestation"),
+        Column("UPDATED_BY", "updated_by"),
+        Column("UPDATED", "updated_at", timestamp),
+    ),
+    filters=(PROJECT,),
+)

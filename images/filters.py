@@ -14,7 +14,7 @@ class ImageFilter(django_filters.FilterSet):
     name = django_filters.CharFilter(lookup_expr="icontains", label="Name contains")
     state = django_filters.ChoiceFilter(choices=Image.State.choices, empty_label="any")
     format = django_filters.ChoiceFilter(
-        choices=[(name, name) for name in FORMATS], method="filter_format", empty_label="any"
+        choices=[(name, name) for name in FORMATS], method="filter_format", empty_label="any", label="Format"
     )
     tag = TagFilter(label="Tag (key=value)")
 

@@ -9,7 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.urls import reverse
+from django.urls import resolve, reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from clouddigit.access import can
@@ -379,11 +379,14 @@ def _wants_json(request) -> bool:
     return "application/json" in request.headers.get("Accept", "")
 
 
-def _upload_page(request, form: UploadForm, project: Project | None, error: str = "", status: int = 200):
+def _upload_page(
+    request, form: UploadForm, project: Project | None, error: str = "", hint: str = "", status: int = 200
+):
     context = {
         "form": form,
         "project": project,
         "error": error,
+        "hint": hint,
         "max_upload_bytes": services.max_upload_bytes(),
     }
     return render(request, "images/upload.html", context, status=status)
@@ -410,6 +413,7 @@ def upload(request):
             return JsonResponse(body, status=400)
         return _upload_page(request, form, project, status=400)
     data, upload_file = form.cleaned_data, form.cleaned_data["file"]
+    image = None
     try:
         image = services.start_import(
             actor=request.user,
@@ -430,7 +434,10 @@ def upload(request):
         _refuse_error(request, "image.import.start", project, error)
         if _wants_json(request):
             return JsonResponse(error.as_dict(), status=error.status)
-        return _upload_page(request, form, project, error=_shown(error), status=error.status)
+        if image is not None:
+            image.refresh_from_db()
+        hint = image.hint if image is not None else ""
+        return _upload_page(request, form, project, error=_shown(error), hint=hint, status=error.status)
     detail_url = reverse("images:detail", args=[image.pk])
     if _wants_json(request):
         body = {
@@ -462,7 +469,8 @@ def upload_file(request, pk):
         )
     except ServiceError as error:
         _refuse_error(request, "image.import.upload", image, error)
-        return JsonResponse(error.as_dict(), status=error.status)
+        image.refresh_from_db()
+        return JsonResponse({**error.as_dict(), "hint": image.hint}, status=error.status)
     image.refresh_from_db()
     body = {
         "id": str(image.pk),
@@ -508,6 +516,8 @@ def _snapshot_page(request, snapshot, form: PromoteForm, status: int):
     """The snapshot's page again, with the promote form's error where the user acted."""
     from snapshots.views import _detail_context
 
+    # The page shown is the snapshot's: the navigation says so too.
+    request.resolver_match = resolve(reverse("snapshots:detail", args=[snapshot.pk]))
     context = {**_detail_context(request, snapshot), "promote_form": form}
     return render(request, "snapshots/detail.html", context, status=status)
 

@@ -14,6 +14,10 @@
     const error = part(form, "error");
     error.textContent = "ERROR: " + (body.code || "ImageUploadFailed") + ": " + (body.message || "the upload failed.");
     error.hidden = false;
+    part(form, "state").textContent = "";
+    const hint = part(form, "hint");
+    hint.textContent = body.hint || "";
+    hint.hidden = !body.hint;
     part(form, "submit").disabled = false;
   }
 
@@ -83,6 +87,7 @@
     }
     event.preventDefault();
     part(form, "error").hidden = true;
+    part(form, "hint").hidden = true;
     part(form, "submit").disabled = true;
     part(form, "state").textContent = "Uploading " + file.name + "…";
     const data = new FormData(form);
@@ -103,12 +108,10 @@
         if (answer.ok) {
           put(form, file, answer.body);
         } else {
-          part(form, "state").textContent = "";
           showError(form, answer.body);
         }
       })
       .catch(function () {
-        part(form, "state").textContent = "";
         showError(form, { code: "ImageUploadFailed", message: "the console could not be reached; try again." });
       });
   });

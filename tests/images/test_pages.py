@@ -242,11 +242,12 @@ def test_upload_page_starts_an_import_and_the_file_view_refuses_a_vmdk_declared_
 
     refused = client.put(started.json()["upload_url"], vmdk, content_type="application/octet-stream")
     assert refused.status_code == 400
-    assert refused.json() == {
-        "code": "ImageUploadFailed",
-        "message": "format 'qcow2' but file has VMDK signature",
-        "field": "file",
-    }
+    body = refused.json()
+    assert (body["code"], body["message"]) == (
+        "ImageUploadFailed",
+        "format 'qcow2' but file has VMDK signature",
+    )
+    assert "qemu-img info" in body["hint"] and "--format vmdk" in body["hint"]
     image.refresh_from_db()
     assert image.state == "failed" and not image.upload_path.exists()
     assert VMDK_REFUSAL in _text(client.get(reverse("images:detail", args=[image.pk])))
@@ -281,6 +282,7 @@ def test_without_javascript_the_form_posts_the_file_and_shows_the_refusal_under_
     assert response.status_code == 400
     page = _text(response)
     assert page.index(VMDK_REFUSAL) > page.index('name="file"')  # under the form, where the user acted
+    assert "--format vmdk" in page.split(VMDK_REFUSAL)[1]
     assert Image.objects.get(name="web-base").state == "failed"
     assert AuditEntry.objects.filter(action="image.import.upload", outcome="refused").exists()
 

@@ -387,6 +387,7 @@ def _upload_page(
         "project": project,
         "error": error,
         "hint": hint,
+        "can_upload": project is not None and can(request.user, "publish_images", project),
         "max_upload_bytes": services.max_upload_bytes(),
     }
     return render(request, "images/upload.html", context, status=status)

@@ -198,6 +198,20 @@ def test_tags_sharing_and_deprecation_from_the_image_page(client, alice, catalog
     assert undone.status_code == 204 and undone["HX-Location"] == url
     assert Image.objects.get(pk=image.pk).deprecated_at is None
 
+    client.post(reverse("images:deprecate", args=[image.pk]), {"at": "2099-01-31T09:30", "note": ""})
+    assert Image.objects.get(pk=image.pk).deprecated_at.isoformat() == "2099-01-31T09:30:00+00:00"
+    assert "Deprecated from 2099-01-31 09:30 UTC." in client.get(url).content.decode()
+
+
+def test_a_viewer_is_told_what_uploading_needs(client, django_user_model, prod):
+    from iam.services import grant_role
+
+    django_user_model.objects.create_user("vic")
+    grant_role(actor=None, role="image.viewer", account=prod.account, project=prod, username="vic")
+    client.force_login(django_user_model.objects.get(username="vic"))
+    page = client.get(reverse("images:upload")).content.decode()
+    assert "needs the image.publisher role in acme/prod" in page and "data-image-upload" not in page
+
 
 def test_a_publisher_may_not_share(client, bob, catalogue, sandbox):
     image = catalogue["custom"]

@@ -70,45 +70,62 @@ def why_missing(actor, project: Project, region: Region, reference: str) -> list
             )
         ]
     offered = {image.pk for image in Image.objects.offered_to(project).filter(pk__in=[m.pk for m in matches])}
-    return [_reason(actor, project, region, image, image.pk in offered) for image in matches]
+    return [
+        reason for image in matches for reason in _reasons(actor, project, region, image, image.pk in offered)
+    ]
 
 
-def _reason(actor, project: Project, region: Region, image: Image, offered: bool) -> Reason:
+def _reasons(actor, project: Project, region: Region, image: Image, offered: bool) -> list[Reason]:
+    """Every reason that keeps `image` out of the picker, so that fixing one does not reveal the next."""
+    reasons = []
     if not offered:
-        return Reason(
-            image,
-            f"The image is in project {image.project} and is not shared with {project}.",
-            f"An image.admin of {image.project} shares it with {project} (Images → {image.name} → Share), "
-            f"or copies it into {project}.",
+        reasons.append(
+            Reason(
+                image,
+                f"The image is in project {image.project} and is not shared with {project}.",
+                f"An image.admin of {image.project} shares it with {project} "
+                f"(Images → {image.name} → Share), or copies it into {project}.",
+            )
         )
-    if image.project_id and not can(actor, "view_images", project):
-        return Reason(
-            image,
-            f"The image is {_offer(image, project)}, but your roles do not include image.viewer, "
-            "which launching custom images needs.",
-            f"Ask an account admin to bind image.viewer to you on {project} or on {project.account}.",
+    elif image.project_id and not can(actor, "view_images", project):
+        reasons.append(
+            Reason(
+                image,
+                f"The image is {_offer(image, project)}, but your roles do not include image.viewer, "
+                "which launching custom images needs.",
+                f"Ask an account admin to bind image.viewer to you on {project} or on {project.account}.",
+            )
         )
     if image.is_deprecated:
-        return Reason(
-            image,
-            f"The image is deprecated (since {image.deprecated_at:%Y-%m-%d %H:%M} UTC)."
-            + (f" {image.deprecation_note}" if image.deprecation_note else ""),
-            'Deprecated images are hidden in the picker; tick "Show deprecated" or pass --show-deprecated.',
+        reasons.append(
+            Reason(
+                image,
+                f"The image is deprecated (since {image.deprecated_at:%Y-%m-%d %H:%M} UTC)."
+                + (f" {image.deprecation_note}" if image.deprecation_note else ""),
+                "Deprecated images are hidden in the picker; "
+                'tick "Show deprecated" or pass --show-deprecated.',
+            )
         )
     if image.region_id != region.pk:
-        return Reason(
-            image,
-            f"The image is in region {image.region_id}, not {region}.",
-            f"Copy it to {region} (Images → {image.name} → Copy to region).",
+        reasons.append(
+            Reason(
+                image,
+                f"The image is in region {image.region_id}, not {region}.",
+                f"Copy it to {region} (Images → {image.name} → Copy to region).",
+            )
         )
     if image.state != Image.State.AVAILABLE:
-        return Reason(
-            image,
-            f"The image is {image.get_state_display().lower()}"
-            + (f": {image.last_error}" if image.last_error else "."),
-            "Wait for processing to finish; a failed image must be uploaded again.",
+        reasons.append(
+            Reason(
+                image,
+                f"The image is {image.get_state_display().lower()}"
+                + (f": {image.last_error}" if image.last_error else "."),
+                "Wait for processing to finish; a failed image must be uploaded again.",
+            )
         )
-    return Reason(image, f"The image is offered in the picker for {project} in {region}.", "Nothing to fix.")
+    return reasons or [
+        Reason(image, f"The image is offered in the picker for {project} in {region}.", "Nothing to fix.")
+    ]
 
 
 def _offer(image: Image, project: Project) -> str:

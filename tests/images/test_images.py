@@ -253,6 +253,14 @@ def test_deprecated_images_are_hidden_unless_asked_for(alice, golden, prod, dha)
     assert list(launch.picker(alice, prod, dha)) == [golden]
 
 
+def test_why_missing_names_every_reason_at_once(alice, golden, prod, ctg):
+    services.deprecate_image(actor=alice, image=golden)
+
+    reasons = [reason.reason for reason in launch.why_missing(alice, prod, ctg, "golden")]
+
+    assert len(reasons) == 2 and "deprecated" in reasons[0] and "region bd-dha-1" in reasons[1]
+
+
 def test_deprecation_at_a_future_time(alice, golden, prod, dha):
     services.deprecate_image(actor=alice, image=golden, at=timezone.now() + timedelta(days=7))
     assert list(launch.picker(alice, prod, dha)) == [golden]

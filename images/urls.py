@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from images import views
+from images import attestation_views, views
 
 app_name = "images"
 urlpatterns = [
@@ -12,6 +12,8 @@ urlpatterns = [
     path("launch/", views.launch_page, name="launch"),
     path("launch/why-missing/", views.why_missing, name="why-missing"),
     path("promote/<uuid:snapshot_pk>/", views.promote, name="promote"),
+    path("policy/", attestation_views.image_policy, name="policy"),
+    path("policy/set/", attestation_views.set_image_policy, name="policy-set"),
     path("<uuid:pk>/", views.image_detail, name="detail"),
     path("<uuid:pk>/file/", views.upload_file, name="file"),
     path("<uuid:pk>/tags/", views.set_tags, name="tags"),
@@ -22,4 +24,5 @@ urlpatterns = [
     path("<uuid:pk>/undeprecate/", views.undeprecate, name="undeprecate"),
     path("<uuid:pk>/copy/", views.copy, name="copy"),
     path("<uuid:pk>/delete/", views.delete, name="delete"),
+    path("<uuid:pk>/attest/", attestation_views.attest, name="attest"),
 ]

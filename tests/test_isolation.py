@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 from clouddigit.audit.models import AuditEntry
 from clouddigit.compute.models import Region
 from iam.models import RoleBinding
+from images import attestation
 from images.models import Image
 from policies import channels as policy_channels
 from policies import services as policy_services
@@ -29,6 +30,11 @@ from snapshots.models import Snapshot
 # Public by design, or changing nothing but the caller's own session (the project/region switcher,
 # which ignores projects the caller cannot see: tests/compute/test_pages.py).
 SKIPPED = {"login", "logout", "api:token", "switch-scope"}
+# Endpoints that need a query: it names an acme project, which the outsider must be refused (400).
+QUERIES = {
+    "api:image-picker": "?project=acme/prod&region=bd-dha-1",
+    "api:image-why-missing": "?project=acme/prod&region=bd-dha-1&image=acme-golden",
+}
 SKIPPED_NAMESPACES = {"admin"}  # Django's admin has its own staff-only login
 OK = {200, 286}
 ACME_POLICY = """\
@@ -86,6 +92,11 @@ def world(alice, bob, charlie, make_vm, prod, sandbox, globex_main, dha, ctg):
     channel = policy_channels.create_channel(
         actor=None, project=prod, name="acme-alerts", kind="email", target="ops@acme.example"
     )
+    # Alice (account admin) may register a signing key: the signing-key views need one to show.
+    signing_key = attestation.register_key(
+        actor=alice, account=prod.account, name="acme-signer", public_key=attestation.generate_key_pair()[1]
+    )
+    acme_ids.append(str(signing_key.pk))
     # In sandbox, where bob (an image publisher in prod only) may change nothing.
     image = Image.objects.create(
         project=sandbox, region=dha, name="acme-golden", state=Image.State.AVAILABLE, created_by="alice"
@@ -103,7 +114,7 @@ def world(alice, bob, charlie, make_vm, prod, sandbox, globex_main, dha, ctg):
         "acme_values": acme_values,
         # Names, not ids: the outsider's own refused requests (in its audit view) echo the ids it tried.
         "acme_markers": ["db-01", "dev-01", "acme/prod", "acme/sandbox", "db-01-nightly", "acme-nightly"]
-        + ["acme-alerts", "ops@acme.example", "acme-golden"],
+        + ["acme-alerts", "ops@acme.example", "acme-signer", "acme-golden"],
     }
 
 
@@ -141,7 +152,7 @@ def test_every_url_keeps_accounts_apart(world, alice, bob, charlie):
         if name in SKIPPED:
             continue
         api = name.startswith("api:")
-        urls = list(_urls(name, params, world["values"]))
+        urls = [url + QUERIES.get(name, "") for url in _urls(name, params, world["values"])]
         assert urls, f"{name}: no test value fits its URL parameters {params}"
         reachable = [url for url in urls if _answers(_client(alice, api).get(url))]
         for method in _methods(callback, answers_get=bool(reachable)):
@@ -159,7 +170,9 @@ def test_every_url_keeps_accounts_apart(world, alice, bob, charlie):
                 outsider = _client(charlie, api).get(url)
                 if outsider.status_code == 302:
                     continue  # a redirect (home) shows nothing itself
-                if any(f"/{value}/" in url for value in world["acme_values"]):
+                if name in QUERIES:
+                    assert outsider.status_code == 400, f"{url}: the outsider got {outsider.status_code}"
+                elif any(f"/{value}/" in url for value in world["acme_values"]):
                     assert outsider.status_code == 404, f"{url}: the outsider got {outsider.status_code}"
                 else:
                     assert outsider.status_code in OK, url

@@ -1,0 +1,187 @@
+"""Console pages for CIS attestation: signing keys (IAM › Signing keys), pasting a signature on an
+image's page, and a project's image policy with what it would deny. Every action calls
+images.attestation, as the API and the CLI do."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import Q
+from django.http import Http404
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from clouddigit.access import can
+from clouddigit.audit.models import AuditEntry
+from clouddigit.compute.models import Account, Project
+from clouddigit.errors import ServiceError
+from images import attestation
+from images.attestation_forms import AttestForm, PolicyForm, RegisterKeyForm
+from images.models import VIEW_IMAGES, ImagePolicy, SigningKey
+from images.views import _detail_context, _images, _redirect, _refuse_error, _refuse_form, _shown
+
+RECENT_WOULD_DENY = 20
+
+# --- Signing keys ------------------------------------------------------------------------------------
+
+
+def _key_accounts(user) -> list[str]:
+    """Slugs of the accounts where `user` may register a key: attest_images on the account or one of
+    its projects."""
+    in_projects = Project.objects.visible_to(user, "attest_images").values("account")
+    accounts = Account.objects.filter(
+        Q(pk__in=in_projects) | Q(pk__in=Account.objects.holding(user, "attest_images").values("pk"))
+    )
+    return list(accounts.order_by("slug").values_list("slug", flat=True))
+
+
+def _keys_page(request, form: RegisterKeyForm | None = None, status: int = 200):
+    accounts = _key_accounts(request.user)
+    keys = list(attestation.keys_visible_to(request.user).order_by("account__slug", "name"))
+    admin_accounts = set(Account.objects.holding(request.user, "manage_roles").values_list("pk", flat=True))
+    context = {
+        "keys": [(key, key.owner_id == request.user.pk or key.account_id in admin_accounts) for key in keys],
+        "form": form or (RegisterKeyForm(accounts=accounts) if accounts else None),
+    }
+    return render(request, "images/signing_keys.html", context, status=status)
+
+
+@login_required
+def signing_keys(request):
+    return _keys_page(request)
+
+
+@login_required
+@require_POST
+def register_signing_key(request):
+    form = RegisterKeyForm(request.POST, accounts=_key_accounts(request.user))
+    if not form.is_valid():
+        _refuse_form(request, "image.signing-key.register", None, form)
+        return _keys_page(request, form, status=400)
+    account = Account.objects.get(slug=form.cleaned_data["account"])
+    try:
+        key = attestation.register_key(
+            actor=request.user,
+            account=account,
+            name=form.cleaned_data["name"],
+            public_key=form.cleaned_data["public_key"],
+        )
+    except ServiceError as error:
+        form.add_error(error.field if error.field in form.fields else None, _shown(error))
+        return _keys_page(request, form, status=error.status)
+    messages.success(request, f"Registered signing key {key.name} ({key.fingerprint[:16]}) in {account}.")
+    return _redirect(request, reverse("iam:signing-keys"))
+
+
+@login_required
+@require_POST
+def revoke_signing_key(request, pk):
+    key = get_object_or_404(attestation.keys_visible_to(request.user), pk=pk)
+    try:
+        attestation.revoke_key(actor=request.user, key=key)
+    except ServiceError as error:
+        messages.error(request, _shown(error))
+    else:
+        messages.success(
+            request, f"Revoked signing key {key.name}: attestations made with it no longer count."
+        )
+    return _redirect(request, reverse("iam:signing-keys"))
+
+
+# --- Attesting on an image's page --------------------------------------------------------------------
+
+
+def own_keys(user, image):
+    """The keys `user` may sign `image` with: their own, in the image's account, not revoked."""
+    if not image.project_id:
+        return SigningKey.objects.none()
+    return SigningKey.objects.filter(owner=user, account=image.project.account_id, revoked_at__isnull=True)
+
+
+@login_required
+@require_POST
+def attest(request, pk):
+    image = get_object_or_404(_images(request.user), pk=pk)
+    form = AttestForm(request.POST, keys=own_keys(request.user, image))
+    if form.is_valid():
+        try:
+            attestation.attest_image(
+                actor=request.user,
+                image=image,
+                key=form.cleaned_data["key"],
+                signature=form.cleaned_data["signature"],
+            )
+        except ServiceError as error:
+            form.add_error(error.field if error.field in form.fields else None, _shown(error))
+            status = error.status
+        else:
+            messages.success(request, f"{image.name} is attested as CIS level {image.cis_level}.")
+            return _redirect(request, reverse("images:detail", args=[image.pk]) + "#attestation")
+    else:
+        _refuse_form(request, "image.attest", image, form)
+        status = 400
+    context = {**_detail_context(request, image), "attest_form": form}
+    return render(request, "images/detail.html", context, status=status)
+
+
+# --- The project's image policy ----------------------------------------------------------------------
+
+
+def _policy_project(request, reference: str | None) -> Project | None:
+    """The project named (its id), else the header's project; among those whose images the user sees."""
+    projects = Project.objects.visible_to(request.user, VIEW_IMAGES).select_related("account")
+    if reference:
+        project = projects.by_reference(reference).first()
+        if project is None:
+            raise Http404("No such project, or you may not see it.")
+        return project
+    scoped = request.scope.project if request.scope else None
+    return projects.filter(pk=scoped.pk).first() if scoped else None
+
+
+def _policy_page(request, project: Project | None, form: PolicyForm | None = None, status: int = 200):
+    context: dict = {"project": project}
+    if project is not None:
+        policy = ImagePolicy.objects.filter(project=project).first()
+        mode = policy.require_attestation if policy else ImagePolicy.Attestation.OFF
+        can_set = can(request.user, "manage_image_quotas", project)
+        context.update(
+            policy=policy,
+            mode=ImagePolicy.Attestation(mode),
+            can_set=can_set,
+            form=form
+            or (PolicyForm(initial={"project": project.pk, "attestation": mode}) if can_set else None),
+            denied=attestation.would_deny(project),
+        )
+        if can(request.user, "view_audit", project):
+            context["recorded"] = AuditEntry.objects.filter(
+                project=project, action="image.attestation.would-deny"
+            ).order_by("-at")[:RECENT_WOULD_DENY]
+    return render(request, "images/policy.html", context, status=status)
+
+
+@login_required
+def image_policy(request):
+    return _policy_page(request, _policy_project(request, request.GET.get("project")))
+
+
+@login_required
+@require_POST
+def set_image_policy(request):
+    if not request.POST.get("project"):
+        raise Http404("The form names no project.")
+    project = _policy_project(request, request.POST["project"])
+    form = PolicyForm(request.POST)
+    if not form.is_valid():
+        _refuse_form(request, "image.policy.set", project, form)
+        return _policy_page(request, project, form, status=400)
+    try:
+        attestation.set_policy(actor=request.user, project=project, mode=form.cleaned_data["attestation"])
+    except ServiceError as error:
+        _refuse_error(request, "image.policy.set", project, error)
+        messages.error(request, _shown(error))
+        return _policy_page(request, project, status=error.status)
+    mode = ImagePolicy.Attestation(form.cleaned_data["attestation"])
+    messages.success(request, f"Image policy of {project}: {mode.label}.")
+    return _redirect(request, f"{reverse('images:policy')}?project={project.pk}")

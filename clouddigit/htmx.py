@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from django.shortcuts import render
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
 
 
 def render_page_or_fragment(request, template: str, fragment: str, context: dict):
     if request.htmx and not request.htmx.boosted:
         return render(request, f"{template}#{fragment}", context)
     return render(request, template, context)
+
+
+def redirect_after_post(request, url: str):
+    """Post/redirect/get. An HTMX post is told where to go with HX-Location instead: a 302 would be
+    followed inside the XHR and the header lost."""
+    if request.htmx:
+        response = HttpResponse(status=204)
+        response["HX-Location"] = url
+        return response
+    return redirect(url)

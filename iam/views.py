@@ -14,6 +14,7 @@ from clouddigit.audit.log import record
 from clouddigit.audit.models import AuditEntry
 from clouddigit.compute.models import Account
 from clouddigit.errors import ServiceError
+from clouddigit.htmx import redirect_after_post
 from iam import services
 from iam.api import RoleBindingFilter
 from iam.forms import GrantForm
@@ -91,11 +92,7 @@ def grant(request):
         form.add_error(error.field if error.field in form.fields else None, error.message)
         return bindings(request, form=form, status=error.status)
     messages.success(request, f"Granted {binding}.")
-    if request.htmx:
-        response = redirect(f"{reverse('iam:bindings')}?account={account.slug}")
-        response["HX-Location"] = response["Location"]
-        return response
-    return redirect(f"{reverse('iam:bindings')}?account={account.slug}")
+    return redirect_after_post(request, f"{reverse('iam:bindings')}?account={account.slug}")
 
 
 @login_required

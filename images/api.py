@@ -5,7 +5,6 @@ into images.services or images.launch."""
 from __future__ import annotations
 
 from django.conf import settings
-from django.db.models import Prefetch, Q
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -16,7 +15,7 @@ from clouddigit.api.base import region_named, valid_data, visible_or_400, visibl
 from clouddigit.compute.models import Project, Region
 from clouddigit.errors import InvalidRequest
 from images import attestation_api, inspection, launch, services
-from images.models import Image, ImageQuota, ImageShare
+from images.models import Image, ImageQuota
 
 VIEW_IMAGES = "compute.view_images"
 
@@ -161,29 +160,6 @@ class RawFileParser(BaseParser):
         raise InvalidRequest("Send the image file as the raw request body.")
 
 
-def catalogue(user):
-    shares = ImageShare.objects.select_related("project__account")
-    return (
-        Image.objects.visible_to(user)
-        .select_related("project__account")
-        .prefetch_related(Prefetch("shares", queryset=shares))
-    )
-
-
-def shared_with_me(user):
-    """Images of other projects that are shared with (or org-shared into) a project the user works in."""
-    projects = Project.objects.visible_to(user, VIEW_IMAGES)
-    return (
-        catalogue(user)
-        .exclude(project__isnull=True)
-        .exclude(project__in=projects.values("pk"))
-        .filter(
-            Q(shares__project__in=projects.values("pk"))
-            | Q(visibility=Image.Visibility.ACCOUNT, project__account__in=projects.values("account"))
-        )
-    )
-
-
 # --- Views ------------------------------------------------------------------------------------------
 
 QUERY = [
@@ -199,7 +175,9 @@ class ImageViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         params = self.request.query_params
-        images = shared_with_me(self.request.user) if params.get("shared") else catalogue(self.request.user)
+        images = (Image.objects.shared_with if params.get("shared") else Image.objects.visible_to)(
+            self.request.user
+        ).for_display()
         if params.get("project"):
             images = images.filter(project__in=Project.objects.by_reference(params["project"]))
         for field in ("region", "slot", "state"):
@@ -210,7 +188,9 @@ class ImageViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
         return images.order_by("slot", "name", "region_id")
 
     def _image(self, image: Image, code: int = status.HTTP_200_OK) -> Response:
-        current = catalogue(self.request.user).filter(pk=image.pk).first() or image
+        current = (
+            Image.objects.visible_to(self.request.user).for_display().filter(pk=image.pk).first() or image
+        )
         return Response(ImageSerializer(current, context={"request": self.request}).data, status=code)
 
     @extend_schema(
@@ -293,7 +273,7 @@ class ImageViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
     def share(self, request, pk=None):
         """Share with another project of the same account (image.admin)."""
         image = self.get_object()
-        project = _share_target(image, valid_data(ShareSerializer, request)["project"])
+        project = services.share_target(image, valid_data(ShareSerializer, request)["project"])
         services.share_image(actor=request.user, image=image, project=project)
         return self._image(image)
 
@@ -301,7 +281,7 @@ class ImageViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def unshare(self, request, pk=None):
         image = self.get_object()
-        project = _share_target(image, valid_data(ShareSerializer, request)["project"])
+        project = services.share_target(image, valid_data(ShareSerializer, request)["project"])
         services.unshare_image(actor=request.user, image=image, project=project)
         return self._image(image)
 
@@ -384,21 +364,6 @@ def _where(request) -> tuple[Project, Region]:
     if not params.get("project") or not params.get("region"):
         raise InvalidRequest("Pass ?project=account/project&region=<region>.", field="project")
     return visible_project(request.user, params["project"]), region_named(params["region"])
-
-
-def _share_target(image: Image, reference: str) -> Project:
-    """A project of the image's own account, named `account/project` or by id. Another account's
-    projects are never looked up: naming one is refused as not yet supported."""
-    account_slug, sep, _ = reference.partition("/")
-    home = image.project.account if image.project_id else None
-    if home is None:
-        raise InvalidRequest("Stock and hardened images are available to every project already.")
-    if sep and account_slug != home.slug:
-        raise services.cross_account_refused(account_slug, home)
-    project = Project.objects.filter(account=home).by_reference(reference).select_related("account").first()
-    if project is None:
-        raise InvalidRequest(f"There is no project {reference!r} in {home}.", field="project")
-    return project
 
 
 class ImageLimitViewSet(mixins.CreateModelMixin, viewsets.GenericViewSet):

@@ -13,13 +13,15 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from clouddigit.access import can
+from clouddigit.audit.log import record_invalid_form, record_refusal
 from clouddigit.audit.models import AuditEntry
 from clouddigit.compute.models import Account, Project
 from clouddigit.errors import ServiceError
+from clouddigit.htmx import redirect_after_post
 from images import attestation
 from images.attestation_forms import AttestForm, PolicyForm, RegisterKeyForm
 from images.models import VIEW_IMAGES, ImagePolicy, SigningKey
-from images.views import _detail_context, _images, _redirect, _refuse_error, _refuse_form, _shown
+from images.views import detail_context, shown, visible_images
 
 RECENT_WOULD_DENY = 20
 
@@ -57,7 +59,7 @@ def signing_keys(request):
 def register_signing_key(request):
     form = RegisterKeyForm(request.POST, accounts=_key_accounts(request.user))
     if not form.is_valid():
-        _refuse_form(request, "image.signing-key.register", None, form)
+        record_invalid_form(actor=request.user, action="image.signing-key.register", target=None, form=form)
         return _keys_page(request, form, status=400)
     account = Account.objects.get(slug=form.cleaned_data["account"])
     try:
@@ -68,10 +70,10 @@ def register_signing_key(request):
             public_key=form.cleaned_data["public_key"],
         )
     except ServiceError as error:
-        form.add_error(error.field if error.field in form.fields else None, _shown(error))
+        form.add_error(error.field if error.field in form.fields else None, shown(error))
         return _keys_page(request, form, status=error.status)
     messages.success(request, f"Registered signing key {key.name} ({key.fingerprint[:16]}) in {account}.")
-    return _redirect(request, reverse("iam:signing-keys"))
+    return redirect_after_post(request, reverse("iam:signing-keys"))
 
 
 @login_required
@@ -81,12 +83,12 @@ def revoke_signing_key(request, pk):
     try:
         attestation.revoke_key(actor=request.user, key=key)
     except ServiceError as error:
-        messages.error(request, _shown(error))
+        messages.error(request, shown(error))
     else:
         messages.success(
             request, f"Revoked signing key {key.name}: attestations made with it no longer count."
         )
-    return _redirect(request, reverse("iam:signing-keys"))
+    return redirect_after_post(request, reverse("iam:signing-keys"))
 
 
 # --- Attesting on an image's page --------------------------------------------------------------------
@@ -102,7 +104,7 @@ def own_keys(user, image):
 @login_required
 @require_POST
 def attest(request, pk):
-    image = get_object_or_404(_images(request.user), pk=pk)
+    image = get_object_or_404(visible_images(request.user), pk=pk)
     form = AttestForm(request.POST, keys=own_keys(request.user, image))
     if form.is_valid():
         try:
@@ -113,15 +115,15 @@ def attest(request, pk):
                 signature=form.cleaned_data["signature"],
             )
         except ServiceError as error:
-            form.add_error(error.field if error.field in form.fields else None, _shown(error))
+            form.add_error(error.field if error.field in form.fields else None, shown(error))
             status = error.status
         else:
             messages.success(request, f"{image.name} is attested as CIS level {image.cis_level}.")
-            return _redirect(request, reverse("images:detail", args=[image.pk]) + "#attestation")
+            return redirect_after_post(request, reverse("images:detail", args=[image.pk]) + "#attestation")
     else:
-        _refuse_form(request, "image.attest", image, form)
+        record_invalid_form(actor=request.user, action="image.attest", target=image, form=form)
         status = 400
-    context = {**_detail_context(request, image), "attest_form": form}
+    context = {**detail_context(request, image), "attest_form": form}
     return render(request, "images/detail.html", context, status=status)
 
 
@@ -174,14 +176,14 @@ def set_image_policy(request):
     project = _policy_project(request, request.POST["project"])
     form = PolicyForm(request.POST)
     if not form.is_valid():
-        _refuse_form(request, "image.policy.set", project, form)
+        record_invalid_form(actor=request.user, action="image.policy.set", target=project, form=form)
         return _policy_page(request, project, form, status=400)
     try:
         attestation.set_policy(actor=request.user, project=project, mode=form.cleaned_data["attestation"])
     except ServiceError as error:
-        _refuse_error(request, "image.policy.set", project, error)
-        messages.error(request, _shown(error))
+        record_refusal(actor=request.user, action="image.policy.set", target=project, error=error)
+        messages.error(request, shown(error))
         return _policy_page(request, project, status=error.status)
     mode = ImagePolicy.Attestation(form.cleaned_data["attestation"])
     messages.success(request, f"Image policy of {project}: {mode.label}.")
-    return _redirect(request, f"{reverse('images:policy')}?project={project.pk}")
+    return redirect_after_post(request, f"{reverse('images:policy')}?project={project.pk}")

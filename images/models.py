@@ -33,6 +33,27 @@ class ImageQuerySet(TaggedQuerySet):
             | Q(visibility=Image.Visibility.ACCOUNT, project__account__in=projects.values("account"))
         ).distinct()
 
+    def shared_with(self, user) -> ImageQuerySet:
+        """ "Shared with me": other projects' images shared with (or org-shared into) a project the user
+        works in."""
+        projects = Project.objects.visible_to(user, VIEW_IMAGES)
+        return (
+            self.visible_to(user)
+            .exclude(project__isnull=True)
+            .exclude(project__in=projects.values("pk"))
+            .filter(
+                Q(shares__project__in=projects.values("pk"))
+                | Q(visibility=Image.Visibility.ACCOUNT, project__account__in=projects.values("account"))
+            )
+        )
+
+    def for_display(self) -> ImageQuerySet:
+        """With what a list or page shows: the owner and the projects it is shared with."""
+        shares = ImageShare.objects.select_related("project__account")
+        return self.select_related("project__account").prefetch_related(
+            models.Prefetch("shares", queryset=shares)
+        )
+
     def offered_to(self, project: Project) -> ImageQuerySet:
         """Images a VM in `project` may boot from, whatever the user's roles: platform images, the
         project's own, images shared with it and org-shared images of its account."""

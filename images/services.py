@@ -529,6 +529,21 @@ def set_visibility(*, actor, image: Image, visibility: str) -> Image:
     return image
 
 
+def share_target(image: Image, reference: str) -> Project:
+    """A project of the image's own account, named `account/project` or by id. Another account's
+    projects are never looked up: naming one is refused as not yet supported."""
+    if image.project is None:
+        raise InvalidRequest("Stock and hardened images are available to every project already.")
+    home = image.project.account
+    account_slug, sep, _ = reference.partition("/")
+    if sep and account_slug != home.slug:
+        raise cross_account_refused(account_slug, home)
+    project = Project.objects.filter(account=home).by_reference(reference).select_related("account").first()
+    if project is None:
+        raise InvalidRequest(f"There is no project {reference!r} in {home}.", field="project")
+    return project
+
+
 def cross_account_refused(account_slug: str, home) -> InvalidRequest:
     return InvalidRequest(
         f"Sharing with another account ({account_slug}) is not yet supported: cross-account sharing is on "

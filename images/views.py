@@ -7,20 +7,18 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import Http404, JsonResponse
+from django.shortcuts import get_object_or_404, render
 from django.urls import resolve, reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from clouddigit.access import can
-from clouddigit.audit.log import Target, record
-from clouddigit.audit.models import AuditEntry
+from clouddigit.audit.log import form_errors, record_invalid_form, record_refusal
 from clouddigit.compute.models import Project, Region
 from clouddigit.errors import PermissionRefused, ServiceError
-from clouddigit.htmx import render_page_or_fragment
+from clouddigit.htmx import redirect_after_post, render_page_or_fragment
 from clouddigit.listing import PAGE_SIZE, in_scope
 from images import launch, services
-from images.api import _share_target, catalogue, shared_with_me
 from images.filters import ImageFilter
 from images.forms import (
     CopyForm,
@@ -38,46 +36,9 @@ from images.models import Image
 BUSY = {Image.State.UPLOADING, Image.State.PROCESSING}
 
 
-def _redirect(request, url: str):
-    """Post/redirect/get. An HTMX post is told where to go with HX-Location instead: a 302 would be
-    followed inside the XHR and the header lost."""
-    if request.htmx:
-        response = HttpResponse(status=204)
-        response["HX-Location"] = url
-        return response
-    return redirect(url)
-
-
-def _shown(error: ServiceError) -> str:
+def shown(error: ServiceError) -> str:
     """A refusal as the CLI prints it, so the text a user searches for is the same everywhere."""
     return f"ERROR: {error}"
-
-
-def _form_errors(form) -> str:
-    return "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
-
-
-def _refuse_form(request, action: str, target, form) -> None:
-    """A form that never reached the service is refused here, so the audit log still shows it."""
-    record(
-        actor=request.user,
-        action=action,
-        outcome=AuditEntry.Outcome.REFUSED,
-        target=Target.of(target),
-        message=_form_errors(form),
-    )
-
-
-def _refuse_error(request, action: str, target, error: ServiceError) -> None:
-    """A refusal no service logged (services wrapped in @audited log their own)."""
-    if not getattr(error, "audited", False):
-        record(
-            actor=request.user,
-            action=action,
-            outcome=AuditEntry.Outcome.REFUSED,
-            target=Target.of(target),
-            message=error.message,
-        )
 
 
 def _scope_project(request) -> Project | None:
@@ -110,7 +71,7 @@ def _catalogue_page(request, limit_form: LimitForm | None = None, status: int = 
     project = _scope_project(request)
     region = request.scope.region if request.scope else None
     shared = request.GET.get("shared") == "1"
-    base = shared_with_me(request.user) if shared else Image.objects.visible_to(request.user)
+    base = Image.objects.shared_with(request.user) if shared else Image.objects.visible_to(request.user)
     filterset = ImageFilter(request.GET, queryset=base.select_related("project__account"))
     images, platform = filterset.qs, []
     if shared:
@@ -152,7 +113,7 @@ def raise_limit(request):
     project = _project_named(request, request.POST.get("project"))
     form = LimitForm(request.POST)
     if not form.is_valid():
-        _refuse_form(request, "image.quota.raise", project, form)
+        record_invalid_form(actor=request.user, action="image.quota.raise", target=project, form=form)
         return _catalogue_page(request, limit_form=form, status=400)
     try:
         services.raise_image_limit(
@@ -162,21 +123,25 @@ def raise_limit(request):
             ticket=form.cleaned_data["ticket"],
         )
     except ServiceError as error:
-        _refuse_error(request, "image.quota.raise", project, error)
-        form.add_error(error.field if error.field in form.fields else None, _shown(error))
+        record_refusal(actor=request.user, action="image.quota.raise", target=project, error=error)
+        form.add_error(error.field if error.field in form.fields else None, shown(error))
         return _catalogue_page(request, limit_form=form, status=error.status)
     messages.success(request, f"{project} may now keep {form.cleaned_data['limit']} custom images.")
-    return _redirect(request, reverse("images:catalogue"))
+    return redirect_after_post(request, reverse("images:catalogue"))
 
 
 # --- One image ---------------------------------------------------------------------------------------
 
 
-def _images(user):
-    return catalogue(user).select_related("region", "source_snapshot", "copied_from")
+def visible_images(user):
+    return (
+        Image.objects.visible_to(user)
+        .for_display()
+        .select_related("region", "source_snapshot", "copied_from")
+    )
 
 
-def _detail_context(request, image: Image, **forms) -> dict:
+def detail_context(request, image: Image, **forms) -> dict:
     project = image.project
     can_publish = project is not None and can(request.user, "publish_images", project)
     can_share = project is not None and can(request.user, "share_images", project)
@@ -200,9 +165,9 @@ def _detail_context(request, image: Image, **forms) -> dict:
 
 @login_required
 def image_detail(request, pk):
-    image = get_object_or_404(_images(request.user), pk=pk)
+    image = get_object_or_404(visible_images(request.user), pk=pk)
     response = render_page_or_fragment(
-        request, "images/detail.html", "status", _detail_context(request, image)
+        request, "images/detail.html", "status", detail_context(request, image)
     )
     if request.htmx and not request.htmx.boosted and image.state not in BUSY:
         response.status_code = 286  # settled: htmx stops polling
@@ -213,29 +178,29 @@ def _act(request, image: Image, operation, success, *, action: str, form=None, f
     """Run a service from a posted form. A mistake shows the page again with the message at the form
     the user used (with the service's status); success redirects (post/redirect/get)."""
     if form is not None and not form.is_valid():
-        _refuse_form(request, action, image, form)
-        context = _detail_context(request, image, **{form_key: form})
+        record_invalid_form(actor=request.user, action=action, target=image, form=form)
+        context = detail_context(request, image, **{form_key: form})
         return render(request, "images/detail.html", context, status=400)
     try:
         result = operation()
     except ServiceError as error:
-        _refuse_error(request, action, image, error)
+        record_refusal(actor=request.user, action=action, target=image, error=error)
         if form is not None and not isinstance(error, PermissionRefused):
-            form.add_error(error.field if error.field in form.fields else None, _shown(error))
-            context = _detail_context(request, image, **{form_key: form})
+            form.add_error(error.field if error.field in form.fields else None, shown(error))
+            context = detail_context(request, image, **{form_key: form})
             return render(request, "images/detail.html", context, status=error.status)
-        messages.error(request, _shown(error))
+        messages.error(request, shown(error))
         if form is not None:  # a refusal: the form may not even be shown to this user
-            return render(request, "images/detail.html", _detail_context(request, image), status=error.status)
-        return _redirect(request, reverse("images:detail", args=[image.pk]))
+            return render(request, "images/detail.html", detail_context(request, image), status=error.status)
+        return redirect_after_post(request, reverse("images:detail", args=[image.pk]))
     messages.success(request, success(result))
-    return _redirect(request, then(result) if then else reverse("images:detail", args=[image.pk]))
+    return redirect_after_post(request, then(result) if then else reverse("images:detail", args=[image.pk]))
 
 
 @login_required
 @require_POST
 def set_tags(request, pk):
-    image = get_object_or_404(_images(request.user), pk=pk)
+    image = get_object_or_404(visible_images(request.user), pk=pk)
     form = TagsForm(request.POST)
     return _act(
         request,
@@ -251,7 +216,7 @@ def set_tags(request, pk):
 @login_required
 @require_POST
 def set_visibility(request, pk):
-    image = get_object_or_404(_images(request.user), pk=pk)
+    image = get_object_or_404(visible_images(request.user), pk=pk)
     form = VisibilityForm(request.POST)
     return _act(
         request,
@@ -269,13 +234,15 @@ def set_visibility(request, pk):
 @login_required
 @require_POST
 def share(request, pk):
-    image = get_object_or_404(_images(request.user), pk=pk)
+    image = get_object_or_404(visible_images(request.user), pk=pk)
     form = ShareForm(request.POST)
     return _act(
         request,
         image,
         lambda: services.share_image(
-            actor=request.user, image=image, project=_share_target(image, form.cleaned_data["project"])
+            actor=request.user,
+            image=image,
+            project=services.share_target(image, form.cleaned_data["project"]),
         ),
         lambda result: f"{image.name} is shared with {result.project}.",
         action="image.share",
@@ -287,13 +254,15 @@ def share(request, pk):
 @login_required
 @require_POST
 def unshare(request, pk):
-    image = get_object_or_404(_images(request.user), pk=pk)
+    image = get_object_or_404(visible_images(request.user), pk=pk)
     form = ShareForm(request.POST)
     return _act(
         request,
         image,
         lambda: services.unshare_image(
-            actor=request.user, image=image, project=_share_target(image, form.cleaned_data["project"])
+            actor=request.user,
+            image=image,
+            project=services.share_target(image, form.cleaned_data["project"]),
         ),
         lambda result: f"{image.name} is no longer shared with {form.cleaned_data['project']}.",
         action="image.unshare",
@@ -305,7 +274,7 @@ def unshare(request, pk):
 @login_required
 @require_POST
 def deprecate(request, pk):
-    image = get_object_or_404(_images(request.user), pk=pk)
+    image = get_object_or_404(visible_images(request.user), pk=pk)
     form = DeprecateForm(request.POST)
     return _act(
         request,
@@ -326,7 +295,7 @@ def deprecate(request, pk):
 @login_required
 @require_POST
 def undeprecate(request, pk):
-    image = get_object_or_404(_images(request.user), pk=pk)
+    image = get_object_or_404(visible_images(request.user), pk=pk)
     return _act(
         request,
         image,
@@ -339,7 +308,7 @@ def undeprecate(request, pk):
 @login_required
 @require_POST
 def copy(request, pk):
-    image = get_object_or_404(_images(request.user), pk=pk)
+    image = get_object_or_404(visible_images(request.user), pk=pk)
     form = CopyForm(request.POST)
     return _act(
         request,
@@ -361,7 +330,7 @@ def copy(request, pk):
 @login_required
 @require_POST
 def delete(request, pk):
-    image = get_object_or_404(_images(request.user), pk=pk)
+    image = get_object_or_404(visible_images(request.user), pk=pk)
     return _act(
         request,
         image,
@@ -407,10 +376,10 @@ def upload(request):
     project = _project_named(request, request.POST.get("project"))
     form = UploadForm(request.POST, request.FILES)
     if not form.is_valid():
-        _refuse_form(request, "image.import.start", project, form)
+        record_invalid_form(actor=request.user, action="image.import.start", target=project, form=form)
         if _wants_json(request):
             field = next(iter(form.errors))
-            body = {"code": "InvalidRequest", "message": _form_errors(form), "field": field}
+            body = {"code": "InvalidRequest", "message": form_errors(form), "field": field}
             return JsonResponse(body, status=400)
         return _upload_page(request, form, project, status=400)
     data, upload_file = form.cleaned_data, form.cleaned_data["file"]
@@ -432,13 +401,13 @@ def upload(request):
                     actor=request.user, image=image, stream=stream, length=upload_file.size
                 )
     except ServiceError as error:
-        _refuse_error(request, "image.import.start", project, error)
+        record_refusal(actor=request.user, action="image.import.start", target=project, error=error)
         if _wants_json(request):
             return JsonResponse(error.as_dict(), status=error.status)
         if image is not None:
             image.refresh_from_db()
         hint = image.hint if image is not None else ""
-        return _upload_page(request, form, project, error=_shown(error), hint=hint, status=error.status)
+        return _upload_page(request, form, project, error=shown(error), hint=hint, status=error.status)
     detail_url = reverse("images:detail", args=[image.pk])
     if _wants_json(request):
         body = {
@@ -449,7 +418,7 @@ def upload(request):
         }
         return JsonResponse(body, status=201)
     messages.success(request, f"Received {image.name}: it is being converted, checksummed and stored.")
-    return _redirect(request, detail_url)
+    return redirect_after_post(request, detail_url)
 
 
 @login_required
@@ -469,7 +438,7 @@ def upload_file(request, pk):
             length=int(length) if length.isdigit() else None,
         )
     except ServiceError as error:
-        _refuse_error(request, "image.import.upload", image, error)
+        record_refusal(actor=request.user, action="image.import.upload", target=image, error=error)
         image.refresh_from_db()
         return JsonResponse({**error.as_dict(), "hint": image.hint}, status=error.status)
     image.refresh_from_db()
@@ -495,7 +464,7 @@ def promote(request, snapshot_pk):
     )
     form = PromoteForm(request.POST, disks=snapshot.disks.all())
     if not form.is_valid():
-        _refuse_form(request, "image.promote", snapshot, form)
+        record_invalid_form(actor=request.user, action="image.promote", target=snapshot, form=form)
         return _snapshot_page(request, snapshot, form, status=400)
     try:
         image = services.promote_snapshot(
@@ -506,20 +475,20 @@ def promote(request, snapshot_pk):
             description=form.cleaned_data["description"],
         )
     except ServiceError as error:
-        _refuse_error(request, "image.promote", snapshot, error)
-        form.add_error(error.field if error.field in form.fields else None, _shown(error))
+        record_refusal(actor=request.user, action="image.promote", target=snapshot, error=error)
+        form.add_error(error.field if error.field in form.fields else None, shown(error))
         return _snapshot_page(request, snapshot, form, status=error.status)
     messages.success(request, f"Promoting {snapshot.name} to image {image.name}.")
-    return _redirect(request, reverse("images:detail", args=[image.pk]))
+    return redirect_after_post(request, reverse("images:detail", args=[image.pk]))
 
 
 def _snapshot_page(request, snapshot, form: PromoteForm, status: int):
     """The snapshot's page again, with the promote form's error where the user acted."""
-    from snapshots.views import _detail_context
+    from snapshots.views import snapshot_context
 
     # The page shown is the snapshot's: the navigation says so too.
     request.resolver_match = resolve(reverse("snapshots:detail", args=[snapshot.pk]))
-    context = {**_detail_context(request, snapshot), "promote_form": form}
+    context = {**snapshot_context(request, snapshot), "promote_form": form}
     return render(request, "snapshots/detail.html", context, status=status)
 
 
@@ -592,7 +561,9 @@ def _launch(request):
     form = LaunchForm(request.POST)
     region = Region.objects.filter(pk=request.POST.get("region") or "").first()
     if not form.is_valid():
-        _refuse_form(request, "compute.vm.create-from-image", project, form)
+        record_invalid_form(
+            actor=request.user, action="compute.vm.create-from-image", target=project, form=form
+        )
         return _launch_page(request, form, project, region, status=400)
     data = form.cleaned_data
     try:
@@ -609,9 +580,9 @@ def _launch(request):
             start=data["start"],
         )
     except ServiceError as error:
-        _refuse_error(request, "compute.vm.create-from-image", project, error)
+        record_refusal(actor=request.user, action="compute.vm.create-from-image", target=project, error=error)
         field = {"boot_size_bytes": "boot_gib"}.get(error.field or "", error.field)
-        form.add_error(field if field in form.fields else None, _shown(error))
+        form.add_error(field if field in form.fields else None, shown(error))
         return _launch_page(request, form, project, region, status=error.status)
     messages.success(request, f"Creating VM {vm.name} from image {image.name}.")
-    return _redirect(request, reverse("compute:vm-detail", args=[vm.pk]))
+    return redirect_after_post(request, reverse("compute:vm-detail", args=[vm.pk]))

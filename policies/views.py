@@ -14,8 +14,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from clouddigit.access import can
-from clouddigit.audit.log import Target, record
-from clouddigit.audit.models import AuditEntry
+from clouddigit.audit.log import record_invalid_form
 from clouddigit.compute.models import Project
 from clouddigit.errors import Conflict, ServiceError
 from policies import channels, drills, services, simulator
@@ -30,21 +29,6 @@ ACTION = "policy.apply"
 
 def _policies(user):
     return Policy.objects.visible_to(user).select_related("project__account")
-
-
-def _form_errors(form) -> str:
-    return "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
-
-
-def _refuse_invalid_form(request, form, target, action: str = ACTION) -> None:
-    """A form that never reached the service is refused here, so the audit log still shows it."""
-    record(
-        actor=request.user,
-        action=action,
-        outcome=AuditEntry.Outcome.REFUSED,
-        target=Target.of(target),
-        message=_form_errors(form),
-    )
 
 
 def _show_error(form, field: str, error: ServiceError) -> None:
@@ -113,7 +97,7 @@ def apply(request):
     project = _posted_project(request)
     form = ApplyForm(request.POST, request.FILES)
     if not form.is_valid():
-        _refuse_invalid_form(request, form, project)
+        record_invalid_form(actor=request.user, action=ACTION, target=project, form=form)
         return _list_page(request, project, form, status=400)
     try:
         if "preview" in request.POST:
@@ -194,7 +178,7 @@ def edit(request, pk):
     policy = get_object_or_404(_policies(request.user), pk=pk)
     form = EditForm(request.POST)
     if not form.is_valid():
-        _refuse_invalid_form(request, form, policy)
+        record_invalid_form(actor=request.user, action=ACTION, target=policy, form=form)
         return _detail_page(request, policy, form, status=400)
     try:
         applied = services.apply_policy(
@@ -224,7 +208,7 @@ def channel_create(request):
     project = _posted_project(request)
     form = ChannelForm(request.POST)
     if not form.is_valid():
-        _refuse_invalid_form(request, form, project, action="policy.channel.create")
+        record_invalid_form(actor=request.user, action="policy.channel.create", target=project, form=form)
         return _list_page(request, project, channel_form=form, status=400)
     try:
         channel = channels.create_channel(actor=request.user, project=project, **form.cleaned_data)

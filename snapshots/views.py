@@ -36,7 +36,7 @@ def snapshot_list(request):
     return list_page(request, SnapshotFilter(request.GET, queryset=queryset), "snapshots/list.html")
 
 
-def _detail_context(request, snapshot: Snapshot, **forms) -> dict:
+def snapshot_context(request, snapshot: Snapshot, **forms) -> dict:
     project = snapshot.project
     return {
         "snapshot": snapshot,
@@ -61,7 +61,7 @@ def _detail_context(request, snapshot: Snapshot, **forms) -> dict:
 def snapshot_detail(request, pk):
     snapshot = get_object_or_404(_snapshots(request.user), pk=pk)
     response = render_page_or_fragment(
-        request, "snapshots/detail.html", "status", _detail_context(request, snapshot)
+        request, "snapshots/detail.html", "status", snapshot_context(request, snapshot)
     )
     if request.htmx and not request.htmx.boosted and snapshot.state not in {"creating", "deleting"}:
         response.status_code = 286  # settled: htmx stops polling
@@ -82,7 +82,7 @@ def _act(request, snapshot, form, operation, success: str, form_key: str, then: 
         return render(
             request,
             "snapshots/detail.html",
-            _detail_context(request, snapshot, **{form_key: form}),
+            snapshot_context(request, snapshot, **{form_key: form}),
             status=400,
         )
     try:
@@ -90,7 +90,7 @@ def _act(request, snapshot, form, operation, success: str, form_key: str, then: 
     except ServiceError as error:
         if form is not None:
             form.add_error(error.field if error.field in form.fields else None, error.message)
-            context = _detail_context(request, snapshot, **{form_key: form})
+            context = snapshot_context(request, snapshot, **{form_key: form})
             return render(request, "snapshots/detail.html", context, status=error.status)
         messages.error(request, str(error))
         return redirect("snapshots:detail", pk=snapshot.pk)

@@ -129,3 +129,30 @@ def audited(action: str, *, target: str | None = None, secret: tuple[str, ...] =
         return wrapper
 
     return decorate
+
+
+def record_invalid_form(*, actor, action: str, target, form) -> AuditEntry:
+    """A console form that never reached its service is refused here, so the audit log still shows it."""
+    return record(
+        actor=actor,
+        action=action,
+        outcome=AuditEntry.Outcome.REFUSED,
+        target=Target.of(target),
+        message=form_errors(form),
+    )
+
+
+def form_errors(form) -> str:
+    return "; ".join(f"{field}: {' '.join(messages)}" for field, messages in form.errors.items())
+
+
+def record_refusal(*, actor, action: str, target, error: ServiceError) -> None:
+    """A refusal that no @audited service has logged already."""
+    if not getattr(error, "audited", False):
+        record(
+            actor=actor,
+            action=action,
+            outcome=AuditEntry.Outcome.REFUSED,
+            target=Target.of(target),
+            message=error.message,
+        )

@@ -4,6 +4,7 @@ Every action calls the same service as the API and the CLI; none writes a model 
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
@@ -497,11 +498,12 @@ def _snapshot_page(request, snapshot, form: PromoteForm, status: int):
 
 def _where(request, data) -> tuple[Project | None, Region | None]:
     """The project (the form's, else the header's) and region (the form's, else the header's, else the
-    first) that the picker is for."""
+    default one) that the picker is for."""
     project = _project_named(request, data["project"]) if data.get("project") else _scope_project(request)
     region = Region.objects.filter(pk=data.get("region") or "").first()
     if region is None:
-        region = (request.scope.region if request.scope else None) or Region.objects.first()
+        scoped = request.scope.region if request.scope else None
+        region = scoped or Region.objects.filter(pk=settings.DEFAULT_REGION).first() or Region.objects.first()
     return project, region
 
 

@@ -38,6 +38,7 @@ USERS = {
     "acme-admin": ("account admin of acme", "account.admin", "acme"),
     "prod-publisher": ("image publisher in acme/prod", "image.publisher", "acme/prod"),
     "prod-operator": ("snapshot operator in acme/prod", "snapshot.operator", "acme/prod"),
+    "prod-attestor": ("CIS attestor in acme/prod: signs images", "image.cis-attestor", "acme/prod"),
     "auditor": ("auditor of acme (read-only)", "auditor", "acme"),
     "globex-user": ("outsider: admin of the globex account", "account.admin", "globex"),
     "new-hire": ("no role yet: grant one on the IAM page", None, ""),

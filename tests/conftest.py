@@ -218,3 +218,44 @@ def qcow2_file(tmp_path):
         return path
 
     return make
+
+
+@pytest.fixture
+def dana(django_user_model, acme, prod):
+    """A CIS attestor in acme/prod."""
+    django_user_model.objects.create_user("dana")
+    grant_role(actor=None, role="image.cis-attestor", account=acme, project=prod, username="dana")
+    return django_user_model.objects.get(username="dana")
+
+
+@pytest.fixture
+def key_pair():
+    """An Ed25519 key pair made as the CLI makes it: (private PEM, public raw base64)."""
+    from images import attestation
+
+    return attestation.generate_key_pair()
+
+
+@pytest.fixture
+def dana_key(dana, acme, key_pair):
+    from images import attestation
+
+    return attestation.register_key(actor=dana, account=acme, name="dana-laptop", public_key=key_pair[1])
+
+
+@pytest.fixture
+def cis_image(prod, dha):
+    """An available custom image tagged cis-level=1, ready to be signed."""
+    import hashlib
+
+    from images.models import Image
+
+    return Image.objects.create(
+        project=prod,
+        region=dha,
+        name="web-cis",
+        state=Image.State.AVAILABLE,
+        sha256=hashlib.sha256(b"web-cis").hexdigest(),
+        tags={"cis-level": "1"},
+        created_by="t",
+    )

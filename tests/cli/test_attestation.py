@@ -3,44 +3,26 @@ against a live server, with real Ed25519 keys made and used on the "attestor's m
 
 from __future__ import annotations
 
-import hashlib
 import json
 import stat
 
 import pytest
 
 from clouddigit import signing
-from iam.services import grant_role
 from images import attestation
-from images.models import Attestation, Image, ImagePolicy, SigningKey
+from images.models import Attestation, ImagePolicy, SigningKey
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def image(cis_image):
+    return cis_image
 
 
 def ok(result):
     assert result.code == 0, result.err
     return result
-
-
-@pytest.fixture
-def dana(django_user_model, acme, prod):
-    """A CIS attestor in acme/prod."""
-    django_user_model.objects.create_user("dana")
-    grant_role(actor=None, role="image.cis-attestor", account=acme, project=prod, username="dana")
-    return django_user_model.objects.get(username="dana")
-
-
-@pytest.fixture
-def image(prod, dha):
-    return Image.objects.create(
-        project=prod,
-        region=dha,
-        name="web-cis",
-        state=Image.State.AVAILABLE,
-        sha256=hashlib.sha256(b"web-cis").hexdigest(),
-        tags={"cis-level": "1"},
-        created_by="t",
-    )
 
 
 def create_key(cli, user, path, name="dana-laptop"):

@@ -22,14 +22,6 @@ IMAGE_SHA256 = hashlib.sha256(IMAGE_BYTES).hexdigest()
 
 
 @pytest.fixture
-def dana(django_user_model, acme, prod):
-    """A CIS attestor in acme/prod."""
-    django_user_model.objects.create_user("dana")
-    grant_role(actor=None, role="image.cis-attestor", account=acme, project=prod, username="dana")
-    return django_user_model.objects.get(username="dana")
-
-
-@pytest.fixture
 def erin(django_user_model, acme, prod):
     """A second CIS attestor in acme/prod."""
     django_user_model.objects.create_user("erin")
@@ -55,17 +47,6 @@ def image_file(tmp_path):
     path = tmp_path / "web-cis.qcow2"
     path.write_bytes(IMAGE_BYTES)
     return path
-
-
-@pytest.fixture
-def key_pair():
-    return attestation.generate_key_pair()
-
-
-@pytest.fixture
-def dana_key(dana, acme, key_pair):
-    _, public = key_pair
-    return attestation.register_key(actor=dana, account=acme, name="dana-laptop", public_key=public)
 
 
 def signed(dana, image, dana_key, key_pair):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import html
 import re
 import shutil
@@ -13,9 +12,13 @@ from django.test import Client
 from django.urls import reverse
 
 from clouddigit.audit.models import AuditEntry
-from iam.services import grant_role
 from images import attestation
 from images.models import Attestation, Image, ImagePolicy, SigningKey
+
+
+@pytest.fixture
+def image(cis_image):
+    return cis_image
 
 
 def page(client, url, status=200) -> str:
@@ -29,36 +32,6 @@ def as_user(user) -> Client:
     client = Client()
     client.force_login(user)
     return client
-
-
-@pytest.fixture
-def dana(django_user_model, acme, prod):
-    django_user_model.objects.create_user("dana")
-    grant_role(actor=None, role="image.cis-attestor", account=acme, project=prod, username="dana")
-    return django_user_model.objects.get(username="dana")
-
-
-@pytest.fixture
-def image(prod, dha):
-    return Image.objects.create(
-        project=prod,
-        region=dha,
-        name="web-cis",
-        state=Image.State.AVAILABLE,
-        sha256=hashlib.sha256(b"web-cis").hexdigest(),
-        tags={"cis-level": "1"},
-        created_by="t",
-    )
-
-
-@pytest.fixture
-def key_pair():
-    return attestation.generate_key_pair()
-
-
-@pytest.fixture
-def dana_key(dana, acme, key_pair):
-    return attestation.register_key(actor=dana, account=acme, name="dana-laptop", public_key=key_pair[1])
 
 
 def test_register_a_key_by_pasting_it(dana, key_pair):

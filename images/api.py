@@ -258,12 +258,14 @@ class ImageViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
     @extend_schema(request=CopySerializer, responses={202: ImageSerializer})
     @action(detail=True, methods=["post"])
     def copy(self, request, pk=None):
-        """Copy the image to another region of the same project."""
+        """Copy the image to another region and/or another project of the same account."""
         data = valid_data(CopySerializer, request)
+        image = self.get_object()
         image = services.copy_image(
             actor=request.user,
-            image=self.get_object(),
-            region=region_named(data["region"]),
+            image=image,
+            region=region_named(data["region"]) if data.get("region") else None,
+            project=services.sibling_project(image, data["project"]) if data.get("project") else None,
             name=data["name"],
         )
         return self._image(image, status.HTTP_202_ACCEPTED)
@@ -273,7 +275,7 @@ class ImageViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
     def share(self, request, pk=None):
         """Share with another project of the same account (image.admin)."""
         image = self.get_object()
-        project = services.share_target(image, valid_data(ShareSerializer, request)["project"])
+        project = services.sibling_project(image, valid_data(ShareSerializer, request)["project"])
         services.share_image(actor=request.user, image=image, project=project)
         return self._image(image)
 
@@ -281,7 +283,7 @@ class ImageViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
     @action(detail=True, methods=["post"])
     def unshare(self, request, pk=None):
         image = self.get_object()
-        project = services.share_target(image, valid_data(ShareSerializer, request)["project"])
+        project = services.sibling_project(image, valid_data(ShareSerializer, request)["project"])
         services.unshare_image(actor=request.user, image=image, project=project)
         return self._image(image)
 

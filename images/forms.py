@@ -105,6 +105,12 @@ class DeprecateForm(forms.Form):
 
 class CopyForm(forms.Form):
     region = RegionChoiceField(label="To region")
+    project = forms.CharField(
+        max_length=130,
+        required=False,
+        label="To project (account/project)",
+        help_text="empty: this image's project; another project of the same account",
+    )
     name = forms.CharField(max_length=63, required=False, help_text="empty: the same name")
 
 

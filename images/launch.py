@@ -84,7 +84,7 @@ def _reasons(actor, project: Project, region: Region, image: Image, offered: boo
                 image,
                 f"The image is in project {image.project} and is not shared with {project}.",
                 f"An image.admin of {image.project} shares it with {project} "
-                f"(Images → {image.name} → Share), or copies it into {project}.",
+                f"(Images → {image.name} → Share), or copies it into {project} (→ Copy).",
             )
         )
     elif image.project_id and not can(actor, "view_images", project):

@@ -337,34 +337,42 @@ def promote_snapshot(
 
 
 @audited("image.copy", target="image")
-def copy_image(*, actor, image: Image, region: Region, name: str = "") -> Image:
-    """The same image in another region of the same project (images are regional)."""
+def copy_image(
+    *, actor, image: Image, region: Region | None = None, project: Project | None = None, name: str = ""
+) -> Image:
+    """The same image in another region (images are regional) and/or another project of the same
+    account (the spec's other fix for an image missing from the picker). The copy is the copier's: it
+    starts project-visible and unshared."""
     if image.project is None:
-        raise InvalidRequest("Stock and hardened images are published in every region already.")
-    require(actor, "publish_images", image.project, "copy images")
+        raise InvalidRequest("Stock and hardened images are published in every region and project already.")
+    region, project = region or image.region, project or image.project
+    if project.account_id != image.project.account_id:
+        raise cross_account_refused(project.account.slug, image.project.account)
+    require(actor, "view_images", image.project, "copy images")
+    require(actor, "publish_images", project, "copy images into it")
     if image.state != Image.State.AVAILABLE:
         raise Conflict(
             f"Image {image.name} is {image.get_state_display().lower()}; copy it once it is Available."
         )
-    if region.pk == image.region_id:
+    if region.pk == image.region_id and project.pk == image.project_id:
         raise InvalidRequest(
-            f"Image {image.name} is already in {region}; pick another region.", field="region"
+            f"Image {image.name} is already in {project} ({region}); pick another region or project.",
+            field="region",
         )
     copy = _new_image(
         actor=actor,
-        project=image.project,
+        project=project,
         region=region,
         name=name or image.name,
         description=image.description,
         tags=dict(image.tags),
         source=Image.Source.COPY,
         copied_from=image,
-        visibility=image.visibility,
         detected_format="qcow2",
         declared_format=image.declared_format,
         virtual_size=image.virtual_size,
         state=Image.State.PROCESSING,
-        step=f"queued: copy from {image.region_id}",
+        step=f"queued: copy from {image.project} ({image.region_id})",
     )
     enqueue(tasks.process, str(copy.id), queue="replication")
     return copy
@@ -445,7 +453,7 @@ def _copy_object(image: Image) -> None:
     if source is None or source.state != Image.State.AVAILABLE:
         raise Conflict("the source image was deleted before it was copied; copy another one.")
     key = f"images/{image.id}.qcow2"
-    _step(image, f"copy from {source.region_id}")
+    _step(image, f"copy from {source.project} ({source.region_id})")
     target, origin = object_store(image.region), object_store(source.region)
     if target.endpoint == origin.endpoint:
         target.copy(source.object_key, key, src_store=origin)
@@ -529,7 +537,7 @@ def set_visibility(*, actor, image: Image, visibility: str) -> Image:
     return image
 
 
-def share_target(image: Image, reference: str) -> Project:
+def sibling_project(image: Image, reference: str) -> Project:
     """A project of the image's own account, named `account/project` or by id. Another account's
     projects are never looked up: naming one is refused as not yet supported."""
     if image.project is None:

@@ -243,7 +243,7 @@ def share(request, pk):
         lambda: services.share_image(
             actor=request.user,
             image=image,
-            project=services.share_target(image, form.cleaned_data["project"]),
+            project=services.sibling_project(image, form.cleaned_data["project"]),
         ),
         lambda result: f"{image.name} is shared with {result.project}.",
         action="image.share",
@@ -263,7 +263,7 @@ def unshare(request, pk):
         lambda: services.unshare_image(
             actor=request.user,
             image=image,
-            project=services.share_target(image, form.cleaned_data["project"]),
+            project=services.sibling_project(image, form.cleaned_data["project"]),
         ),
         lambda result: f"{image.name} is no longer shared with {form.cleaned_data['project']}.",
         action="image.unshare",
@@ -318,9 +318,12 @@ def copy(request, pk):
             actor=request.user,
             image=image,
             region=Region.objects.get(pk=form.cleaned_data["region"]),
+            project=services.sibling_project(image, form.cleaned_data["project"])
+            if form.cleaned_data["project"]
+            else None,
             name=form.cleaned_data["name"],
         ),
-        lambda result: f"Copying {image.name} to {result.region_id} as {result.name}.",
+        lambda result: f"Copying {image.name} to {result.project} ({result.region_id}) as {result.name}.",
         action="image.copy",
         form=form,
         form_key="copy_form",

@@ -625,7 +625,11 @@ def promote_image(args: argparse.Namespace) -> None:
 
 def copy_image(args: argparse.Namespace) -> None:
     client = Client.from_environment()
-    body = {"region": args.target_region, "name": args.name}
+    if not args.target_region and not args.target_project:
+        raise CLIError("InvalidRequest", "Name where the copy goes: --target-region and/or --target-project.")
+    body = {"name": args.name}
+    body.update({"region": args.target_region} if args.target_region else {})
+    body.update({"project": args.target_project} if args.target_project else {})
     _show_image(client.create(_image_url(client, args, "copy"), body), args.output)
 
 

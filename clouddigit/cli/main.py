@@ -344,11 +344,16 @@ def add_image_commands(images: Subcommands) -> None:
     copy = add_image_command(
         images,
         "copy",
-        "copy an image to another region of its project",
+        "copy an image to another region and/or another project of its account",
         commands.copy_image,
         region_option="--source-region",
     )
-    copy.add_argument("--target-region", required=True, metavar="REGION")
+    copy.add_argument("--target-region", metavar="REGION", help="default: the image's region")
+    copy.add_argument(
+        "--target-project",
+        metavar="ACCOUNT/PROJECT",
+        help="a project of the same account (default: the image's)",
+    )
     copy.add_argument("--name", default="", help="the copy's name (default: the image's)")
 
     for name, help, handler in (

@@ -329,6 +329,24 @@ def test_changed_bytes_in_the_object_store_are_caught(
         )
 
 
+def test_copy_into_another_project_of_the_account(run, upload, alice, prod, sandbox, globex_main, qcow2_file):
+    image = upload(alice, prod, qcow2_file())
+
+    copy = run(services.copy_image, actor=alice, image=image, project=sandbox)
+
+    assert copy.state == Image.State.AVAILABLE, copy.last_error
+    assert (copy.project, copy.region_id, copy.sha256) == (sandbox, image.region_id, image.sha256)
+    assert list(launch.picker(alice, sandbox, image.region)) == [copy]
+    with pytest.raises(InvalidRequest, match="not yet supported"):
+        services.copy_image(actor=alice, image=image, project=globex_main)
+
+
+def test_publishers_copy_only_into_projects_they_publish_in(upload, bob, prod, sandbox, qcow2_file):
+    image = upload(bob, prod, qcow2_file())
+    with pytest.raises(PermissionRefused, match="copy images into it"):
+        services.copy_image(actor=bob, image=image, project=sandbox)
+
+
 def test_copy_between_regions_on_separate_s3_servers(
     run, upload, alice, prod, ctg, qcow2_file, seaweed, settings, tmp_path
 ):

@@ -321,8 +321,7 @@ def attestation_status(image: Image, file_sha256: str | None = None) -> tuple[At
     """
     if image.project_id is None:
         return None, (
-            f"it is a Cloud Digit {image.get_slot_display().lower()} image, which a project's attestors "
-            "cannot sign"
+            f"it is a Cloud Digit {image.slot} image, which a project's attestors cannot sign"
         )
     first_reason = ""
     for attestation in image.attestations.all():

@@ -173,6 +173,7 @@ def launch_vm(
     """A VM whose boot volume is a copy of `image` (grown to `boot_size_bytes`), defined on a host of
     the region; started when `start`."""
     require(actor, "operate_vms", project, "create VMs")
+    compute.check_vm_request(name=name, vpc=vpc, flavor=flavor, tags=tags)  # before copying any bytes
     image = image_named(actor, project, region, str(image.pk))
     minimum = -(-(image.virtual_size or MiB) // MiB) * MiB
     size = boot_size_bytes or minimum

@@ -148,6 +148,17 @@ def place(region: Region) -> Host:
     return host
 
 
+def check_vm_request(*, name: str, vpc: str, flavor: str, tags: dict | None) -> tuple[str, str, dict]:
+    """A new VM's name, VPC and tags once valid, and its flavor known; else the InvalidRequest naming
+    the field. Callers with slow work before `create_vm` (copying an image) check first."""
+    name, vpc, tags = check_name(name), check_name(vpc, field="vpc"), check_tags(tags)
+    if flavor not in FLAVORS:
+        raise InvalidRequest(
+            f"Unknown flavor {flavor!r}; choose one of {', '.join(FLAVORS)}.", field="flavor"
+        )
+    return name, vpc, tags
+
+
 @audited("compute.vm.create")
 def create_vm(
     *,
@@ -164,13 +175,7 @@ def create_vm(
 ) -> VM:
     """A stopped VM with a fresh boot volume attached as `vda` (`sda` on bare metal): empty, or a copy
     of the image file `boot_source_path`."""
-    name = check_name(name)
-    vpc = check_name(vpc, field="vpc")
-    tags = check_tags(tags)
-    if flavor not in FLAVORS:
-        raise InvalidRequest(
-            f"Unknown flavor {flavor!r}; choose one of {', '.join(FLAVORS)}.", field="flavor"
-        )
+    name, vpc, tags = check_vm_request(name=name, vpc=vpc, flavor=flavor, tags=tags)
     require(actor, "operate_vms", project, "create VMs")
     host = place(region)
     try:

@@ -15,6 +15,7 @@ from clouddigit.api.base import region_named, valid_data, visible_or_400, visibl
 from clouddigit.compute.models import Project, Region
 from clouddigit.errors import InvalidRequest
 from images import attestation_api, inspection, launch, services
+from images.filters import ImageAPIFilter
 from images.models import Image, ImageQuota
 
 VIEW_IMAGES = "compute.view_images"
@@ -172,20 +173,13 @@ class ImageViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
     """The image catalogue: stock and hardened images plus the custom images you may see."""
 
     serializer_class = ImageSerializer
+    filterset_class = ImageAPIFilter
 
     def get_queryset(self):
-        params = self.request.query_params
-        images = (Image.objects.shared_with if params.get("shared") else Image.objects.visible_to)(
-            self.request.user
-        ).for_display()
-        if params.get("project"):
-            images = images.filter(project__in=Project.objects.by_reference(params["project"]))
-        for field in ("region", "slot", "state"):
-            if params.get(field):
-                images = images.filter(**{f"{field}": params[field]})
-        if params.get("name"):
-            images = images.filter(name__icontains=params["name"])
-        return images.order_by("slot", "name", "region_id")
+        user = self.request.user
+        shared = self.request.query_params.get("shared")
+        images = Image.objects.shared_with(user) if shared else Image.objects.visible_to(user)
+        return images.for_display().order_by("slot", "name", "region_id")
 
     def _image(self, image: Image, code: int = status.HTTP_200_OK) -> Response:
         current = (

@@ -1,10 +1,12 @@
-"""The image catalogue's filters (the console list; the header's switchers choose project and region)."""
+"""The image catalogue's filters: the console list (whose header switchers choose project and region) and
+the API list (which names them)."""
 
 from __future__ import annotations
 
 import django_filters
 from django.db.models import Q
 
+from clouddigit.compute.api import ProjectReferenceFilter
 from clouddigit.compute.filters import TagFilter
 from images.inspection import FORMATS
 from images.models import Image
@@ -24,3 +26,12 @@ class ImageFilter(django_filters.FilterSet):
 
     def filter_format(self, queryset, name, value):
         return queryset.filter(Q(detected_format=value) | Q(detected_format="", declared_format=value))
+
+
+class ImageAPIFilter(ImageFilter):
+    project = ProjectReferenceFilter(help_text="account/project or a project id")
+    region = django_filters.CharFilter(field_name="region__slug")
+    slot = django_filters.ChoiceFilter(choices=Image.Slot.choices)
+
+    class Meta(ImageFilter.Meta):
+        fields = [*ImageFilter.Meta.fields, "project", "region", "slot"]

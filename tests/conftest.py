@@ -259,3 +259,13 @@ def cis_image(prod, dha):
         tags={"cis-level": "1"},
         created_by="t",
     )
+
+
+@pytest.fixture
+def golden(prod, dha):
+    """An available custom image of acme/prod, as a row only (no bytes stored)."""
+    from images.models import Image
+
+    return Image.objects.create(
+        project=prod, region=dha, name="golden", created_by="alice", state=Image.State.AVAILABLE
+    )

@@ -21,18 +21,6 @@ def api(alice):
     return client
 
 
-@pytest.fixture
-def golden(prod, dha):
-    return Image.objects.create(
-        project=prod,
-        region=dha,
-        name="golden",
-        created_by="alice",
-        state=Image.State.AVAILABLE,
-        virtual_size=2**20,
-    )
-
-
 def _image_url(golden, action=""):
     return (
         f"/api/v1/compute/images/{golden.pk}/{action}/" if action else f"/api/v1/compute/images/{golden.pk}/"

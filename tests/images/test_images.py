@@ -211,13 +211,6 @@ def test_copy_to_another_region_keeps_the_checksum(run, upload, alice, prod, ctg
 # --- Sharing, visibility, deprecation and the picker -------------------------------------------------
 
 
-@pytest.fixture
-def golden(alice, prod, dha):
-    return Image.objects.create(
-        project=prod, region=dha, name="golden", created_by="alice", state=Image.State.AVAILABLE
-    )
-
-
 def test_sharing_needs_image_admin_and_stays_in_the_account(alice, bob, golden, sandbox, globex_main):
     with pytest.raises(PermissionRefused, match="share_images"):
         services.share_image(actor=bob, image=golden, project=sandbox)

@@ -64,9 +64,6 @@ class ImageQuerySet(TaggedQuerySet):
             | Q(visibility=Image.Visibility.ACCOUNT, project__account=project.account_id)
         ).distinct()
 
-    def deprecated(self, now=None) -> ImageQuerySet:
-        return self.filter(deprecated_at__lte=now or timezone.now())
-
     def not_deprecated(self, now=None) -> ImageQuerySet:
         return self.filter(Q(deprecated_at__isnull=True) | Q(deprecated_at__gt=now or timezone.now()))
 

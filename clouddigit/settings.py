@@ -7,6 +7,7 @@ from the environment: the process refuses to start without them.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 
@@ -47,6 +48,17 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None:
         return default
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_networks(name: str) -> list[str]:
+    """IP networks separated by commas (e.g. "10.20.0.0/24,fd00:20::/64"); none by default."""
+    networks = env_list(name, [])
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {network!r} is not a network, e.g. 10.20.0.0/24") from None
+    return networks
 
 
 def env_secret(name: str, dev_default: str) -> str:
@@ -291,6 +303,10 @@ CONSOLE_HOST = env_str("CLOUDDIGIT_HOST", "127.0.0.1")
 CONSOLE_PORT = env_int("CLOUDDIGIT_PORT", 8000)
 # The console as users reach it: links in notifications (email, Slack) start with it.
 PUBLIC_URL = env_str("CLOUDDIGIT_PUBLIC_URL", f"http://127.0.0.1:{CONSOLE_PORT}").rstrip("/")
+# URLs tenants type (webhooks) reach public addresses only (clouddigit/outbound.py); these networks,
+# e.g. "10.20.0.0/24,fd00:20::/64", are let through too, for on-premises receivers. Never the networks
+# of the object stores, the database or the hypervisors.
+OUTBOUND_ALLOWED_NETWORKS = env_networks("CLOUDDIGIT_OUTBOUND_ALLOWED_NETWORKS")
 
 LOGGING = {
     "version": 1,

@@ -148,6 +148,9 @@ class NotificationChannel(models.Model):
     target = models.CharField(
         max_length=500, help_text="The webhook's http(s) URL, or email addresses separated by commas"
     )
+    # The server signs every webhook body with it (HMAC-SHA256), so it is kept as it is, not hashed; it is
+    # shown once, when made, and never again. Email channels have none.
+    secret = models.CharField(max_length=64, blank=True, editable=False)
     created_by = models.CharField(max_length=150)
     created_at = models.DateTimeField(default=timezone.now)
 

@@ -48,8 +48,14 @@ class _Recorder(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def hook():
-    """A webhook receiver on 127.0.0.1 that records every POST and answers `status`."""
+def on_premises(settings):
+    """The operator allowlists 127.0.0.1 for on-premises receivers, so the tests' receivers are reachable."""
+    settings.OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.1/32"]
+
+
+@pytest.fixture
+def hook(on_premises):
+    """A webhook receiver on 127.0.0.1 (allowlisted) that records every POST and answers `status`."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     server.posts, server.status, server.delay = [], 200, 0.0
     server.host = f"127.0.0.1:{server.server_port}"
@@ -62,7 +68,7 @@ def hook():
 
 
 @pytest.fixture
-def closed_port():
+def closed_port(on_premises):
     """A port on 127.0.0.1 that nothing listens on: connecting is refused."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -383,7 +389,7 @@ def test_an_admin_adds_and_deletes_a_channel_on_the_policies_page(client, alice,
         (
             {"name": "slack-ops", "kind": "webhook", "target": "ftp://hooks.example/x"},
             400,
-            "target: a webhook needs an http:// or https:// URL.",
+            "target: the URL must start with http:// or https://.",
         ),
         (
             {"name": "mail-ops", "kind": "email", "target": "ops@acme.example, not-an-address"},
@@ -506,3 +512,51 @@ def test_the_audit_log_never_holds_a_webhook_url(prod):
     )
     entry = AuditEntry.objects.get(action="policy.channel.create")
     assert "secret-token" not in str(entry.detail) and entry.detail["target"] == "[not logged]"
+
+
+# --- Webhooks reach public addresses only ----------------------------------------------------------
+
+
+def _master_delete_url(seaweed, bucket: str) -> str:
+    """The issue's attack: the embedded SeaweedFS master deletes a bucket's collection on request."""
+    return f"http://127.0.0.1:{seaweed.server.ports['master']}/col/delete?collection={bucket}"
+
+
+def test_a_webhook_at_the_object_stores_master_is_refused_when_added(client, alice, prod, seaweed):
+    store = seaweed.store()
+    target = _master_delete_url(seaweed, store.bucket)
+
+    response = console(client, alice, prod).post(
+        CHANNELS, {"project": str(prod.pk), "name": "slack-ops", "kind": "webhook", "target": target}
+    )
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert (
+        "target: 127.0.0.1 is a loopback address, not a public one. Webhooks go to public addresses only: "
+        "use a public https:// URL, or ask your Cloud Digit operator to allowlist the network of an "
+        "on-premises receiver." in page
+    )
+    assert not NotificationChannel.objects.exists()
+    refusal = AuditEntry.objects.get(action="policy.channel.create")
+    assert refusal.outcome == "refused" and "col/delete" not in str(refusal.detail) + refusal.message
+
+
+def test_a_webhook_row_at_the_object_stores_master_is_refused_when_sent(make_vm, prod, seaweed, no_spread):
+    store = seaweed.store()
+    store.put_bytes("images/stock.qcow2", b"the stock image")
+    NotificationChannel.objects.create(  # as if it predates the check, or got in some other way
+        project=prod, name="slack-ops", kind="webhook", target=_master_delete_url(seaweed, store.bucket)
+    )
+    policy = _policy(prod)
+    _run(policy, make_vm(prod, "web-01"), SlotRun.Outcome.SKIPPED, SKIP_REASON)
+
+    (notification,) = notifications.notify_runs(policy, list(SlotRun.objects.all()), AFTER_SLOT)
+
+    notification.refresh_from_db()
+    assert notification.ok is False and notification.sent_at is not None
+    master = f"127.0.0.1:{seaweed.server.ports['master']}"
+    assert notification.error == (
+        f"refused to post to {master}: 127.0.0.1 is a loopback address, not a public one"
+    )
+    assert store.get_bytes("images/stock.qcow2") == b"the stock image"

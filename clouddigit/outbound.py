@@ -143,11 +143,10 @@ def resolve(host: str, port: int) -> list[str]:
 def refusal(address: Address) -> str:
     """Why tenants may not reach `address` ("a loopback address"), or "" if they may."""
     carried = _carried_ipv4(address)
-    if any(candidate in network for candidate in (address, carried) for network in _allowlist()):
+    candidates = [address] if carried is None else [carried, address]
+    if any(candidate in network for candidate in candidates for network in _allowlist()):
         return ""
-    for candidate in (carried, address):
-        if candidate is None:
-            continue
+    for candidate in candidates:
         if candidate.is_unspecified:
             return "an unspecified address"
         if candidate.is_loopback:
@@ -205,9 +204,10 @@ def _allowed_address(target: Target) -> str:
     for text in addresses:
         address = ipaddress.ip_address(text.partition("%")[0])
         reason = refusal(address)
+        if reason and target.is_literal:
+            raise Refused(f"{address} is {reason}, not a public one")
         if reason:
-            named = "" if target.is_literal else f"{target.host} resolves to "
-            raise Refused(f"{named}{address} is {reason}, not a public one")
+            raise Refused(f"{target.host} resolves to {address}, {reason}, not a public one")
     return addresses[0]
 
 

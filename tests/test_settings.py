@@ -59,3 +59,9 @@ def test_production_mode_serves_collected_static_files(tmp_path):
     url, status, cache = fetch.stdout.strip().splitlines()[-1].split(maxsplit=2)
     assert url.startswith("/static/vendor/htmx-2.0.11.min.") and url != "/static/vendor/htmx-2.0.11.min.js"
     assert status == "200" and "max-age" in cache
+
+
+def test_a_bad_outbound_allowlist_is_named(tmp_path):
+    result = _manage(["check"], {"CLOUDDIGIT_OUTBOUND_ALLOWED_NETWORKS": "10.20.0.0/24, nonsense"}, tmp_path)
+    assert result.returncode != 0
+    assert "CLOUDDIGIT_OUTBOUND_ALLOWED_NETWORKS: 'nonsense' is not a network" in result.stderr

@@ -7,16 +7,19 @@ parsed strictly, its host is resolved once, every address it resolves to must be
 operator's allowlist, `OUTBOUND_ALLOWED_NETWORKS`), and the connection is made to that very address:
 a name cannot resolve to a public address for the check and to 127.0.0.1 for the connection. The Host
 header, TLS SNI and the certificate check still use the name. Redirects are never followed (a 3xx is
-the answer), proxies from the environment are never used, and only a little of the answer is read.
+the answer), proxies from the environment are never used, the whole exchange has a deadline, and only a
+little of the answer is read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import ipaddress
 import re
 import socket
 import ssl
+import threading
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -117,22 +120,47 @@ def post(url: str, *, body: bytes, headers: dict[str, str], timeout: float) -> A
         )
     else:
         connection = _PinnedHTTPConnection(target.host, target.port, address=address, timeout=timeout)
+    # Socket timeouts bound each read, not the whole exchange: a receiver trickling its headers a byte at
+    # a time would hold the caller (the scheduler's tick) for hours. At the deadline the socket is cut.
+    expired = threading.Event()
+    deadline = threading.Timer(timeout, _cut, [connection, expired])
+    deadline.start()
     try:
         connection.request("POST", target.path, body=body, headers=headers)
         response = connection.getresponse()
         response.read(MAX_ANSWER_BYTES)
-        return Answer(response.status, response.reason, response.getheader("Location", ""))
-    except TimeoutError:
-        raise OutboundError(f"{target.netloc} did not answer within {timeout:g} s") from None
-    except ssl.SSLError as error:
-        reason = getattr(error, "verify_message", None) or error.reason or str(error)
-        raise OutboundError(f"could not connect to {target.netloc}: {reason}") from None
-    except OSError as error:
-        raise OutboundError(f"could not connect to {target.netloc}: {error.strerror or error}") from None
-    except http.client.HTTPException as error:
-        raise OutboundError(f"{target.netloc} did not answer in HTTP: {type(error).__name__}") from None
+        answer = Answer(response.status, response.reason, response.getheader("Location", ""))
+    except (OSError, http.client.HTTPException) as error:
+        raise _failure(target, error, timeout, expired.is_set()) from None
     finally:
+        deadline.cancel()
         connection.close()
+    if expired.is_set():  # a cut stream can still parse as an answer: it is not one
+        raise _too_slow(target, timeout)
+    return answer
+
+
+def _cut(connection: http.client.HTTPConnection, expired: threading.Event) -> None:
+    expired.set()
+    if connection.sock is not None:
+        with contextlib.suppress(OSError):
+            # The plain socket's shutdown, also under TLS: the reading thread sees the end of the stream.
+            socket.socket.shutdown(connection.sock, socket.SHUT_RDWR)
+
+
+def _too_slow(target: Target, timeout: float) -> OutboundError:
+    return OutboundError(f"{target.netloc} did not answer within {timeout:g} s")
+
+
+def _failure(target: Target, error: Exception, timeout: float, expired: bool) -> OutboundError:
+    if expired or isinstance(error, TimeoutError):
+        return _too_slow(target, timeout)
+    if isinstance(error, ssl.SSLError):
+        reason = getattr(error, "verify_message", None) or error.reason or str(error)
+        return OutboundError(f"could not connect to {target.netloc}: {reason}")
+    if isinstance(error, OSError):
+        return OutboundError(f"could not connect to {target.netloc}: {error.strerror or error}")
+    return OutboundError(f"{target.netloc} did not answer in HTTP: {type(error).__name__}")
 
 
 def resolve(host: str, port: int) -> list[str]:

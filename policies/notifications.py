@@ -205,8 +205,9 @@ def _post(channel: NotificationChannel, text: str) -> str:
     if 300 <= answer.status < 400:
         # Not followed: a redirect could lead anywhere, past the address check, and a POST redirected
         # becomes a GET that delivers nothing.
+        location = answer.location[:300] or "?"
         return (
-            f"{host} answered HTTP {answer.status} {answer.reason}, a redirect to {answer.location or '?'}, "
+            f"{host} answered HTTP {answer.status} {answer.reason}, a redirect to {location}, "
             "which is not followed: add a channel with the final URL"
         )
     return f"{host} answered HTTP {answer.status} {answer.reason}".strip()

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -276,3 +278,36 @@ def test_https_is_pinned_to_the_checked_address_and_still_checks_the_name(tls_re
     ):
         outbound.post(f"https://other.test:{port}/hook", body=b"{}", headers={}, timeout=2)
     assert len(tls_receiver.posts) == 1
+
+
+def test_a_receiver_trickling_its_answer_is_cut_at_the_deadline(settings):
+    """Each byte comes well within the socket timeout; the exchange as a whole still ends on time."""
+    settings.OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.1/32"]
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle():
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\n")
+            while not stop.is_set():
+                try:
+                    connection.sendall(b"X")
+                except OSError:
+                    return
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(outbound.OutboundError, match=r"did not answer within 0.5 s"):
+            outbound.post(
+                f"http://127.0.0.1:{listener.getsockname()[1]}/", body=b"{}", headers={}, timeout=0.5
+            )
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+    assert time.monotonic() - started < 2

@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -116,6 +117,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "guardian",
+    "axes",
     "clouddigit",
     "clouddigit.compute",
     "clouddigit.audit",
@@ -138,6 +140,8 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "clouddigit.context.ScopeMiddleware",
     "clouddigit.audit.context.SourceIPMiddleware",
+    # Last: turns a sign-in refused for too many failures into the lock-out page (or API error).
+    "axes.middleware.AxesMiddleware",
 ]
 # How many proxies in front of the console append to X-Forwarded-For (0: trust REMOTE_ADDR only).
 TRUSTED_PROXY_COUNT = env_int("CLOUDDIGIT_TRUSTED_PROXY_COUNT", 0)
@@ -185,9 +189,21 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out (username, address) before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
+# Password guessing (django-axes): this many failures for one username from one address lock that
+# pair out until this long after the last one. The lock-out page says when; our audit log records it.
+AXES_FAILURE_LIMIT = env_int("CLOUDDIGIT_SIGN_IN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("CLOUDDIGIT_SIGN_IN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# Attempts during a lock-out do not extend it: a guesser cannot keep a user locked out for ever.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "clouddigit.audit.context.client_ip"  # the audit log's idea of the address
+AXES_LOCKOUT_CALLABLE = "clouddigit.lockout.lockout_response"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "compute:vm-list"
 LOGOUT_REDIRECT_URL = "login"

@@ -215,7 +215,7 @@ class Command(BaseCommand):
                     child.delay = FIRST_RESTART_DELAY
                 # Its pool processes, or a qemu-img it started, may have outlived it.
                 process.stop(CRASH_CLEANUP_GRACE)
-                child.restart_at = now + child.delay
+                child.restart_at = time.monotonic() + child.delay
                 self.stdout.write(
                     self.style.ERROR(
                         f"{process.name} exited unexpectedly (code {process.process.returncode}); "

@@ -68,6 +68,15 @@ def dns(monkeypatch):
     return names
 
 
+@pytest.fixture(autouse=True)
+def _static_files_from_source(settings):
+    """Pages link static files by their source names: tests do not run collectstatic."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
 @pytest.fixture
 def regions(db, tmp_path):
     """Both regions, with their volume folders in the test's temporary folder."""

@@ -320,7 +320,9 @@ def attestation_status(image: Image, file_sha256: str | None = None) -> tuple[At
     Uses `image.attestations.all()`, so a caller listing many images can prefetch them with their keys.
     """
     if image.project_id is None:
-        return None, (f"it is a Cloud Digit {image.slot} image, which a project's attestors cannot sign")
+        return None, (
+            f"it is a Cloud Digit {image.slot} image, which a project's attestors cannot sign"
+        )
     first_reason = ""
     for attestation in image.attestations.all():
         reason = _invalid_because(image, attestation, file_sha256)

@@ -10,357 +10,141 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
     dependencies = [
-        ("compute", "0003_alter_account_options_alter_project_options"),
-        ("snapshots", "0001_initial"),
+        ('compute', '0003_alter_account_options_alter_project_options'),
+        ('snapshots', '0001_initial'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="Image",
+            name='Image',
             fields=[
-                (
-                    "id",
-                    models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False),
-                ),
-                (
-                    "slot",
-                    models.CharField(
-                        choices=[
-                            ("stock", "Stock"),
-                            ("hardened", "Cloud Digit hardened"),
-                            ("custom", "Custom"),
-                        ],
-                        default="custom",
-                        max_length=10,
-                    ),
-                ),
-                ("name", models.CharField(max_length=63)),
-                ("description", models.CharField(blank=True, max_length=300)),
-                (
-                    "visibility",
-                    models.CharField(
-                        choices=[("project", "Project"), ("account", "Org-shared (whole account)")],
-                        default="project",
-                        max_length=8,
-                    ),
-                ),
-                (
-                    "source",
-                    models.CharField(
-                        choices=[
-                            ("upload", "Uploaded"),
-                            ("snapshot", "Promoted from a snapshot"),
-                            ("copy", "Copied from another region"),
-                            ("platform", "Published by Cloud Digit"),
-                        ],
-                        default="upload",
-                        max_length=10,
-                    ),
-                ),
-                (
-                    "source_device",
-                    models.CharField(blank=True, help_text="The snapshot disk promoted", max_length=8),
-                ),
-                (
-                    "declared_format",
-                    models.CharField(blank=True, help_text="What the uploader said", max_length=8),
-                ),
-                (
-                    "detected_format",
-                    models.CharField(blank=True, help_text="What the header inspection found", max_length=8),
-                ),
-                ("virtual_size", models.PositiveBigIntegerField(blank=True, null=True)),
-                (
-                    "upload_bytes",
-                    models.PositiveBigIntegerField(default=0, help_text="Bytes received so far"),
-                ),
-                (
-                    "stored_bytes",
-                    models.PositiveBigIntegerField(
-                        blank=True, help_text="Size of the stored qcow2", null=True
-                    ),
-                ),
-                (
-                    "sha256",
-                    models.CharField(blank=True, help_text="SHA-256 of the stored qcow2 file", max_length=64),
-                ),
-                (
-                    "guest_sha256",
-                    models.CharField(
-                        blank=True, help_text="SHA-256 of the guest-visible bytes", max_length=64
-                    ),
-                ),
-                ("object_key", models.CharField(blank=True, max_length=200)),
-                (
-                    "tags",
-                    models.JSONField(
-                        blank=True, default=dict, validators=[clouddigit.compute.models.validate_tags]
-                    ),
-                ),
-                (
-                    "openscap_score",
-                    models.FloatField(blank=True, help_text="Hardened images: OpenSCAP score", null=True),
-                ),
-                (
-                    "deprecated_at",
-                    models.DateTimeField(blank=True, help_text="Deprecated from this time on", null=True),
-                ),
-                ("deprecation_note", models.CharField(blank=True, max_length=300)),
-                (
-                    "state",
-                    models.CharField(
-                        choices=[
-                            ("uploading", "Waiting for the upload"),
-                            ("processing", "Inspecting and storing"),
-                            ("available", "Available"),
-                            ("failed", "Failed"),
-                        ],
-                        default="uploading",
-                        max_length=12,
-                    ),
-                ),
-                (
-                    "step",
-                    models.CharField(blank=True, help_text="What the operation is doing now", max_length=200),
-                ),
-                ("last_error", models.TextField(blank=True)),
-                ("created_by", models.CharField(max_length=150)),
-                ("created_at", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ("updated_at", models.DateTimeField(auto_now=True)),
-                (
-                    "copied_from",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="copies",
-                        to="images.image",
-                    ),
-                ),
-                (
-                    "project",
-                    models.ForeignKey(
-                        blank=True,
-                        help_text="Empty for stock and hardened images, which every project may use",
-                        null=True,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="images",
-                        to="compute.project",
-                    ),
-                ),
-                (
-                    "region",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="images",
-                        to="compute.region",
-                    ),
-                ),
-                (
-                    "source_snapshot",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="images",
-                        to="snapshots.snapshot",
-                    ),
-                ),
+                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ('slot', models.CharField(choices=[('stock', 'Stock'), ('hardened', 'Cloud Digit hardened'), ('custom', 'Custom')], default='custom', max_length=10)),
+                ('name', models.CharField(max_length=63)),
+                ('description', models.CharField(blank=True, max_length=300)),
+                ('visibility', models.CharField(choices=[('project', 'Project'), ('account', 'Org-shared (whole account)')], default='project', max_length=8)),
+                ('source', models.CharField(choices=[('upload', 'Uploaded'), ('snapshot', 'Promoted from a snapshot'), ('copy', 'Copied from another region'), ('platform', 'Published by Cloud Digit')], default='upload', max_length=10)),
+                ('source_device', models.CharField(blank=True, help_text='The snapshot disk promoted', max_length=8)),
+                ('declared_format', models.CharField(blank=True, help_text='What the uploader said', max_length=8)),
+                ('detected_format', models.CharField(blank=True, help_text='What the header inspection found', max_length=8)),
+                ('virtual_size', models.PositiveBigIntegerField(blank=True, null=True)),
+                ('upload_bytes', models.PositiveBigIntegerField(default=0, help_text='Bytes received so far')),
+                ('stored_bytes', models.PositiveBigIntegerField(blank=True, help_text='Size of the stored qcow2', null=True)),
+                ('sha256', models.CharField(blank=True, help_text='SHA-256 of the stored qcow2 file', max_length=64)),
+                ('guest_sha256', models.CharField(blank=True, help_text='SHA-256 of the guest-visible bytes', max_length=64)),
+                ('object_key', models.CharField(blank=True, max_length=200)),
+                ('tags', models.JSONField(blank=True, default=dict, validators=[clouddigit.compute.models.validate_tags])),
+                ('openscap_score', models.FloatField(blank=True, help_text='Hardened images: OpenSCAP score', null=True)),
+                ('deprecated_at', models.DateTimeField(blank=True, help_text='Deprecated from this time on', null=True)),
+                ('deprecation_note', models.CharField(blank=True, max_length=300)),
+                ('state', models.CharField(choices=[('uploading', 'Waiting for the upload'), ('processing', 'Inspecting and storing'), ('available', 'Available'), ('failed', 'Failed')], default='uploading', max_length=12)),
+                ('step', models.CharField(blank=True, help_text='What the operation is doing now', max_length=200)),
+                ('last_error', models.TextField(blank=True)),
+                ('created_by', models.CharField(max_length=150)),
+                ('created_at', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
+                ('copied_from', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='copies', to='images.image')),
+                ('project', models.ForeignKey(blank=True, help_text='Empty for stock and hardened images, which every project may use', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='images', to='compute.project')),
+                ('region', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='images', to='compute.region')),
+                ('source_snapshot', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='images', to='snapshots.snapshot')),
             ],
             options={
-                "ordering": ["name", "region_id"],
+                'ordering': ['name', 'region_id'],
             },
             bases=(clouddigit.statemachine.StateMachineMixin, models.Model),
         ),
         migrations.CreateModel(
-            name="ImagePolicy",
+            name='ImagePolicy',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "require_attestation",
-                    models.CharField(
-                        choices=[
-                            ("off", "Not required"),
-                            ("audit", "Audit: record what would be denied"),
-                            ("enforce", "Required: deny VM create without a valid signature"),
-                        ],
-                        default="off",
-                        max_length=8,
-                    ),
-                ),
-                ("updated_by", models.CharField(max_length=150)),
-                ("updated_at", models.DateTimeField(auto_now=True)),
-                (
-                    "project",
-                    models.OneToOneField(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="image_policy",
-                        to="compute.project",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('require_attestation', models.CharField(choices=[('off', 'Not required'), ('audit', 'Audit: record what would be denied'), ('enforce', 'Required: deny VM create without a valid signature')], default='off', max_length=8)),
+                ('updated_by', models.CharField(max_length=150)),
+                ('updated_at', models.DateTimeField(auto_now=True)),
+                ('project', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='image_policy', to='compute.project')),
             ],
             options={
-                "verbose_name_plural": "image policies",
+                'verbose_name_plural': 'image policies',
             },
         ),
         migrations.CreateModel(
-            name="ImageQuota",
+            name='ImageQuota',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("limit", models.PositiveIntegerField()),
-                ("ticket", models.CharField(max_length=100)),
-                ("set_by", models.CharField(max_length=150)),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                (
-                    "project",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="compute.project"
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('limit', models.PositiveIntegerField()),
+                ('ticket', models.CharField(max_length=100)),
+                ('set_by', models.CharField(max_length=150)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='compute.project')),
             ],
             options={
-                "ordering": ["-created_at"],
+                'ordering': ['-created_at'],
             },
         ),
         migrations.CreateModel(
-            name="ImageShare",
+            name='ImageShare',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("shared_by", models.CharField(max_length=150)),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                (
-                    "image",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, related_name="shares", to="images.image"
-                    ),
-                ),
-                (
-                    "project",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="shared_images",
-                        to="compute.project",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('shared_by', models.CharField(max_length=150)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('image', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='shares', to='images.image')),
+                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='shared_images', to='compute.project')),
             ],
             options={
-                "ordering": ["project__slug"],
+                'ordering': ['project__slug'],
             },
         ),
         migrations.CreateModel(
-            name="SigningKey",
+            name='SigningKey',
             fields=[
-                (
-                    "id",
-                    models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False),
-                ),
-                ("name", models.CharField(max_length=63)),
-                (
-                    "public_key",
-                    models.CharField(help_text="The raw 32-byte Ed25519 key, base64", max_length=64),
-                ),
-                (
-                    "fingerprint",
-                    models.CharField(help_text="SHA-256 of the raw key, hex", max_length=64, unique=True),
-                ),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                ("revoked_at", models.DateTimeField(blank=True, null=True)),
-                ("revoked_by", models.CharField(blank=True, max_length=150)),
-                (
-                    "account",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="signing_keys",
-                        to="compute.account",
-                    ),
-                ),
-                (
-                    "owner",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="signing_keys",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
+                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ('name', models.CharField(max_length=63)),
+                ('public_key', models.CharField(help_text='The raw 32-byte Ed25519 key, base64', max_length=64)),
+                ('fingerprint', models.CharField(help_text='SHA-256 of the raw key, hex', max_length=64, unique=True)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('revoked_at', models.DateTimeField(blank=True, null=True)),
+                ('revoked_by', models.CharField(blank=True, max_length=150)),
+                ('account', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='signing_keys', to='compute.account')),
+                ('owner', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='signing_keys', to=settings.AUTH_USER_MODEL)),
             ],
             options={
-                "ordering": ["account__slug", "name"],
+                'ordering': ['account__slug', 'name'],
             },
         ),
         migrations.CreateModel(
-            name="Attestation",
+            name='Attestation',
             fields=[
-                (
-                    "id",
-                    models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False),
-                ),
-                ("signer", models.CharField(max_length=150)),
-                ("image_sha256", models.CharField(max_length=64)),
-                ("cis_level", models.CharField(max_length=16)),
-                ("signature", models.CharField(help_text="Ed25519 signature, base64", max_length=100)),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                (
-                    "image",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="attestations",
-                        to="images.image",
-                    ),
-                ),
-                (
-                    "key",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="attestations",
-                        to="images.signingkey",
-                    ),
-                ),
+                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ('signer', models.CharField(max_length=150)),
+                ('image_sha256', models.CharField(max_length=64)),
+                ('cis_level', models.CharField(max_length=16)),
+                ('signature', models.CharField(help_text='Ed25519 signature, base64', max_length=100)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('image', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='attestations', to='images.image')),
+                ('key', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='attestations', to='images.signingkey')),
             ],
             options={
-                "ordering": ["-created_at"],
+                'ordering': ['-created_at'],
             },
         ),
         migrations.AddConstraint(
-            model_name="image",
-            constraint=models.UniqueConstraint(
-                condition=models.Q(("project__isnull", False)),
-                fields=("project", "region", "name"),
-                name="image_name_unique_in_project",
-            ),
+            model_name='image',
+            constraint=models.UniqueConstraint(condition=models.Q(('project__isnull', False)), fields=('project', 'region', 'name'), name='image_name_unique_in_project'),
         ),
         migrations.AddConstraint(
-            model_name="image",
-            constraint=models.UniqueConstraint(
-                condition=models.Q(("project__isnull", True)),
-                fields=("region", "name"),
-                name="platform_image_name_unique",
-            ),
+            model_name='image',
+            constraint=models.UniqueConstraint(condition=models.Q(('project__isnull', True)), fields=('region', 'name'), name='platform_image_name_unique'),
         ),
         migrations.AddConstraint(
-            model_name="imageshare",
-            constraint=models.UniqueConstraint(fields=("image", "project"), name="image_share_unique"),
+            model_name='imageshare',
+            constraint=models.UniqueConstraint(fields=('image', 'project'), name='image_share_unique'),
         ),
         migrations.AddConstraint(
-            model_name="signingkey",
-            constraint=models.UniqueConstraint(fields=("account", "name"), name="signing_key_name_unique"),
+            model_name='signingkey',
+            constraint=models.UniqueConstraint(fields=('account', 'name'), name='signing_key_name_unique'),
         ),
     ]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connections, models
+from django.db import connections, models
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -180,7 +180,6 @@ def lost_reason(row: Leased) -> str:
 
 def reconcile(now: datetime | None = None) -> int:
     """Beat: re-queue the next step of every operation whose lease has run out; returns how many."""
-    close_old_connections()
     now, requeued = now or timezone.now(), 0
     for kind in KINDS:
         manager = kind.model._default_manager

@@ -158,12 +158,19 @@ def claimed(model, pk) -> Iterator[Claim]:
 
 
 def checkpoint(step: str) -> None:
-    """Test-only fault injection: SIGKILL this process when `CLOUDDIGIT_FAULT_KILL_AT` is part of `step`.
+    """Test-only fault injection, called at every recorded step of a long operation.
 
-    Only the SIGKILL test's worker processes set the variable; everywhere else this is one lookup.
+    When `CLOUDDIGIT_FAULT_KILL_FILE` names a file and the text in it is part of `step`, the file is
+    removed and this process is killed with SIGKILL: a worker dying mid-task, once. Only the SIGKILL
+    test's workers set the variable (tests/test_worker_kills.py); elsewhere this is one environ lookup.
     """
-    kill_at = os.environ.get("CLOUDDIGIT_FAULT_KILL_AT")
+    kill_file = os.environ.get("CLOUDDIGIT_FAULT_KILL_FILE")
+    if not kill_file or not os.path.exists(kill_file):
+        return
+    with open(kill_file) as wanted:
+        kill_at = wanted.read().strip()
     if kill_at and kill_at in step:
+        os.unlink(kill_file)
         log.warning("fault injection: killing the worker at %r", step)
         os.kill(os.getpid(), signal.SIGKILL)
 

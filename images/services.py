@@ -438,8 +438,6 @@ def process(image_id: str) -> None:
     else:
         _convert_upload(image, staged)
     _store(image, staged)
-    operations.checkpoint("stored; caching the region's copy")
-    os.replace(staged, cache_path(image))
     image.upload_path.unlink(missing_ok=True)
 
 
@@ -470,13 +468,17 @@ def _store(image: Image, path: Path) -> None:
     store = object_store(image.region)
     sha256 = store.put_file(key, path)
     _verify_stored(store, key, sha256)
+    stored_bytes = path.stat().st_size
+    operations.checkpoint("stored; keeping the region's copy")
+    # The region's copy is in place before the row says Available: boot volumes are copied from it.
+    os.replace(path, cache_path(image))
     image.transition(
         Image.State.AVAILABLE,
         object_key=key,
         sha256=sha256,
         guest_sha256=guest_sha256,
         virtual_size=virtual_size,
-        stored_bytes=path.stat().st_size,
+        stored_bytes=stored_bytes,
         step="",
         last_error="",
     )

@@ -294,8 +294,11 @@ SPECTACULAR_SETTINGS = {
 # --- Celery -----------------------------------------------------------------------------------------
 # Queues: `hypervisor.<region>` (libvirt + qemu-img, one worker per host in production), `replication`
 # (object store copies), `default` (reports, notifications, metrics). Tasks are queued with
-# transaction.on_commit and acknowledged late, so a worker killed mid-task leaves the message.
-# The embedded default broker is kombu's file-system transport: a broker that needs no server.
+# transaction.on_commit. The embedded default broker is kombu's file-system transport (no server), which
+# deletes a message when a worker takes it: acks_late does not bring back a task whose worker was killed
+# there, and Redis/RabbitMQ redeliver late or twice. The operation's row is therefore the record of work
+# to do: a task claims it with a lease, and the reconciler (below) re-queues an operation whose lease has
+# run out, on every broker (clouddigit/operations.py).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost/")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
@@ -314,8 +317,16 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TIMEZONE = "UTC"
+# A worker's claim on an operation lasts this long and is renewed while it runs; a queued operation no
+# worker has claimed within the grace period is queued again; after this many claims that ended without
+# finishing (the worker died each time), the operation fails with that reason.
+OPERATION_LEASE_SECONDS = env_int("CLOUDDIGIT_OPERATION_LEASE_SECONDS", 120)
+OPERATION_QUEUE_GRACE_SECONDS = env_int("CLOUDDIGIT_OPERATION_QUEUE_GRACE_SECONDS", 600)
+OPERATION_MAX_ATTEMPTS = env_int("CLOUDDIGIT_OPERATION_MAX_ATTEMPTS", 5)
+RECONCILE_SECONDS = env_int("CLOUDDIGIT_RECONCILE_SECONDS", 30)
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "clouddigit.tasks.heartbeat", "schedule": 30.0},
+    "reconcile-operations": {"task": "clouddigit.tasks.reconcile", "schedule": float(RECONCILE_SECONDS)},
     "snapshot-sweeper": {"task": "snapshots.tasks.sweep", "schedule": 60.0},
     "snapshot-sizes": {"task": "snapshots.tasks.measure_all", "schedule": 15 * 60.0},
     "policy-tick": {"task": "policies.tasks.tick", "schedule": 60.0},

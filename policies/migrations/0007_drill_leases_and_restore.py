@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("policies", "0005_retention_only"),
+        ("policies", "0006_channel_secret"),
         ("snapshots", "0002_operation_leases"),
     ]
 

@@ -319,7 +319,7 @@ def measure(snapshot_id: str) -> None:
                     billed += sizes.billed_bytes(disk.layer.path, disk.volume.path)
                 reclaimable += sizes.reclaimable_bytes(disk.layer)
         except ObjectDoesNotExist:
-            return  # the snapshot was deleted while this waited for its chain
+            return  # the snapshot (or its volume) was deleted while this waited for the chain
     now = timezone.now()
     Snapshot.objects.filter(pk=snapshot.pk).update(
         billed_bytes=billed, reclaimable_bytes=reclaimable, sizes_measured_at=now

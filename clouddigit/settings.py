@@ -382,6 +382,9 @@ IMAGE_MAX_UPLOAD_BYTES = env_int("CLOUDDIGIT_IMAGE_MAX_UPLOAD_GIB", 64) * 2**30
 # ... and the largest guest disk an image may declare (a header can claim exabytes in a few bytes).
 IMAGE_MAX_VIRTUAL_BYTES = env_int("CLOUDDIGIT_IMAGE_MAX_DISK_GIB", 16 * 1024) * 2**30
 HYPERVISOR_FREEZE_TIMEOUT_SECONDS = env_int("CLOUDDIGIT_FREEZE_TIMEOUT", 10)
+# How long a job waits for another job on the same volume chain (a merge, a checksum, an image copy)
+# before it fails saying what holds the chain: long enough for a large merge, never forever.
+VOLUME_CHAIN_WAIT_SECONDS = env_int("CLOUDDIGIT_VOLUME_CHAIN_WAIT_SECONDS", 600)
 
 # --- Console server (runconsole) --------------------------------------------------------------------
 CONSOLE_HOST = env_str("CLOUDDIGIT_HOST", "127.0.0.1")

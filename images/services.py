@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -451,12 +452,20 @@ def _convert_upload(image: Image, staged: Path) -> None:
 
 
 def _flatten_snapshot(image: Image, staged: Path) -> None:
+    from snapshots import chains
+
     disks = image.source_snapshot.disks.all() if image.source_snapshot else []
     disk = next((disk for disk in disks if disk.device == image.source_device or len(disks) == 1), None)
     if disk is None or disk.layer is None:
         raise ImagePromoteFailed("the snapshot was deleted before its disk was copied; promote another one.")
     _step(image, f"flatten {disk.volume_name}")
-    volumes.convert(disk.layer.path, "qcow2", staged)
+    try:
+        with chains.locked(disk.layer, purpose=f"making image {image.name} from a snapshot", shared=True):
+            volumes.convert(disk.layer.path, "qcow2", staged)
+    except ObjectDoesNotExist:
+        raise ImagePromoteFailed(
+            "the snapshot was deleted before its disk was copied; promote another one."
+        ) from None
 
 
 def _store(image: Image, path: Path) -> None:

@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import transaction
 from django.utils import timezone
 
@@ -212,13 +213,15 @@ def take(snapshot_id: str) -> None:
         raise Waiting(snapshot.step)
     pending = [disk for disk in disks if disk.layer_id is None]
     vm = snapshot.vm
-    if pending and vm is not None and vm.state == VM.State.RUNNING:
-        achieved, reason = _seal_running(snapshot, vm, pending)
-    else:
-        if pending:
-            _step(snapshot, "creating overlays")
-            _seal(pending)
-        achieved, reason = Snapshot.Consistency.APPLICATION, AT_REST
+    # Before any freeze: the guest stays frozen only while the overlays are made, never while waiting.
+    with chains.locked(*[disk.volume for disk in pending], purpose=f"taking snapshot {snapshot.name}"):
+        if pending and vm is not None and vm.state == VM.State.RUNNING:
+            achieved, reason = _seal_running(snapshot, vm, pending)
+        else:
+            if pending:
+                _step(snapshot, "creating overlays")
+                _seal(pending)
+            achieved, reason = Snapshot.Consistency.APPLICATION, AT_REST
     if len(pending) < len(disks):
         achieved, reason = Snapshot.Consistency.CRASH, "resumed after an interruption: volumes captured apart"
     snapshot.transition(
@@ -336,12 +339,21 @@ def measure(snapshot_id: str) -> None:
     for disk in snapshot.disks.select_related("layer", "volume"):
         if disk.layer is None:
             continue
-        if not disk.checksum:
-            disk.checksum = volumes.checksum(disk.layer.path)
-            SnapshotDisk.objects.filter(pk=disk.pk).update(checksum=disk.checksum)
-        if disk.volume is not None:
-            billed += sizes.billed_bytes(disk.layer.path, disk.volume.path)
-        reclaimable += sizes.reclaimable_bytes(disk.layer)
+        # Shared: measurements of one chain run together; a merge or a new snapshot waits for them.
+        try:
+            with chains.locked(
+                *filter(None, [disk.layer, disk.volume]),
+                purpose=f"measuring snapshot {snapshot.name}",
+                shared=True,
+            ):
+                if not disk.checksum:
+                    disk.checksum = volumes.checksum(disk.layer.path)
+                    SnapshotDisk.objects.filter(pk=disk.pk).update(checksum=disk.checksum)
+                if disk.volume is not None:
+                    billed += sizes.billed_bytes(disk.layer.path, disk.volume.path)
+                reclaimable += sizes.reclaimable_bytes(disk.layer)
+        except ObjectDoesNotExist:
+            return  # the snapshot (or its volume) was deleted while this waited for the chain
     now = timezone.now()
     Snapshot.objects.filter(pk=snapshot.pk).update(
         billed_bytes=billed, reclaimable_bytes=reclaimable, sizes_measured_at=now
@@ -419,7 +431,8 @@ def finish_delete(snapshot_id: str) -> None:
     _step(snapshot, "merging the snapshot's layers into their children")
     for disk in snapshot.disks.select_related("layer"):
         if disk.layer is not None:
-            chains.merge_away(disk.layer)
+            with chains.locked(disk.layer, purpose=f"deleting snapshot {snapshot.name}"):
+                chains.merge_away(disk.layer)
             operations.checkpoint(f"merged {disk.volume_name}")
         elif snapshot.completed_at is None:
             # Never completed: the volume may already write to the overlay named for this disk.
@@ -570,10 +583,11 @@ def finish_restore(restore_id: str) -> None:
     if None in restored:
         raise Conflict("the restored volume was deleted before it was ready; restore again.")
     for volume in restored:
-        if volume.state == Volume.State.CREATING:
-            chains.new_volume_file(volume.path, volume.backing_layer)
-            operations.checkpoint(f"restored file of {volume.name}")
-            volume.transition(Volume.State.ATTACHED if volume.vm_id else Volume.State.AVAILABLE)
+        with chains.locked(volume, purpose=f"restoring snapshot {restore.snapshot_name} to {volume.name}"):
+            if volume.state == Volume.State.CREATING:
+                chains.new_volume_file(volume.path, volume.backing_layer)
+                operations.checkpoint(f"restored file of {volume.name}")
+                volume.transition(Volume.State.ATTACHED if volume.vm_id else Volume.State.AVAILABLE)
     if restore.vm is not None and restore.vm.state in {VM.State.STOPPED, VM.State.STARTING}:
         if restore.vm.state == VM.State.STOPPED:
             restore.vm.transition(VM.State.STARTING)
@@ -706,10 +720,12 @@ def finish_rollback(safety_id: str) -> None:
     source_layers = {disk.volume_id: disk.layer for disk in safety.rollback_of.disks.select_related("layer")}
     for disk in safety.disks.select_related("volume__backing_layer").filter(layer__isnull=True):
         _step(safety, f"rolling {disk.volume_name} back to {safety.rollback_of.name}")
-        with transaction.atomic():
-            layer = chains.seal_active(
-                disk.volume, disk.overlay_path, new_backing=source_layers[disk.volume_id]
-            )
+        source = source_layers[disk.volume_id]
+        with (
+            chains.locked(disk.volume, source, purpose=f"rolling back to snapshot {safety.rollback_of.name}"),
+            transaction.atomic(),
+        ):
+            layer = chains.seal_active(disk.volume, disk.overlay_path, new_backing=source)
             SnapshotDisk.objects.filter(pk=disk.pk).update(layer=layer)
         operations.checkpoint(f"sealed {disk.volume_name}")
     safety.transition(

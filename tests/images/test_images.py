@@ -11,11 +11,13 @@ from django.utils import timezone
 
 from clouddigit.backends import hypervisor
 from clouddigit.backends import volumes as volume_files
+from clouddigit.backends.chainlock import ChainBusy
 from clouddigit.compute import services as compute
 from clouddigit.errors import Conflict, InvalidRequest, PermissionRefused
 from iam.services import grant_role
 from images import launch, services
 from images.models import Image
+from snapshots import chains
 from snapshots import services as snapshots
 
 MiB = 2**20
@@ -179,6 +181,21 @@ def test_promote_volume_snapshot_to_image(run, alice, data_volume, image_stores)
     assert image.source == Image.Source.SNAPSHOT
     assert image.guest_sha256 == snapshot.disks.get().checksum
     assert volume_files.read_bytes(services.cache_path(image), 0, 4) == b"\x11" * 4
+
+
+def test_promoting_a_snapshot_waits_for_a_job_changing_its_chain_and_says_which(
+    run, alice, data_volume, image_stores, settings
+):
+    settings.VOLUME_CHAIN_WAIT_SECONDS = 0.2
+    snapshot = run(snapshots.create_snapshot, actor=alice, volume=data_volume, name="data-snap")
+
+    with chains.locked(data_volume, purpose="deleting snapshot data-older"), pytest.raises(ChainBusy):
+        run(services.promote_snapshot, actor=alice, snapshot=snapshot, name="data-image")
+
+    image = Image.objects.get(name="data-image")
+    assert image.state == Image.State.FAILED
+    assert image.last_error.startswith("Volume chain busy: deleting snapshot data-older (since ")
+    assert not services.cache_path(image).exists()
 
 
 def test_promote_multi_volume_snapshot_is_refused(run, alice, prod, make_vm, dha, image_stores):

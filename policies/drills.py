@@ -23,6 +23,7 @@ from clouddigit.queueing import enqueue, hypervisor_queue
 from policies import tasks
 from policies.engine import in_scope
 from policies.models import Drill, Policy
+from snapshots import chains
 from snapshots import services as snapshots
 from snapshots.models import Restore, Snapshot
 
@@ -148,8 +149,10 @@ def _smoke_checks(drill: Drill, vm: VM) -> list[dict]:
     expected = {disk.device: disk for disk in drill.snapshot.disks.select_related("layer")}
     for volume in vm.volumes.order_by("device"):
         disk = expected.get(volume.device)
-        want = disk.checksum or volumes.checksum(disk.layer.path)
-        got = volumes.checksum(volume.path)
+        # A merge or measurement may work on the same chain meanwhile: read it under its shared lock.
+        with chains.locked(volume, purpose=f"drill checking {volume.name}", shared=True):
+            want = disk.checksum or volumes.checksum(disk.layer.path)
+            got = volumes.checksum(volume.path)
         checks.append(
             {
                 "check": f"{volume.device} reads back the snapshot",

@@ -284,6 +284,9 @@ POLICY_CATCH_UP_HOURS = env_int("CLOUDDIGIT_POLICY_CATCH_UP_HOURS", 6)
 IMAGE_MAX_UPLOAD_BYTES = env_int("CLOUDDIGIT_IMAGE_MAX_UPLOAD_GIB", 64) * 2**30
 # ... and the largest guest disk an image may declare (a header can claim exabytes in a few bytes).
 IMAGE_MAX_VIRTUAL_BYTES = env_int("CLOUDDIGIT_IMAGE_MAX_DISK_GIB", 16 * 1024) * 2**30
+# Each project's storage quota (snapshots' billed bytes plus custom images' stored bytes) until an admin
+# raises it with a ticket; an import must fit its disk's full (virtual) size in what is left.
+PROJECT_STORAGE_QUOTA_BYTES = env_int("CLOUDDIGIT_PROJECT_STORAGE_QUOTA_GIB", 1024) * 2**30
 HYPERVISOR_FREEZE_TIMEOUT_SECONDS = env_int("CLOUDDIGIT_FREEZE_TIMEOUT", 10)
 
 # --- Console server (runconsole) --------------------------------------------------------------------

@@ -28,7 +28,7 @@ from clouddigit.compute.models import Project, Region
 from clouddigit.compute.services import check_name, check_tags
 from clouddigit.errors import Conflict, InvalidRequest, ServiceError
 from clouddigit.queueing import enqueue, hypervisor_queue
-from images import inspection, tasks
+from images import inspection, storage, tasks
 from images.models import DEFAULT_CUSTOM_IMAGES_PER_PROJECT, Image, ImageQuota, ImageShare
 
 log = logging.getLogger(__name__)
@@ -228,7 +228,8 @@ def receive_upload(*, actor, image: Image, stream: BinaryIO, length: int | None 
                 f"{settings.IMAGE_MAX_VIRTUAL_BYTES / 2**40:g} TiB. Shrink the disk before uploading.",
                 field="file",
             )
-    except ImageUploadFailed as error:
+        _check_storage(image.project, image.name, verdict.virtual_size or received, field="file")
+    except (ImageUploadFailed, storage.StorageQuotaExceeded) as error:
         image.upload_path.unlink(missing_ok=True)
         image.transition(Image.State.FAILED, last_error=str(error), step="")
         record(
@@ -256,6 +257,14 @@ def receive_upload(*, actor, image: Image, stream: BinaryIO, length: int | None 
         )
         enqueue(tasks.process, str(image.id), queue=hypervisor_queue(image.region_id))
     return image
+
+
+def _check_storage(project: Project | None, name: str, size: int, field: str | None = None) -> None:
+    """Refuse an image that could take its project past the storage quota, before anything converts or
+    copies it (see images.storage: an image in flight counts what it may store)."""
+    if project is not None:
+        what = f"Image {name} ({storage.size_text(size)})"
+        storage.check_room(project=project, adding=size, what=what, field=field)
 
 
 def _write_upload(image: Image, stream: BinaryIO, length: int | None) -> int:
@@ -317,6 +326,7 @@ def promote_snapshot(
             "then re-attach the data volumes with cloud-init or a post-boot script."
         )
     disk = disks[0]
+    _check_storage(snapshot.project, name, disk.size_bytes)
     image = _new_image(
         actor=actor,
         project=snapshot.project,
@@ -359,6 +369,7 @@ def copy_image(
             f"Image {image.name} is already in {project} ({region}); pick another region or project.",
             field="region",
         )
+    _check_storage(project, name or image.name, image.stored_bytes or 0)
     copy = _new_image(
         actor=actor,
         project=project,

@@ -61,6 +61,11 @@ def cache_path(image: Image) -> Path:
     return Path(image.region.volume_dir) / "images" / f"{image.id}.qcow2"
 
 
+def staging_path(image: Image) -> Path:
+    """Where the worker writes the converted file before it is stored (scratch: removed on failure)."""
+    return Path(image.region.volume_dir) / "images" / f"{image.id}.staging.qcow2"
+
+
 def _step(image: Image, text: str) -> None:
     Image.objects.filter(pk=image.pk).update(step=text[:200], updated_at=timezone.now())
     image.step = text[:200]
@@ -401,7 +406,7 @@ def process(image_id: str) -> None:
     if image.source == Image.Source.COPY:
         _copy_object(image)
         return
-    staged = Path(image.region.volume_dir) / "images" / f"{image.id}.staging.qcow2"
+    staged = staging_path(image)
     staged.unlink(missing_ok=True)
     if image.source == Image.Source.SNAPSHOT:
         _flatten_snapshot(image, staged)
@@ -499,6 +504,7 @@ def fail(image_id: str, message: str) -> None:
         message=message,
     )
     image.upload_path.unlink(missing_ok=True)
+    staging_path(image).unlink(missing_ok=True)
 
 
 def local_file(image: Image) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from images import services
+from images import cleanup, services
 
 
 @shared_task(acks_late=True)
@@ -14,3 +14,9 @@ def process(image_id: str) -> None:
     except Exception as error:
         services.fail(image_id, str(error))
         raise
+
+
+@shared_task
+def sweep() -> None:
+    """Scratch files and multipart uploads that died with their operation (scheduled by beat)."""
+    cleanup.sweep()

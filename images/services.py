@@ -279,14 +279,18 @@ def _write_upload(image: Image, stream: BinaryIO, length: int | None) -> int:
     path = image.upload_path
     path.parent.mkdir(parents=True, exist_ok=True)
     received = 0
-    with path.open("wb") as out:
-        while chunk := stream.read(CHUNK_BYTES):
-            received += len(chunk)
-            if received > limit:
-                raise _too_large(received)
-            out.write(chunk)
-            if received % (64 * MiB) < len(chunk):
-                Image.objects.filter(pk=image.pk).update(upload_bytes=received)
+    try:
+        with path.open("wb") as out:
+            while chunk := stream.read(CHUNK_BYTES):
+                received += len(chunk)
+                if received > limit:
+                    raise _too_large(received)
+                out.write(chunk)
+                if received % (64 * MiB) < len(chunk):
+                    Image.objects.filter(pk=image.pk).update(upload_bytes=received)
+    except BaseException:  # a client gone mid-way too: the part received is of no use, the next PUT restarts
+        path.unlink(missing_ok=True)
+        raise
     if received == 0:
         raise ImageUploadFailed("the upload was empty; choose the image file again.", field="file")
     if length is not None and received != length:

@@ -86,6 +86,8 @@ def test_the_sweep_removes_old_scratch_that_no_image_in_flight_owns(prod, dha, s
 
     assert [path for path in kept if not path.exists()] == []
     assert [path for path in removed if path.exists()] == []
+    for path in kept:
+        path.unlink()
 
 
 def test_an_upload_nobody_finished_is_failed_with_the_reason_and_its_file_removed(prod, dha, settings):
@@ -139,3 +141,27 @@ def test_the_sweep_runs_from_beat():
     )
     assert entry["schedule"] <= HOURS
     assert "images.tasks.sweep" in celery_app.tasks
+
+
+class BrokenConnection:
+    """A request body whose client goes away after the first megabyte."""
+
+    def __init__(self):
+        self.sent = 0
+
+    def read(self, size=-1):
+        if self.sent:
+            raise OSError("connection reset by peer")
+        self.sent = size
+        return b"\xab" * size
+
+
+def test_an_upload_cut_off_mid_way_leaves_no_partial_file(bob, prod, dha):
+    image = services.start_import(actor=bob, project=prod, region=dha, name="golden", declared_format="raw")
+
+    with pytest.raises(OSError, match="connection reset"):
+        services.receive_upload(actor=bob, image=image, stream=BrokenConnection(), length=8 * 2**20)
+
+    image.refresh_from_db()
+    assert not image.upload_path.exists()
+    assert image.state == Image.State.UPLOADING  # the file may be sent again

@@ -1,13 +1,19 @@
 """One env-driven settings module.
 
 Every setting has an embedded default that works on a fresh machine (SQLite and a file-system broker
-under the data folder, libvirt's test driver, SeaweedFS on loopback). With DEBUG off, secrets must come
-from the environment: the process refuses to start without them.
+under the data folder, libvirt's test driver, SeaweedFS on loopback). DEBUG is off unless DJANGO_DEBUG
+asks for it. Secrets come from the environment or, when absent, from `secrets.json` in the data folder,
+made on the first run; a weak secret from the environment is refused in production mode.
 """
 
 from __future__ import annotations
 
+import fcntl
+import ipaddress
+import json
 import os
+import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -49,24 +55,61 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def env_secret(name: str, dev_default: str) -> str:
-    """A secret: the embedded default only serves DEBUG mode."""
+def env_networks(name: str) -> list[str]:
+    """IP networks separated by commas (e.g. "10.20.0.0/24,fd00:20::/64"); none by default."""
+    networks = env_list(name, [])
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {network!r} is not a network, e.g. 10.20.0.0/24") from None
+    return networks
+
+
+def _stored_secret(name: str, make) -> str:
+    """`name` from the data folder's secrets.json, made with `make()` and saved (0600) the first time.
+
+    Every process of the console (runconsole, web, worker, beat, manage.py) reads the same file; a lock
+    makes sure two processes starting together do not each make a different secret.
+    """
+    path = VAR_DIR / "secrets.json"
+    with open(VAR_DIR / "secrets.json.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stored = json.loads(path.read_text()) if path.exists() else {}
+        if name not in stored:
+            stored[name] = make()
+            fd = os.open(f"{path}.new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as new:
+                json.dump(stored, new, indent=2)
+            os.replace(f"{path}.new", path)
+    return stored[name]
+
+
+def env_secret(name: str, make, min_length: int | None) -> str:
+    """A secret from the environment, else from the data folder's secrets.json (made on first use).
+
+    In production mode a secret set in the environment must be at least `min_length` characters with
+    at least 5 different ones (the rule of Django's check security.W009), so a placeholder such as "x"
+    or "changeme" never guards a real console. `min_length=None`: a key that is not secret, no check.
+    """
     value = os.environ.get(name)
-    if value:
-        return value
-    if DEBUG:
-        return dev_default
-    raise ImproperlyConfigured(
-        f"{name} must be set when DEBUG is off (production mode has no default secrets)"
-    )
+    if not value:
+        return _stored_secret(name, make)
+    if not DEBUG and min_length and (len(value) < min_length or len(set(value)) < 5):
+        raise ImproperlyConfigured(
+            f"{name} is too weak for production mode: use at least {min_length} random characters "
+            f"(e.g. python3 -c 'import secrets; print(secrets.token_urlsafe({min_length}))'), "
+            "or unset it to use the one generated in the data folder."
+        )
+    return value
 
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
+DEBUG = env_bool("DJANGO_DEBUG", False)
 VAR_DIR = Path(env_str("CLOUDDIGIT_VAR_DIR", str(BASE_DIR / "var"))).resolve()
 # Every process (web, worker, beat, manage.py, tests) may be the first to touch the data folder.
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-SECRET_KEY = env_secret("DJANGO_SECRET_KEY", "dev-only-insecure-key-for-the-embedded-console")
+SECRET_KEY = env_secret("DJANGO_SECRET_KEY", lambda: secrets.token_urlsafe(50), min_length=50)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 
@@ -86,6 +129,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "guardian",
+    "axes",
     "clouddigit",
     "clouddigit.compute",
     "clouddigit.audit",
@@ -97,6 +141,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "clouddigit.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -107,6 +152,8 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "clouddigit.context.ScopeMiddleware",
     "clouddigit.audit.context.SourceIPMiddleware",
+    # Last: turns a sign-in refused for too many failures into the lock-out page (or API error).
+    "axes.middleware.AxesMiddleware",
 ]
 # How many proxies in front of the console append to X-Forwarded-For (0: trust REMOTE_ADDR only).
 TRUSTED_PROXY_COUNT = env_int("CLOUDDIGIT_TRUSTED_PROXY_COUNT", 0)
@@ -154,9 +201,21 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 AUTHENTICATION_BACKENDS = [
+    # First: refuses a locked-out (username, address) before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
+# Password guessing (django-axes): this many failures for one username from one address lock that
+# pair out until this long after the last one. The lock-out page says when; our audit log records it.
+AXES_FAILURE_LIMIT = env_int("CLOUDDIGIT_SIGN_IN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("CLOUDDIGIT_SIGN_IN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+# Attempts during a lock-out do not extend it: a guesser cannot keep a user locked out for ever.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "clouddigit.audit.context.client_ip"  # the audit log's idea of the address
+AXES_LOCKOUT_CALLABLE = "clouddigit.lockout.lockout_response"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "compute:vm-list"
 LOGOUT_REDIRECT_URL = "login"
@@ -178,9 +237,33 @@ STORAGES = {
     },
 }
 
+# Production serves what `collectstatic` (run by runconsole) put in STATIC_ROOT, with content-hashed
+# names that browsers may cache for a year; DEBUG serves the source folders as they change.
 WHITENOISE_USE_FINDERS = DEBUG
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
+
+# --- Security headers -------------------------------------------------------------------------------
+# The operator says the console is reached over https (TLS ends at a proxy in front of gunicorn, which
+# must set X-Forwarded-Proto itself and drop any copy a client sent). Only then do cookies need https
+# and browsers get HSTS: on plain http://127.0.0.1 either would lock the user out.
+TLS = env_bool("CLOUDDIGIT_TLS", False)
+SESSION_COOKIE_SECURE = TLS
+CSRF_COOKIE_SECURE = TLS
+if TLS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = env_int("CLOUDDIGIT_HSTS_SECONDS", 365 * 24 * 3600)
+# Content-Security-Policy, one directive per key (Django 6's SECURE_CSP has this shape). Scripts and
+# styles come only from our own static files: no inline script, style or event handler anywhere.
+SECURE_CSP = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "img-src": ["'self'", "data:"],
+    "connect-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
 
 # --- REST API ---------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -211,8 +294,11 @@ SPECTACULAR_SETTINGS = {
 # --- Celery -----------------------------------------------------------------------------------------
 # Queues: `hypervisor.<region>` (libvirt + qemu-img, one worker per host in production), `replication`
 # (object store copies), `default` (reports, notifications, metrics). Tasks are queued with
-# transaction.on_commit and acknowledged late, so a worker killed mid-task leaves the message.
-# The embedded default broker is kombu's file-system transport: a broker that needs no server.
+# transaction.on_commit. The embedded default broker is kombu's file-system transport (no server), which
+# deletes a message when a worker takes it: acks_late does not bring back a task whose worker was killed
+# there, and Redis/RabbitMQ redeliver late or twice. The operation's row is therefore the record of work
+# to do: a task claims it with a lease, and the reconciler (below) re-queues an operation whose lease has
+# run out, on every broker (clouddigit/operations.py).
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost/")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
@@ -231,8 +317,16 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TIMEZONE = "UTC"
+# A worker's claim on an operation lasts this long and is renewed while it runs; a queued operation no
+# worker has claimed within the grace period is queued again; after this many claims that ended without
+# finishing (the worker died each time), the operation fails with that reason.
+OPERATION_LEASE_SECONDS = env_int("CLOUDDIGIT_OPERATION_LEASE_SECONDS", 120)
+OPERATION_QUEUE_GRACE_SECONDS = env_int("CLOUDDIGIT_OPERATION_QUEUE_GRACE_SECONDS", 600)
+OPERATION_MAX_ATTEMPTS = env_int("CLOUDDIGIT_OPERATION_MAX_ATTEMPTS", 5)
+RECONCILE_SECONDS = env_int("CLOUDDIGIT_RECONCILE_SECONDS", 30)
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "clouddigit.tasks.heartbeat", "schedule": 30.0},
+    "reconcile-operations": {"task": "clouddigit.tasks.reconcile", "schedule": float(RECONCILE_SECONDS)},
     "snapshot-sweeper": {"task": "snapshots.tasks.sweep", "schedule": 60.0},
     "snapshot-sizes": {"task": "snapshots.tasks.measure_all", "schedule": 15 * 60.0},
     "policy-tick": {"task": "policies.tasks.tick", "schedule": 60.0},
@@ -257,8 +351,11 @@ def _region(slug: str, name: str, index: int) -> dict:
         "volume_dir": env_str(prefix + "VOLUME_DIR", str(VAR_DIR / "volumes" / slug)),
         "s3_endpoint": env_str(prefix + "S3_ENDPOINT", f"http://127.0.0.1:{S3_PORT_BASE + 10 * index}"),
         "s3_bucket": env_str(prefix + "S3_BUCKET", f"clouddigit-{slug}"),
-        "s3_access_key": env_secret(prefix + "S3_ACCESS_KEY", "clouddigit-dev"),
-        "s3_secret_key": env_secret(prefix + "S3_SECRET_KEY", f"clouddigit-dev-secret-{slug}"),
+        # An access key names the account rather than guarding it (AWS prints its in logs): not checked.
+        "s3_access_key": env_secret(prefix + "S3_ACCESS_KEY", lambda: secrets.token_hex(10), min_length=None),
+        "s3_secret_key": env_secret(
+            prefix + "S3_SECRET_KEY", lambda: secrets.token_urlsafe(30), min_length=16
+        ),
         # Embedded SeaweedFS only: where it keeps its data, and the first of its ten loopback ports.
         "embedded_s3_dir": str(VAR_DIR / "s3" / slug),
         "embedded_s3_port_base": S3_PORT_BASE + 10 * index,
@@ -298,6 +395,10 @@ CONSOLE_HOST = env_str("CLOUDDIGIT_HOST", "127.0.0.1")
 CONSOLE_PORT = env_int("CLOUDDIGIT_PORT", 8000)
 # The console as users reach it: links in notifications (email, Slack) start with it.
 PUBLIC_URL = env_str("CLOUDDIGIT_PUBLIC_URL", f"http://127.0.0.1:{CONSOLE_PORT}").rstrip("/")
+# URLs tenants type (webhooks) reach public addresses only (clouddigit/outbound.py); these networks,
+# e.g. "10.20.0.0/24,fd00:20::/64", are let through too, for on-premises receivers. Never the networks
+# of the object stores, the database or the hypervisors.
+OUTBOUND_ALLOWED_NETWORKS = env_networks("CLOUDDIGIT_OUTBOUND_ALLOWED_NETWORKS")
 
 LOGGING = {
     "version": 1,

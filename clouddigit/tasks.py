@@ -3,6 +3,7 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
+from clouddigit import operations
 from clouddigit.models import Heartbeat
 
 
@@ -10,3 +11,9 @@ from clouddigit.models import Heartbeat
 def heartbeat(name: str = "worker") -> None:
     """Scheduled by beat every 30 s; its row tells the console that beat and a worker are alive."""
     Heartbeat.objects.update_or_create(name=name, defaults={"last_seen": timezone.now()})
+
+
+@shared_task
+def reconcile() -> None:
+    """Beat: re-queue every long operation whose worker or message was lost (clouddigit/operations.py)."""
+    operations.reconcile()

@@ -15,6 +15,48 @@ from clouddigit.compute.models import Account, Project
 from iam.roles import ROLE_CHOICES, ROLES
 
 
+class AccountMember(models.Model):
+    """A user or group of an account: the only principals its admins may grant roles to (sharing with
+    another account's users is on the roadmap). The platform places them: a grant by the system or a
+    superuser, or `iam.services.add_member`."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="members")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="account_memberships",
+    )
+    group = models.ForeignKey(
+        Group, on_delete=models.CASCADE, null=True, blank=True, related_name="account_memberships"
+    )
+    added_by = models.CharField(max_length=150)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["account__slug"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(user__isnull=False, group__isnull=True)
+                | Q(user__isnull=True, group__isnull=False),
+                name="accountmember_one_principal",
+            ),
+            models.UniqueConstraint(
+                fields=["account", "user"], condition=Q(user__isnull=False), name="accountmember_user_unique"
+            ),
+            models.UniqueConstraint(
+                fields=["account", "group"],
+                condition=Q(group__isnull=False),
+                name="accountmember_group_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        who = f"user {self.user.get_username()}" if self.user_id else f"group {self.group.name}"
+        return f"{who} of account {self.account}"
+
+
 class RoleBindingQuerySet(models.QuerySet):
     def visible_to(self, user) -> RoleBindingQuerySet:
         """Bindings of the accounts where `user` grants roles or audits, and the user's own."""

@@ -13,23 +13,55 @@ from clouddigit.access import require
 from clouddigit.audit.log import audited
 from clouddigit.compute.models import Account, Project
 from clouddigit.compute.permissions import CODENAMES
-from clouddigit.errors import Conflict, InvalidRequest
-from iam.models import RoleBinding
+from clouddigit.errors import Conflict, InvalidRequest, PermissionRefused
+from iam.models import AccountMember, RoleBinding
 from iam.roles import ROLES, permissions_of
 
 
-def _principal(username: str, group_name: str):
+def _principal(actor, account: Account, username: str, group_name: str):
+    """The user or group a grant names. An account admin reaches only the account's own members, and
+    "no such name" and "not of this account" are one answer, so a grant reveals nothing about other
+    accounts. The platform reaches anyone."""
     if bool(username) == bool(group_name):
         raise InvalidRequest("Name either a user or a group to grant the role to.", field="user")
+    platform = _is_platform(actor)
     if username:
-        user = get_user_model().objects.filter(username=username, is_active=True).first()
-        if user is None:
-            raise InvalidRequest(f"There is no active user named {username!r}.", field="user")
-        return user
-    group = Group.objects.filter(name=group_name).first()
-    if group is None:
-        raise InvalidRequest(f"There is no group named {group_name!r}.", field="group")
-    return group
+        users = get_user_model().objects.filter(username=username, is_active=True)
+        principal = (users if platform else users.filter(account_memberships__account=account)).first()
+        if principal is None:
+            raise InvalidRequest(f"No user named {username!r} in account {account}.", field="user")
+    else:
+        groups = Group.objects.filter(name=group_name)
+        principal = (groups if platform else groups.filter(account_memberships__account=account)).first()
+        if principal is None:
+            raise InvalidRequest(f"No group named {group_name!r} in account {account}.", field="group")
+    return principal
+
+
+def _is_platform(actor) -> bool:
+    """The system or a superuser: who places users in accounts."""
+    return actor is None or actor.is_superuser
+
+
+def _place(actor, account: Account, principal) -> AccountMember:
+    kind = "group" if isinstance(principal, Group) else "user"
+    member, _ = AccountMember.objects.get_or_create(
+        account=account,
+        **{kind: principal},
+        defaults={"added_by": actor.get_username() if actor is not None else "system"},
+    )
+    return member
+
+
+@audited("iam.member.add", target="account")
+def add_member(*, actor, account: Account, username: str = "", group_name: str = "") -> AccountMember:
+    """Place a user or group in an account (platform staff only), so that its admins can grant it roles."""
+    if not _is_platform(actor):
+        raise PermissionRefused(
+            f"Only platform staff add users to account {account}: ask them to add the user, then grant it "
+            "a role."
+        )
+    return _place(actor, account, _principal(actor, account, username, group_name))
 
 
 def _bindings_of(principal, scope):
@@ -70,7 +102,9 @@ def grant_role(
         raise InvalidRequest(f"Project {project} is not in account {account}.", field="project")
     if ROLES[role].account_only and project is not None:
         raise InvalidRequest(f"{role} is granted on a whole account, not on one project.", field="project")
-    principal = _principal(username, group_name)
+    principal = _principal(actor, account, username, group_name)
+    if _is_platform(actor):
+        _place(actor, account, principal)  # the platform's grant makes the principal one of the account
     kind = "group" if isinstance(principal, Group) else "user"
     try:
         with transaction.atomic():

@@ -4,6 +4,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -113,13 +114,16 @@ def revoke(request, pk):
 @login_required
 def effective(request, username):
     """A user's roles per project and what they add up to, as far as the viewer may see."""
-    user = get_object_or_404(get_user_model(), username=username)
     visible_accounts = {account.pk for account in _accounts(request.user)}
+    # Only the viewer and the users of accounts the viewer administers or audits: any other name is the
+    # same 404, whether or not such a user exists.
+    users = get_user_model().objects.filter(
+        Q(pk=request.user.pk) | Q(account_memberships__account__in=visible_accounts)
+    )
+    user = get_object_or_404(users.distinct(), username=username)
     rows = [
         row
         for row in services.effective_roles(user)
         if user == request.user or row["project"].account_id in visible_accounts
     ]
-    if user != request.user and not rows:
-        raise Http404("No such user in the accounts you administer or audit.")
     return render(request, "iam/effective.html", {"subject": user, "rows": rows})

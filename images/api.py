@@ -306,6 +306,14 @@ class ImageViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
     def undeprecate(self, request, pk=None):
         return self._image(services.undeprecate_image(actor=request.user, image=self.get_object()))
 
+    @extend_schema(request=None, responses={202: ImageSerializer})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        """Process a failed or interrupted import, promotion or copy again (a failed upload needs the
+        file again: upload it under the same name)."""
+        image = services.retry_image(actor=request.user, image=self.get_object())
+        return self._image(image, status.HTTP_202_ACCEPTED)
+
     @extend_schema(request=TagsSerializer, responses={200: ImageSerializer})
     @action(detail=True, methods=["post"])
     def tags(self, request, pk=None):

@@ -6,3 +6,12 @@ from django.apps import AppConfig
 class ImagesConfig(AppConfig):
     name = "images"
     verbose_name = "Custom images"
+
+    def ready(self) -> None:
+        from clouddigit import operations
+        from images import services
+        from images.models import Image
+
+        operations.register(
+            Image, active=[Image.State.PROCESSING], resume=services.resume, give_up=services.give_up
+        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from django import forms
-from django.core.exceptions import ValidationError
 
 from clouddigit.compute.flavors import FLAVOR_CHOICES
 from clouddigit.compute.models import Region, parse_tag
@@ -69,10 +68,7 @@ class TagsForm(forms.Form):
         tags = {}
         for line in self.cleaned_data["tags"].splitlines():
             if line.strip():
-                try:
-                    key, value = parse_tag(line.strip())
-                except ValidationError as error:
-                    raise forms.ValidationError(error.messages[0]) from None
+                key, value = parse_tag(line.strip())
                 tags[key] = value
         return tags
 

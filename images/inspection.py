@@ -53,10 +53,16 @@ QCOW2_MAX_SNAPSHOTS = 65536  # qemu refuses more, so a larger count is a crafted
 QCOW2_SNAPSHOT_HEADER = struct.Struct(">QIHHIIQII")
 
 VMDK_GD_AT_END = 0xFFFFFFFFFFFFFFFF
+VMDK_DESCRIPTOR_SECTOR = 1  # where qemu reads a sparse file's descriptor text, whatever its header says
 VMDK_MAX_DESCRIPTOR = MiB
+VMDK_MAX_GRAIN = 0x200000  # sectors; qemu refuses larger grains
+VMDK_MARKER_END_OF_STREAM, VMDK_MARKER_FOOTER = 0, 3
+VMDK_NO_PARENT = "ffffffff"
 VMDK_SPARSE_TYPES = ("monolithicSparse", "streamOptimized")
-VMDK_EXTENT = re.compile(r'^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\S+)(?:\s+"([^"]*)")?')
-VMDK_SETTING = re.compile(r'^([A-Za-z0-9_.]+)\s*=\s*"?([^"]*)"?\s*$')
+# Only the forms qemu-img and VMware write; a line that is neither is refused, never skipped.
+VMDK_EXTENT = re.compile(r'^(RW|RDONLY|NOACCESS)[ \t]+(\d+)[ \t]+([A-Z]+)[ \t]+"([^"]*)"(?:[ \t]+(\d+))?$')
+VMDK_SETTING = re.compile(r'^([A-Za-z][A-Za-z0-9_.]*)[ \t]*=[ \t]*("[^"]*"|[^"\s]+)$')
+VMDK_PARENT_HINT = re.compile(r'parentFileNameHint[^"\n]*"([^"\n]*)"', re.IGNORECASE)
 
 VHD_FIXED, VHD_DYNAMIC, VHD_DIFFERENCING = 2, 3, 4
 
@@ -364,11 +370,57 @@ def _check_qcow2_snapshots(image: _Image, table_offset: int, count: int) -> None
 
 
 # VMDK ------------------------------------------------------------------------------------------------
+#
+# qemu reads a sparse VMDK (KDMV) from its header, but it also searches the text from sector 1 on,
+# whatever the header's descriptorOffset says: `parentFileNameHint` anywhere in it (in a comment, a ddb
+# key) makes qemu open that host file as a backing VMDK. With capacity 0 it opens the descriptor's
+# extents instead, which may be any host file; with the grain directory "at the end" the footer's header
+# replaces the first one. So, after the format-inspector fixes for CVE-2024-32498 (OSSA-2024-001):
+# - header: version 1 to 3, capacity above 0, sane grains, a whole number of sectors;
+# - footer (when used): well-formed markers, the same disk as the header, no further footer;
+# - descriptor: at sector 1, at most 1 MiB, inside the file, ending (NUL) inside its sectors, ASCII;
+#   every line blank, a comment, a `key = value` setting or an extent, anything else is refused;
+#   createType written once, "monolithicSparse" or "streamOptimized"; no parent (no parentFileNameHint
+#   anywhere, parentCID absent or ffffffff); exactly one SPARSE extent of the capacity's sectors, named
+#   by a bare file name.
+# Descriptor files (text VMDKs) keep their data in other files and are refused whole.
 
 VMDK_ONE_FILE_HINT = (
     "convert it to one file with `qemu-img convert -O vmdk -o subformat=streamOptimized <file> <new file>` "
     "and upload the result"
 )
+
+
+@dataclass(frozen=True)
+class _VmdkHeader:
+    version: int
+    capacity: int
+    grain_size: int
+    descriptor_offset: int
+    descriptor_size: int
+    entries_per_table: int
+    redundant_directory: int
+    directory: int
+    overhead: int
+
+    @classmethod
+    def parse(cls, raw: bytes) -> _VmdkHeader:
+        (_magic, version, _flags, *fields) = struct.unpack("<4sIIQQQQIQQQ", raw[:72])
+        return cls(version, *fields)
+
+    def disk(self) -> tuple[int, ...]:
+        """What qemu takes from whichever header it reads: the disk's shape and where its descriptor is."""
+        fields = (self.version, self.capacity, self.grain_size, self.entries_per_table)
+        return (*fields, self.descriptor_offset, self.descriptor_size)
+
+
+@dataclass(frozen=True)
+class _VmdkExtent:
+    access: str
+    sectors: int
+    kind: str
+    name: str
+    offset: str | None
 
 
 def _check_vmdk(image: _Image) -> None:
@@ -378,106 +430,195 @@ def _check_vmdk(image: _Image) -> None:
     if magic != b"KDMV":
         _check_vmdk_descriptor_file(image)
         return
-    header = image.header(0, 72, "VMDK sparse header")
-    (
-        _magic,
-        version,
-        _flags,
-        capacity,
-        grain_size,
-        descriptor_offset,
-        descriptor_size,
-        entries_per_table,
-        redundant_directory,
-        directory,
-        _overhead,
-    ) = struct.unpack("<4sIIQQQQIQQQ", header)
-    image.virtual_size = capacity * SECTOR
-    if version not in (1, 2, 3):
-        raise _Refusal(f"VMDK sparse version {version} is not supported; {CONVERT_HINT}.")
-    if capacity == 0:
+    header = _VmdkHeader.parse(image.header(0, 72, "VMDK sparse header"))
+    image.virtual_size = header.capacity * SECTOR
+    if header.version not in (1, 2, 3):
+        raise _Refusal(f"VMDK sparse version {header.version} is not supported; {CONVERT_HINT}.")
+    if header.capacity == 0:
         # qemu then reads the disk from the extents of the embedded descriptor, which may be other files.
         raise _Refusal(
             f"VMDK header has capacity 0, so its data would come from other files; {CONVERT_HINT}."
         )
-    if grain_size == 0 or grain_size & (grain_size - 1) or entries_per_table == 0:
+    grain = header.grain_size
+    if not 0 < grain <= VMDK_MAX_GRAIN or grain & (grain - 1) or not 0 < header.entries_per_table <= 512:
         raise _Refusal(f"VMDK header has an invalid grain size or grain table size; {REUPLOAD_HINT}.")
-    if directory == VMDK_GD_AT_END:
-        # streamOptimized written as a stream: the real header is the footer before the end-of-stream marker.
-        footer = (
-            image.header(image.size - 2 * SECTOR, 72, "VMDK stream footer")
-            if image.size >= 2 * SECTOR
-            else b""
+    if image.size % SECTOR:
+        # qemu finds the footer from the size rounded up to a sector: it would read other bytes than these.
+        raise _Refusal(
+            f"VMDK file is {image.size} bytes, not a whole number of 512-byte sectors; {REUPLOAD_HINT}."
         )
-        if not footer.startswith(b"KDMV"):
-            raise _Refusal(f"streamOptimized VMDK ends without its footer; {REUPLOAD_HINT}.")
-        redundant_directory, directory = struct.unpack("<QQ", footer[48:64])
-    sectors_per_table = grain_size * entries_per_table
-    directory_bytes = (capacity + sectors_per_table - 1) // sectors_per_table * 4
-    image.require_inside(directory * SECTOR, directory_bytes, "VMDK grain directory")
-    if redundant_directory:
-        image.require_inside(redundant_directory * SECTOR, directory_bytes, "VMDK redundant grain directory")
+    if header.directory == VMDK_GD_AT_END:
+        header = _vmdk_footer(image, header)
+    sectors_per_table = header.grain_size * header.entries_per_table
+    directory_bytes = (header.capacity + sectors_per_table - 1) // sectors_per_table * 4
+    image.require_inside(header.directory * SECTOR, directory_bytes, "VMDK grain directory")
+    if header.redundant_directory:
+        image.require_inside(
+            header.redundant_directory * SECTOR, directory_bytes, "VMDK redundant grain directory"
+        )
+    image.require_inside(0, header.overhead * SECTOR, "VMDK metadata (header to first grain)")
+    _check_vmdk_embedded_descriptor(image, header)
 
-    if descriptor_offset == 0 or descriptor_size == 0:
+
+def _vmdk_footer(image: _Image, header: _VmdkHeader) -> _VmdkHeader:
+    """The header qemu uses when the grain directory is "at the end": the footer's, between a footer
+    marker and the end-of-stream marker in the last three sectors."""
+    if image.size < 4 * SECTOR:
+        raise _Refusal(f"streamOptimized VMDK ends without its footer; {REUPLOAD_HINT}.")
+    tail = image.header(image.size - 3 * SECTOR, 3 * SECTOR, "VMDK stream footer")
+    _value, marker_size, marker_type = struct.unpack("<QII", tail[:16])
+    end_value, end_size, end_type = struct.unpack("<QII", tail[2 * SECTOR : 2 * SECTOR + 16])
+    if (
+        not tail[SECTOR:].startswith(b"KDMV")
+        or (marker_size, marker_type) != (0, VMDK_MARKER_FOOTER)
+        or (end_value, end_size, end_type) != (0, 0, VMDK_MARKER_END_OF_STREAM)
+    ):
+        raise _Refusal(f"streamOptimized VMDK ends without its footer; {REUPLOAD_HINT}.")
+    footer = _VmdkHeader.parse(tail[SECTOR : SECTOR + 72])
+    if footer.directory == VMDK_GD_AT_END:
+        raise _Refusal(f"VMDK footer points to yet another footer; {REUPLOAD_HINT}.")
+    if footer.disk() != header.disk():
+        raise _Refusal(
+            "VMDK footer describes another disk than the header (size, grains or descriptor), so the file "
+            f"reads differently depending on which one a tool believes; {CONVERT_HINT}."
+        )
+    return footer
+
+
+def _check_vmdk_embedded_descriptor(image: _Image, header: _VmdkHeader) -> None:
+    if header.descriptor_offset == 0 or header.descriptor_size == 0:
         raise _Refusal(
             "VMDK sparse file has no embedded descriptor, so it is one extent of a split disk; "
             f"{VMDK_ONE_FILE_HINT}."
         )
-    if descriptor_size * SECTOR > VMDK_MAX_DESCRIPTOR:
+    if header.descriptor_offset != VMDK_DESCRIPTOR_SECTOR:
+        raise _Refusal(
+            f"VMDK embedded descriptor is at sector {header.descriptor_offset}, but qemu reads a sparse "
+            f"file's descriptor at sector {VMDK_DESCRIPTOR_SECTOR}, so the file would mean two different "
+            f"disks; {CONVERT_HINT}."
+        )
+    length = header.descriptor_size * SECTOR
+    if length > VMDK_MAX_DESCRIPTOR:
         raise _Refusal(
             f"VMDK embedded descriptor is larger than 1 MiB, which no tool writes; {REUPLOAD_HINT}."
         )
-    image.require_inside(descriptor_offset * SECTOR, descriptor_size * SECTOR, "VMDK embedded descriptor")
-    text = image.read(descriptor_offset * SECTOR, descriptor_size * SECTOR).split(b"\0", 1)[0]
-    settings, extents = _parse_vmdk_descriptor(text)
-    if "parentFileNameHint" in settings:
+    offset = header.descriptor_offset * SECTOR
+    image.require_inside(offset, length, "VMDK embedded descriptor")
+    raw, end, _padding = image.read(offset, length).partition(b"\0")
+    if not end:
+        # qemu reads on past the descriptor's sectors until a NUL: text there would count too.
         raise _Refusal(
-            "VMDK image has a parent (backing file) "
-            f"'{_printable(settings['parentFileNameHint'].encode())}'; {CONVERT_HINT}."
+            f"VMDK embedded descriptor does not end inside its {header.descriptor_size} sectors; "
+            f"{REUPLOAD_HINT}."
         )
-    create_type = settings.get("createType", "")
-    if create_type not in VMDK_SPARSE_TYPES:
+    _check_vmdk_descriptor_text(_vmdk_text(raw), header.capacity)
+
+
+def _vmdk_text(raw: bytes) -> str:
+    text = raw.decode("ascii", errors="replace")
+    bad = next((index for index, char in enumerate(text) if not _vmdk_text_char(char)), None)
+    if bad is not None:
         raise _Refusal(
-            f"VMDK createType '{_printable(create_type.encode())}' is not accepted "
-            f"(only monolithicSparse and streamOptimized); {VMDK_ONE_FILE_HINT}."
+            f"VMDK embedded descriptor is not plain ASCII text (byte {bad} is not); {CONVERT_HINT}."
         )
-    if len(extents) != 1 or extents[0][2] != "SPARSE":
-        described = ", ".join(
-            f"{kind} '{_printable(name.encode())}'" for _access, _sectors, kind, name in extents
+    return text
+
+
+def _vmdk_text_char(char: str) -> bool:
+    return char in "\t\r\n" or " " <= char <= "~"
+
+
+def _check_vmdk_descriptor_text(text: str, capacity: int) -> None:
+    lowered = text.lower()
+    if "parentfilenamehint" in lowered:
+        # qemu finds the name wherever it is written, in a comment or a ddb key as well.
+        named = VMDK_PARENT_HINT.search(text)
+        raise _Refusal(
+            f"VMDK image has a parent (backing file) '{_printable((named[1] if named else '').encode())}'; "
+            f"{CONVERT_HINT}."
         )
+    settings, extents, unknown = _parse_vmdk_descriptor(text)
+    if unknown:
+        raise _Refusal(
+            f"VMDK descriptor line '{_printable(unknown[0].encode())}' is neither a setting nor an extent; "
+            f"{CONVERT_HINT}."
+        )
+    keys = [key.lower() for key, _value in settings]
+    twice = next((key for key, _value in settings if keys.count(key.lower()) > 1), None)
+    if twice:
+        raise _Refusal(f"VMDK descriptor sets {_printable(twice.encode())} more than once; {CONVERT_HINT}.")
+    values = {key.lower(): value for key, value in settings}
+    # qemu looks these up as plain text, so they may appear nowhere but in their own setting.
+    parent_cid = values.get("parentcid", VMDK_NO_PARENT).strip('"')
+    if parent_cid.lower() != VMDK_NO_PARENT or lowered.count("parentcid") > keys.count("parentcid"):
+        raise _Refusal(
+            f"VMDK image is a differencing disk (parentCID {_printable(parent_cid.encode())}): its data "
+            f"needs a parent file; {CONVERT_HINT}."
+        )
+    create_type = values.get("createtype", "")
+    shown = create_type.strip('"')
+    quoted = create_type == f'"{shown}"'
+    if shown not in VMDK_SPARSE_TYPES or not quoted or lowered.count("createtype") != 1:
+        raise _Refusal(
+            f"VMDK createType '{_printable(shown.encode())}' is not accepted (only monolithicSparse and "
+            f'streamOptimized, written once as createType="..."); {VMDK_ONE_FILE_HINT}.'
+        )
+    if len(extents) != 1 or not _is_own_extent(extents[0]):
+        described = ", ".join(f"{extent.kind} '{_printable(extent.name.encode())}'" for extent in extents)
         raise _Refusal(
             f"VMDK embedded descriptor names another file ({described or 'no extent'}); "
             f"only one SPARSE extent inside the file is accepted, {VMDK_ONE_FILE_HINT}."
         )
+    if extents[0].sectors != capacity:
+        raise _Refusal(
+            f"VMDK descriptor's extent has {extents[0].sectors} sectors but its header {capacity}; "
+            f"{REUPLOAD_HINT}."
+        )
+
+
+def _is_own_extent(extent: _VmdkExtent) -> bool:
+    """The extent of a one-file sparse VMDK: the file itself, named without a path."""
+    name = extent.name
+    return (
+        extent.kind == "SPARSE"
+        and extent.offset is None
+        and bool(name)
+        and "/" not in name
+        and "\\" not in name
+        and name not in (".", "..")
+    )
 
 
 def _check_vmdk_descriptor_file(image: _Image) -> None:
-    settings, extents = _parse_vmdk_descriptor(image.read(0, 64 * KiB))
-    image.virtual_size = sum(sectors for _access, sectors, _kind, _name in extents) * SECTOR or None
-    names = ", ".join(f"'{_printable(name.encode())}'" for _access, _sectors, _kind, name in extents if name)
+    text = image.read(0, 64 * KiB).decode("utf-8", errors="replace")
+    settings, extents, _unknown = _parse_vmdk_descriptor(text)
+    image.virtual_size = sum(extent.sectors for extent in extents) * SECTOR or None
+    create_type = dict(settings).get("createType", "no createType").strip('"')
+    names = ", ".join(f"'{_printable(extent.name.encode())}'" for extent in extents if extent.name)
     raise _Refusal(
-        f"VMDK descriptor file ({settings.get('createType', 'no createType')}) keeps the disk's data in "
+        f"VMDK descriptor file ({_printable(create_type.encode())}) keeps the disk's data in "
         f"other files ({names or 'none named'}), extents outside the file; {VMDK_ONE_FILE_HINT}."
     )
 
 
-def _parse_vmdk_descriptor(raw: bytes) -> tuple[dict[str, str], list[tuple[str, int, str, str]]]:
-    """Settings (`key = "value"`) and extents (access, sectors, type, file name) of a descriptor text."""
-    settings: dict[str, str] = {}
-    extents: list[tuple[str, int, str, str]] = []
-    for line in raw.decode("utf-8", errors="replace").splitlines():
-        line = line.strip()
+def _parse_vmdk_descriptor(text: str) -> tuple[list[tuple[str, str]], list[_VmdkExtent], list[str]]:
+    """Settings (key, value as written), extents, and the lines that are neither, of a descriptor's
+    text. Lines end at LF only, as qemu reads them; comments and blank lines are skipped."""
+    settings: list[tuple[str, str]] = []
+    extents: list[_VmdkExtent] = []
+    unknown: list[str] = []
+    for line in text.split("\n"):
+        line = line.strip(" \t\r")
         if not line or line.startswith("#"):
             continue
-        extent = VMDK_EXTENT.match(line)
-        if extent:
-            access, sectors, kind, name = extent.groups()
-            extents.append((access, int(sectors), kind, name or ""))
-            continue
-        setting = VMDK_SETTING.match(line)
-        if setting:
-            settings.setdefault(setting.group(1), setting.group(2))
-    return settings, extents
+        if extent := VMDK_EXTENT.match(line):
+            access, sectors, kind, name, offset = extent.groups()
+            extents.append(_VmdkExtent(access, int(sectors), kind, name, offset))
+        elif setting := VMDK_SETTING.match(line):
+            settings.append((setting[1], setting[2]))
+        else:
+            unknown.append(line)
+    return settings, extents, unknown
 
 
 # VHD -------------------------------------------------------------------------------------------------

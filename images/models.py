@@ -11,6 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from clouddigit.compute.models import Account, Project, Region, TaggedQuerySet, validate_tags
+from clouddigit.operations import Leased
 from clouddigit.statemachine import StateMachineMixin
 
 DEFAULT_CUSTOM_IMAGES_PER_PROJECT = 50
@@ -71,7 +72,7 @@ class ImageQuerySet(TaggedQuerySet):
         return self.filter(project=project, slot=Image.Slot.CUSTOM).exclude(state=Image.State.FAILED)
 
 
-class Image(StateMachineMixin, models.Model):
+class Image(StateMachineMixin, Leased):
     class State(models.TextChoices):
         UPLOADING = "uploading", "Waiting for the upload"
         PROCESSING = "processing", "Inspecting and storing"

@@ -17,8 +17,10 @@ from typing import BinaryIO
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from clouddigit import operations
 from clouddigit.access import require
 from clouddigit.audit.log import Target, audited, record
 from clouddigit.audit.models import AuditEntry
@@ -61,14 +63,10 @@ def cache_path(image: Image) -> Path:
     return Path(image.region.volume_dir) / "images" / f"{image.id}.qcow2"
 
 
-def staging_path(image: Image) -> Path:
-    """Where the worker writes the converted file before it is stored (scratch: removed on failure)."""
-    return Path(image.region.volume_dir) / "images" / f"{image.id}.staging.qcow2"
-
-
 def _step(image: Image, text: str) -> None:
     Image.objects.filter(pk=image.pk).update(step=text[:200], updated_at=timezone.now())
     image.step = text[:200]
+    operations.checkpoint(text)
 
 
 # --- Quota ------------------------------------------------------------------------------------------
@@ -253,6 +251,7 @@ def receive_upload(*, actor, image: Image, stream: BinaryIO, length: int | None 
             virtual_size=verdict.virtual_size,
             upload_bytes=received,
             step="queued: convert to qcow2, checksum and store",
+            **operations.queued(),
         )
         record(
             actor=actor,
@@ -350,8 +349,9 @@ def promote_snapshot(
         virtual_size=disk.size_bytes,
         state=Image.State.PROCESSING,
         step=f"queued: flatten {disk.volume_name} of snapshot {snapshot.name}",
+        **operations.queued(),
     )
-    enqueue(tasks.process, str(image.id), queue=hypervisor_queue(image.region_id))
+    resume(image)
     return image
 
 
@@ -393,9 +393,48 @@ def copy_image(
         virtual_size=image.virtual_size,
         state=Image.State.PROCESSING,
         step=f"queued: copy from {image.project} ({image.region_id})",
+        **operations.queued(),
     )
-    enqueue(tasks.process, str(copy.id), queue="replication")
+    resume(copy)
     return copy
+
+
+def resume(image: Image) -> None:
+    """Queue the worker step of a PROCESSING image (a copy runs on the replication queue)."""
+    queue = "replication" if image.source == Image.Source.COPY else hypervisor_queue(image.region_id)
+    enqueue(tasks.process, str(image.id), queue=queue)
+
+
+def give_up(image: Image, reason: str) -> None:
+    fail(str(image.pk), f"Gave up: {reason}")
+
+
+@audited("image.retry", target="image")
+def retry_image(*, actor, image: Image) -> Image:
+    """Process a failed or interrupted import, promotion or copy again, from its start."""
+    _require_own(actor, image, "publish_images", f"retry image {image.name}")
+    if image.worker_on_it:
+        raise Conflict(
+            f"Image {image.name} is being processed now ({image.step}); retry it if it stops making progress."
+        )
+    if image.state == Image.State.FAILED:
+        if image.source == Image.Source.UPLOAD and not image.upload_path.exists():
+            raise Conflict(
+                f"Image {image.name}'s upload is gone with its failure; upload the file again under the "
+                "same name (the failed image is replaced)."
+            )
+        # A failed image counts nothing against the storage quota; processing it again reserves again.
+        reserve = image.copied_from.stored_bytes if image.copied_from else image.virtual_size
+        _check_storage(image.project, image.name, reserve or 0)
+        image.transition(Image.State.PROCESSING, last_error="", step="queued again", **operations.restarted())
+    elif image.state == Image.State.PROCESSING:
+        Image.objects.filter(pk=image.pk).update(**operations.restarted())
+    else:
+        raise Conflict(
+            f"Image {image.name} is {image.get_state_display().lower()}: there is nothing to retry."
+        )
+    resume(image)
+    return image
 
 
 # --- Worker side ------------------------------------------------------------------------------------
@@ -404,8 +443,8 @@ def copy_image(
 def process(image_id: str) -> None:
     """Make a PROCESSING image AVAILABLE: produce its qcow2 file, checksum it, store it. Idempotent:
     an image in any other state is left alone, and every step starts from scratch files of its own."""
-    image = Image.objects.select_related("region", "project").get(pk=image_id)
-    if image.state != Image.State.PROCESSING:
+    image = Image.objects.select_related("region", "project").filter(pk=image_id).first()
+    if image is None or image.state != Image.State.PROCESSING:
         return
     if image.source == Image.Source.COPY:
         _copy_object(image)
@@ -417,7 +456,6 @@ def process(image_id: str) -> None:
     else:
         _convert_upload(image, staged)
     _store(image, staged)
-    os.replace(staged, cache_path(image))
     image.upload_path.unlink(missing_ok=True)
 
 
@@ -448,13 +486,17 @@ def _store(image: Image, path: Path) -> None:
     store = object_store(image.region)
     sha256 = store.put_file(key, path)
     _verify_stored(store, key, sha256)
+    stored_bytes = path.stat().st_size
+    operations.checkpoint("stored; keeping the region's copy")
+    # The region's copy is in place before the row says Available: boot volumes are copied from it.
+    os.replace(path, cache_path(image))
     image.transition(
         Image.State.AVAILABLE,
         object_key=key,
         sha256=sha256,
         guest_sha256=guest_sha256,
         virtual_size=virtual_size,
-        stored_bytes=path.stat().st_size,
+        stored_bytes=stored_bytes,
         step="",
         last_error="",
     )
@@ -625,14 +667,23 @@ def delete_image(*, actor, image: Image) -> None:
     """Remove the image from the catalogue and its bytes from the object store. VMs already created
     from it keep their own copy of its bytes."""
     _require_own(actor, image, "publish_images", f"delete image {image.name}")
-    if image.state == Image.State.PROCESSING:
-        raise Conflict(f"Image {image.name} is still being processed; delete it once it is done.")
-    if image.object_key:
-        object_store(image.region).delete(image.object_key)
+    # Conditional: a worker that claims it from now on finds no row; one already on it keeps it.
+    live = Q(claimed_by__gt="", lease_until__gte=timezone.now())
+    if not Image.objects.filter(pk=image.pk).exclude(live).delete()[0]:
+        raise Conflict(
+            f"Image {image.name} is being processed now ({image.step}); delete it once it is done or failed."
+        )
+    if image.object_key or image.detected_format:
+        # An interrupted worker may have stored the object under its key before the row recorded it.
+        object_store(image.region).delete(image.object_key or f"images/{image.id}.qcow2")
     _remove_files(image)
-    image.delete()
 
 
 def _remove_files(image: Image) -> None:
     image.upload_path.unlink(missing_ok=True)
     cache_path(image).unlink(missing_ok=True)
+    staging_path(image).unlink(missing_ok=True)
+
+
+def staging_path(image: Image) -> Path:
+    return Path(image.region.volume_dir) / "images" / f"{image.id}.staging.qcow2"

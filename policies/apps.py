@@ -6,3 +6,10 @@ from django.apps import AppConfig
 class PoliciesConfig(AppConfig):
     name = "policies"
     verbose_name = "Snapshot policies"
+
+    def ready(self) -> None:
+        from clouddigit import operations
+        from policies import drills
+        from policies.models import Drill
+
+        operations.register(Drill, active=[Drill.State.RUNNING], resume=drills.resume, give_up=drills.give_up)

@@ -1,14 +1,19 @@
 """Notification channels: where a policy's `notify_channel` sends (a Slack-compatible webhook or email).
 
-Every write goes through these services, whatever calls them (console today), and is audited.
+Every write goes through these services, whatever calls them (console today), and is audited. A webhook
+must lead to a public address (clouddigit/outbound.py; sending checks again) and gets a signing secret,
+which the caller shows its user once.
 """
 
 from __future__ import annotations
 
+import secrets
+
 from django.core.exceptions import ValidationError
-from django.core.validators import URLValidator, validate_email
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 
+from clouddigit import outbound
 from clouddigit.access import require
 from clouddigit.audit.log import audited
 from clouddigit.compute.models import Project
@@ -17,7 +22,14 @@ from policies.models import NotificationChannel
 from policies.spec import NAME_RE
 
 MAX_RECIPIENTS = 10
-_URL = URLValidator(schemes=["http", "https"])
+PUBLIC_ONLY = (
+    "Webhooks go to public addresses only: use a public https:// URL, or ask your Cloud Digit operator "
+    "to allowlist the network of an on-premises receiver."
+)
+
+
+def new_secret() -> str:
+    return secrets.token_hex(32)
 
 
 def _checked_target(kind: str, target: str) -> str:
@@ -26,11 +38,15 @@ def _checked_target(kind: str, target: str) -> str:
         raise InvalidRequest("target: is longer than 500 characters.", field="target")
     if kind == NotificationChannel.Kind.WEBHOOK:
         try:
-            _URL(target)
-        except ValidationError:
-            raise InvalidRequest(
-                "target: a webhook needs an http:// or https:// URL.", field="target"
-            ) from None
+            outbound.parse(target)
+        except outbound.Refused as error:
+            raise InvalidRequest(f"target: {error}.", field="target") from None
+        try:
+            outbound.check(target)
+        except outbound.Refused as error:
+            raise InvalidRequest(f"target: {error}. {PUBLIC_ONLY}", field="target") from None
+        except outbound.OutboundError as error:
+            raise InvalidRequest(f"target: {error}; check the URL's host name.", field="target") from None
         return target
     addresses = [address.strip() for address in target.split(",") if address.strip()]
     if not addresses or len(addresses) > MAX_RECIPIENTS:
@@ -64,6 +80,7 @@ def create_channel(*, actor, project: Project, name: str, kind: str, target: str
         name=name,
         kind=kind,
         target=_checked_target(kind, target),
+        secret=new_secret() if kind == NotificationChannel.Kind.WEBHOOK else "",
         created_by=actor.get_username() if actor else "system",
     )
     try:
@@ -71,6 +88,17 @@ def create_channel(*, actor, project: Project, name: str, kind: str, target: str
             channel.save(force_insert=True)
     except IntegrityError:
         raise Conflict(f"name: {project} already has a channel named {name}.", field="name") from None
+    return channel
+
+
+@audited("policy.channel.rotate-secret", target="channel")
+def rotate_secret(*, actor, channel: NotificationChannel) -> NotificationChannel:
+    """A new signing secret; the old one stops working at once (receivers must change theirs)."""
+    require(actor, "manage_policies", channel.project, "change notification channels")
+    if channel.kind != NotificationChannel.Kind.WEBHOOK:
+        raise InvalidRequest(f"{channel.name} is an email channel: only webhooks are signed.")
+    channel.secret = new_secret()
+    channel.save(update_fields=["secret"])
     return channel
 
 

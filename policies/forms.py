@@ -60,6 +60,6 @@ class ChannelForm(forms.Form):
     kind = forms.ChoiceField(choices=NotificationChannel.Kind.choices)
     target = forms.CharField(
         max_length=500,
-        help_text="The webhook's http(s) URL (Slack incoming webhook or compatible), "
+        help_text="The webhook's http(s) URL at a public address (Slack incoming webhook or compatible), "
         "or email addresses separated by commas",
     )

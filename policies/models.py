@@ -9,6 +9,7 @@ from django.db import models
 from django.utils import timezone
 
 from clouddigit.compute.models import Project
+from clouddigit.operations import Leased
 from policies.spec import PolicySpec, Slot
 
 
@@ -148,6 +149,9 @@ class NotificationChannel(models.Model):
     target = models.CharField(
         max_length=500, help_text="The webhook's http(s) URL, or email addresses separated by commas"
     )
+    # The server signs every webhook body with it (HMAC-SHA256), so it is kept as it is, not hashed; it is
+    # shown once, when made, and never again. Email channels have none.
+    secret = models.CharField(max_length=64, blank=True, editable=False)
     created_by = models.CharField(max_length=150)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -210,7 +214,7 @@ class Notification(models.Model):
         return f"{self.policy} {self.slot_at:%Y-%m-%d %H:%M} {self.kind}: {self.channel_name}"
 
 
-class Drill(models.Model):
+class Drill(Leased):
     """A restore drill: the latest snapshot of a VM restored to a sandbox VM, smoke-checked, cleaned up."""
 
     class State(models.TextChoices):
@@ -229,6 +233,14 @@ class Drill(models.Model):
         "snapshots.Snapshot", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     snapshot_name = models.CharField(max_length=100)
+    restore = models.ForeignKey(
+        "snapshots.Restore",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="The sandbox restore, so that a resumed drill goes on with it",
+    )
     state = models.CharField(max_length=8, choices=State.choices, default=State.RUNNING)
     checks = models.JSONField(default=list, blank=True, help_text="[{check, ok, detail}]")
     seconds = models.FloatField(null=True, blank=True, help_text="Time to restore")

@@ -12,13 +12,16 @@ recorded on the row, for the policy's page.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import logging
+import time
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-import requests
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
@@ -26,6 +29,7 @@ from django.db.models import Count
 from django.urls import reverse
 from django.utils import timezone
 
+from clouddigit import outbound
 from policies.models import Notification, NotificationChannel, Policy, SlotRun
 from policies.schedule import slots_between
 from policies.spec import PolicySpec, Slot
@@ -185,28 +189,38 @@ def _deliver(channel: NotificationChannel, text: str) -> str:
 
 
 def _post(channel: NotificationChannel, text: str) -> str:
-    host = urlsplit(channel.target).netloc
+    body = json.dumps({"text": text}).encode()
+    # Neither the response body nor the URL in what is recorded: a webhook URL's path is its secret.
+    host = urlsplit(channel.target).netloc.rpartition("@")[2]
     try:
-        # No redirects: a POST redirected becomes a GET that delivers nothing, and would look sent.
-        response = requests.post(
-            channel.target, json={"text": text}, timeout=TIMEOUT_SECONDS, allow_redirects=False
+        answer = outbound.post(
+            channel.target, body=body, headers=signed_headers(channel.secret, body), timeout=TIMEOUT_SECONDS
         )
-    except requests.Timeout:
-        return f"{host} did not answer within {TIMEOUT_SECONDS} s"
-    except requests.ConnectionError as error:
-        return f"could not connect to {host}: {_root_cause(error)}"
-    except requests.RequestException as error:
-        return f"could not post to {host}: {type(error).__name__}"
-    if 200 <= response.status_code < 300:
+    except outbound.Refused as error:
+        return f"refused to post to {host}: {error}"
+    except outbound.OutboundError as error:
+        return str(error)
+    if 200 <= answer.status < 300:
         return ""
-    # Not the response body, nor the URL: a webhook URL's path is its secret.
-    return f"{host} answered HTTP {response.status_code} {response.reason}".strip()
+    if 300 <= answer.status < 400:
+        # Not followed: a redirect could lead anywhere, past the address check, and a POST redirected
+        # becomes a GET that delivers nothing.
+        location = answer.location[:300] or "?"
+        return (
+            f"{host} answered HTTP {answer.status} {answer.reason}, a redirect to {location}, "
+            "which is not followed: add a channel with the final URL"
+        )
+    return f"{host} answered HTTP {answer.status} {answer.reason}".strip()
 
 
-def _root_cause(error: BaseException) -> str:
-    """The socket's own words ("Connection refused"), not urllib3's wrapping that quotes the URL path."""
-    seen = {id(error)}
-    while (inner := error.__cause__ or error.__context__) is not None and id(inner) not in seen:
-        seen.add(id(inner))
-        error = inner
-    return getattr(error, "strerror", None) or type(error).__name__
+def signed_headers(secret: str, body: bytes) -> dict[str, str]:
+    """The receiver checks that X-CloudDigit-Signature is the HMAC-SHA256, keyed with the channel's
+    secret, of "<X-CloudDigit-Timestamp>.<body>", and that the timestamp is recent (no replays)."""
+    timestamp = str(int(time.time()))
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": "CloudDigit-Notifications",
+        "X-CloudDigit-Timestamp": timestamp,
+        "X-CloudDigit-Signature": f"sha256={digest}",
+    }

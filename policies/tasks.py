@@ -3,7 +3,11 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
+from clouddigit.operations import claimed
 from policies import drills, engine
+from policies.models import Drill
+
+DRILL_WAIT_SECONDS = 10
 
 
 @shared_task
@@ -12,9 +16,16 @@ def tick() -> None:
     engine.tick(timezone.now())
 
 
-@shared_task
-def drill(drill_id: str) -> None:
-    drills.perform(drill_id)
+@shared_task(bind=True, max_retries=None)
+def drill(self, drill_id: str) -> None:
+    with claimed(Drill, drill_id) as claim:
+        if not claim:
+            return
+        try:
+            drills.perform(drill_id)
+        except drills.DrillWaiting as waiting:
+            claim.waiting(DRILL_WAIT_SECONDS)
+            raise self.retry(countdown=DRILL_WAIT_SECONDS, exc=waiting) from None
 
 
 @shared_task

@@ -14,5 +14,6 @@ urlpatterns = [
     path("<uuid:pk>/drill/", views.drill, name="drill"),
     path("<uuid:pk>/delete/", views.delete, name="delete"),
     path("channels/", views.channel_create, name="channel-create"),
+    path("channels/<uuid:pk>/secret/", views.channel_rotate_secret, name="channel-rotate-secret"),
     path("channels/<uuid:pk>/delete/", views.channel_delete, name="channel-delete"),
 ]

@@ -17,6 +17,7 @@ from clouddigit.access import can
 from clouddigit.audit.log import record_invalid_form
 from clouddigit.compute.models import Project
 from clouddigit.errors import Conflict, ServiceError
+from clouddigit.htmx import redirect_after_post
 from policies import channels, drills, services, simulator
 from policies.api import YAML_CONTENT_TYPE
 from policies.coverage import coverage
@@ -64,6 +65,7 @@ def _list_page(
         "project": project,
         "rows": rows,
         "channels": channel_rows,
+        "new_secret": request.session.pop(NEW_SECRET, None),
         "can_manage": can_manage,
         "form": form or (ApplyForm() if can_manage else None),
         "channel_form": channel_form or (ChannelForm() if can_manage else None),
@@ -202,6 +204,15 @@ def _channels_url() -> str:
     return f"{reverse('policies:list')}#channels"
 
 
+# A webhook's signing secret is shown once, on the page the create (or rotate) redirects to: it waits in
+# the session, not in a message cookie or the URL, and the first list page takes it out.
+NEW_SECRET = "policies.channel_secret"
+
+
+def _show_secret_once(request, channel: NotificationChannel) -> None:
+    request.session[NEW_SECRET] = {"channel": channel.name, "secret": channel.secret}
+
+
 @login_required
 @require_POST
 def channel_create(request):
@@ -216,7 +227,25 @@ def channel_create(request):
         form.add_error(error.field if error.field in form.fields else None, error.message)
         return _list_page(request, project, channel_form=form, status=error.status)
     messages.success(request, f"Added notification channel {channel.name} to {project}.")
+    if channel.secret:
+        _show_secret_once(request, channel)
     return redirect(_channels_url())
+
+
+@login_required
+@require_POST
+def channel_rotate_secret(request, pk):
+    channel = get_object_or_404(
+        NotificationChannel.objects.visible_to(request.user).select_related("project__account"), pk=pk
+    )
+    try:
+        channels.rotate_secret(actor=request.user, channel=channel)
+    except ServiceError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"Gave notification channel {channel.name} a new signing secret.")
+        _show_secret_once(request, channel)
+    return redirect_after_post(request, _channels_url())
 
 
 @login_required

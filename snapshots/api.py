@@ -351,7 +351,7 @@ class SnapshotViewSet(viewsets.ReadOnlyModelViewSet):
         return self._snapshot(services.retry(actor=request.user, snapshot=self.get_object()))
 
 
-class RestoreViewSet(viewsets.ReadOnlyModelViewSet):
+class RestoreViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
     """Restores (to new volumes and VMs) with their time to restore, newest first."""
 
     serializer_class = RestoreSerializer
@@ -359,6 +359,17 @@ class RestoreViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self):
         return visible_restores(self.request.user).order_by("-started_at", "id")
+
+    @extend_schema(request=None, responses={202: RestoreSerializer})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        """Go on with a failed or interrupted restore; the files it already made are reused."""
+        return _restore(request.user, services.retry_restore(actor=request.user, restore=self.get_object()))
+
+    def destroy(self, request, *args, **kwargs):
+        """Delete a failed restore with the volume or VM it had begun to make."""
+        services.delete_restore(actor=request.user, restore=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class SnapshotLimitViewSet(mixins.CreateModelMixin, viewsets.GenericViewSet):

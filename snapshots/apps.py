@@ -6,3 +6,21 @@ from django.apps import AppConfig
 class SnapshotsConfig(AppConfig):
     name = "snapshots"
     verbose_name = "Snapshots"
+
+    def ready(self) -> None:
+        from clouddigit import operations
+        from snapshots import services
+        from snapshots.models import Restore, Snapshot
+
+        operations.register(
+            Snapshot,
+            active=[Snapshot.State.CREATING, Snapshot.State.DELETING],
+            resume=services.resume,
+            give_up=services.give_up,
+        )
+        operations.register(
+            Restore,
+            active=[Restore.State.RESTORING],
+            resume=services.resume_restore,
+            give_up=services.give_up_restore,
+        )

@@ -37,6 +37,11 @@ BACKEND_SLOW = (
     "Console → Platform → Backend status",
     "Wait, or open a ticket if sustained",
 )
+TASK_LOST = (
+    "The task was lost (its worker died or its message was never picked up)",
+    "Worker logs: was a worker killed or restarted?",
+    "Nothing: the reconciler queues it again within a minute; Retry to queue it now",
+)
 QUOTA = (
     "Storage quota hit",
     "Project storage quota and the region's free space",
@@ -73,7 +78,17 @@ def diagnose(snapshot: Snapshot) -> list[Finding]:
     ]
     if detaching:
         findings.append(Finding(*DETACHING, f"volume {', '.join(detaching)} is detaching"))
-    if snapshot.step.startswith("queued"):
+    lost = snapshot.state != Snapshot.State.ERROR and snapshot.lease_expired
+    if lost:
+        holder = f"worker {snapshot.claimed_by}" if snapshot.claimed_by else "the queue"
+        findings.append(
+            Finding(
+                *TASK_LOST,
+                f"{holder} stopped answering for it at {snapshot.lease_until:%H:%M:%S} UTC "
+                f"(attempt {snapshot.attempts}); step: {snapshot.step or 'none'}",
+            )
+        )
+    elif snapshot.step.startswith("queued"):
         beat = Heartbeat.objects.filter(name="worker").first()
         alive = beat and timezone.now() - beat.last_seen < timedelta(seconds=90)
         detail = f"queued {minutes} ago; " + (

@@ -54,7 +54,9 @@ class SinceField(forms.CharField):
         try:
             return parse_since(value)
         except ValueError as error:
-            raise forms.ValidationError(str(error)) from None
+            # The reason quotes the user's text, so it goes in as a parameter: django-filter %-formats
+            # every message it reports, and a `%` in the text would otherwise be a 500.
+            raise forms.ValidationError("%(reason)s", params={"reason": str(error)}) from None
 
 
 class SinceFilter(django_filters.Filter):

@@ -8,6 +8,7 @@ from django.db import models
 from django.utils import timezone
 
 from clouddigit.compute.models import VM, Layer, Project, Region, TaggedQuerySet, Volume, validate_tags
+from clouddigit.operations import Leased
 from clouddigit.statemachine import StateMachineMixin
 
 DEFAULT_SNAPSHOTS_PER_VOLUME = 100
@@ -18,7 +19,7 @@ class SnapshotQuerySet(TaggedQuerySet):
         return self.filter(project__in=Project.objects.visible_to(user, perm).values("pk"))
 
 
-class Snapshot(StateMachineMixin, models.Model):
+class Snapshot(StateMachineMixin, Leased):
     class State(models.TextChoices):
         CREATING = "creating", "Creating"
         AVAILABLE = "available", "Available"
@@ -119,7 +120,7 @@ class SnapshotDisk(models.Model):
         return f"{self.snapshot} / {self.volume_name}"
 
 
-class Restore(StateMachineMixin, models.Model):
+class Restore(StateMachineMixin, Leased):
     class State(models.TextChoices):
         RESTORING = "restoring", "Restoring"
         DONE = "done", "Done"

@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from clouddigit import operations
 from clouddigit.access import require
 from clouddigit.audit.log import audited
 from clouddigit.backends import hypervisor, volumes
@@ -57,6 +58,7 @@ def _step(snapshot: Snapshot, text: str) -> None:
     now, text = timezone.now(), text[:200]
     Snapshot.objects.filter(pk=snapshot.pk).update(step=text, step_started_at=now, stuck_reason="")
     snapshot.step, snapshot.step_started_at, snapshot.stuck_reason = text, now, ""
+    operations.checkpoint(text)
 
 
 def _new_file(volume_dir: str) -> str:
@@ -180,6 +182,7 @@ def create_snapshot(
         step="queued for the hypervisor worker",
         step_started_at=timezone.now(),
         created_by=actor.get_username() if actor else "system",
+        **operations.queued(),
     )
     for each in captured:
         SnapshotDisk.objects.create(
@@ -243,6 +246,7 @@ def _seal(disks: list[SnapshotDisk], vm: VM | None = None) -> None:
             layer = chains.seal_active(disk.volume, disk.overlay_path)
             SnapshotDisk.objects.filter(pk=disk.pk).update(layer=layer)
             disk.layer = layer
+        operations.checkpoint(f"sealed {disk.volume.name}")
 
 
 def _seal_running(snapshot: Snapshot, vm: VM, disks: list[SnapshotDisk]) -> tuple[str, str]:
@@ -275,20 +279,50 @@ def fail(snapshot_id: str, error: str) -> None:
         snapshot.transition(Snapshot.State.ERROR, last_error=error[:2000])
 
 
+def give_up(snapshot: Snapshot, reason: str) -> None:
+    """The reconciler's last word on an operation whose worker kept dying."""
+    fail(str(snapshot.pk), f"Gave up: {reason}")
+
+
+def resume(snapshot: Snapshot) -> None:
+    """Queue the next step of the row's operation, which is decided by what the row is: a safety
+    snapshot finishes its roll-back (sealing it alone would keep the old data in the volume)."""
+    if snapshot.state == Snapshot.State.DELETING:
+        step = tasks.finish_delete
+    elif snapshot.rollback_of_id is not None:
+        step = tasks.finish_rollback
+    else:
+        step = tasks.take
+    enqueue(step, str(snapshot.pk), queue=hypervisor_queue(snapshot.region_id))
+
+
 @audited("snapshot.retry", target="snapshot")
 def retry(*, actor, snapshot: Snapshot) -> Snapshot:
     """Queue the interrupted or failed operation again; it picks up where it stopped."""
     require(actor, "create_snapshots", snapshot.project, "retry snapshot operations")
+    if snapshot.origin == Snapshot.Origin.SAFETY and snapshot.completed_at is None:
+        if snapshot.rollback_of_id is None:
+            raise Conflict(
+                f"Roll-back {snapshot} cannot go on: the snapshot it rolled back to is gone. Delete this "
+                "safety snapshot; the volume still holds the data it had before the roll-back."
+            )
+    if snapshot.worker_on_it:
+        raise Conflict(
+            f"Snapshot {snapshot} is being worked on now ({snapshot.step or snapshot.state}); "
+            "retry it if it stops making progress."
+        )
     if snapshot.state == Snapshot.State.ERROR:
         # A snapshot that never completed failed while being created; a completed one while being deleted.
         target = Snapshot.State.CREATING if snapshot.completed_at is None else Snapshot.State.DELETING
-        snapshot.transition(target, last_error="")
-    if snapshot.state == Snapshot.State.CREATING:
-        enqueue(tasks.take, str(snapshot.pk), queue=hypervisor_queue(snapshot.region_id))
-    elif snapshot.state == Snapshot.State.DELETING:
-        enqueue(tasks.finish_delete, str(snapshot.pk), queue=hypervisor_queue(snapshot.region_id))
+        snapshot.transition(target, last_error="", stuck_reason="", **operations.restarted())
+    elif snapshot.state in {Snapshot.State.CREATING, Snapshot.State.DELETING}:
+        fields = {"stuck_reason": "", **operations.restarted()}
+        Snapshot.objects.filter(pk=snapshot.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(snapshot, name, value)
     else:
         raise Conflict(f"Snapshot {snapshot} is {snapshot.state}: there is nothing to retry.")
+    resume(snapshot)
     return snapshot
 
 
@@ -360,6 +394,8 @@ def _in_use(snapshot: Snapshot) -> str:
         )
     if snapshot.safety_snapshots.filter(state=Snapshot.State.CREATING).exists():
         return "a roll-back to it is running"
+    if snapshot.safety_snapshots.filter(state=Snapshot.State.ERROR, completed_at=None).exists():
+        return "a roll-back to it failed and waits for Retry (or for its safety snapshot to be deleted)"
     return ""
 
 
@@ -372,7 +408,7 @@ def delete_snapshot(*, actor, snapshot: Snapshot) -> Snapshot:
         raise Conflict(
             f"Snapshot {snapshot} cannot be deleted now: {busy}. Delete it once that has finished."
         )
-    snapshot.transition(Snapshot.State.DELETING)
+    snapshot.transition(Snapshot.State.DELETING, **operations.restarted())
     _step(snapshot, "queued for the hypervisor worker")
     enqueue(tasks.finish_delete, str(snapshot.pk), queue=hypervisor_queue(snapshot.region_id))
     return snapshot
@@ -386,6 +422,7 @@ def finish_delete(snapshot_id: str) -> None:
     for disk in snapshot.disks.select_related("layer"):
         if disk.layer is not None:
             chains.merge_away(disk.layer)
+            operations.checkpoint(f"merged {disk.volume_name}")
         elif snapshot.completed_at is None:
             # Never completed: the volume may already write to the overlay named for this disk.
             if disk.volume is None or disk.volume.path != disk.overlay_path:
@@ -444,6 +481,7 @@ def restore_to_volume(*, actor, snapshot: Snapshot, name: str, disk: SnapshotDis
         kind=Restore.Kind.VOLUME,
         name=name,
         requested_by=actor.get_username() if actor else "system",
+        **operations.queued(),
     )
     restore.volume = _new_restored_volume(snapshot, disk, name, bootable=disk.bootable)
     restore.save(update_fields=["volume"])
@@ -511,6 +549,7 @@ def restore_to_vm(
         vm=vm,
         warnings=warnings,
         requested_by=actor.get_username() if actor else "system",
+        **operations.queued(),
     )
     for disk in snapshot.disks.select_related("layer"):
         volume = _new_restored_volume(
@@ -530,12 +569,17 @@ def finish_restore(restore_id: str) -> None:
     if restore.state != Restore.State.RESTORING:
         return
     restored = list(restore.vm.volumes.all()) if restore.vm else [restore.volume]
+    if None in restored:
+        raise Conflict("the restored volume was deleted before it was ready; restore again.")
     for volume in restored:
         if volume.state == Volume.State.CREATING:
             chains.new_volume_file(volume.path, volume.backing_layer)
+            operations.checkpoint(f"restored file of {volume.name}")
             volume.transition(Volume.State.ATTACHED if volume.vm_id else Volume.State.AVAILABLE)
-    if restore.vm is not None and restore.vm.state == VM.State.STOPPED:
-        restore.vm.transition(VM.State.STARTING)
+    if restore.vm is not None and restore.vm.state in {VM.State.STOPPED, VM.State.STARTING}:
+        if restore.vm.state == VM.State.STOPPED:
+            restore.vm.transition(VM.State.STARTING)
+        operations.checkpoint(f"starting restored VM {restore.vm.name}")
         compute.apply_power_state(str(restore.vm.pk))
     finished = timezone.now()
     restore.transition(
@@ -547,6 +591,49 @@ def fail_restore(restore_id: str, error: str) -> None:
     restore = Restore.objects.get(pk=restore_id)
     if restore.state == Restore.State.RESTORING:
         restore.transition(Restore.State.FAILED, last_error=error[:2000], finished_at=timezone.now())
+
+
+def give_up_restore(restore: Restore, reason: str) -> None:
+    fail_restore(str(restore.pk), f"Gave up: {reason}")
+
+
+def resume_restore(restore: Restore) -> None:
+    made = restore.vm or restore.volume or restore.snapshot
+    region = made.region_id if made else settings.DEFAULT_REGION
+    enqueue(tasks.finish_restore, str(restore.pk), queue=hypervisor_queue(region))
+
+
+@audited("snapshot.restore.retry", target="restore")
+def retry_restore(*, actor, restore: Restore) -> Restore:
+    """Go on with a failed or interrupted restore: the files it made are reused."""
+    require(actor, "restore_snapshots", restore.project, "retry restores")
+    if restore.worker_on_it:
+        raise Conflict(f"The {restore} is being worked on now; retry it if it stops making progress.")
+    if restore.state == Restore.State.FAILED:
+        restore.transition(Restore.State.RESTORING, last_error="", finished_at=None, **operations.restarted())
+    elif restore.state == Restore.State.RESTORING:
+        Restore.objects.filter(pk=restore.pk).update(last_error="", **operations.restarted())
+    else:
+        raise Conflict(f"The {restore} is {restore.state}: there is nothing to retry.")
+    resume_restore(restore)
+    return restore
+
+
+@audited("snapshot.restore.delete", target="restore")
+def delete_restore(*, actor, restore: Restore) -> None:
+    """Remove a failed restore and what it had made (the new volume, or the new VM and its volumes)."""
+    require(actor, "restore_snapshots", restore.project, "delete restores")
+    if restore.state != Restore.State.FAILED:
+        raise Conflict(
+            f"The {restore} is {restore.state}; only a failed restore is deleted (a finished one's volume or "
+            "VM is deleted like any other)."
+        )
+    if restore.vm_id is not None:
+        compute.destroy_vm(str(restore.vm_id))
+    elif restore.volume is not None and restore.volume.vm_id is None:
+        chains.delete_volume_file(restore.volume.path)
+        restore.volume.delete()
+    restore.delete()
 
 
 # --- Roll-back --------------------------------------------------------------------------------------
@@ -594,9 +681,10 @@ def rollback(*, actor, snapshot: Snapshot, confirm: str) -> Snapshot:
         consistency_requested=Snapshot.Consistency.APPLICATION,
         expires_at=timezone.now() + SAFETY_SNAPSHOT_LIFETIME,
         rollback_of=snapshot,
-        step=f"rolling back to {snapshot.name}",
+        step=f"queued: roll back to {snapshot.name}",
         step_started_at=timezone.now(),
         created_by=actor.get_username() if actor else "system",
+        **operations.queued(),
     )
     for disk in disks:
         SnapshotDisk.objects.create(
@@ -619,11 +707,13 @@ def finish_rollback(safety_id: str) -> None:
         return
     source_layers = {disk.volume_id: disk.layer for disk in safety.rollback_of.disks.select_related("layer")}
     for disk in safety.disks.select_related("volume__backing_layer").filter(layer__isnull=True):
+        _step(safety, f"rolling {disk.volume_name} back to {safety.rollback_of.name}")
         with transaction.atomic():
             layer = chains.seal_active(
                 disk.volume, disk.overlay_path, new_backing=source_layers[disk.volume_id]
             )
             SnapshotDisk.objects.filter(pk=disk.pk).update(layer=layer)
+        operations.checkpoint(f"sealed {disk.volume_name}")
     safety.transition(
         Snapshot.State.AVAILABLE,
         consistency_achieved=Snapshot.Consistency.APPLICATION,

@@ -9,6 +9,7 @@ import subprocess
 
 import pytest
 
+from clouddigit import outbound
 from clouddigit.backends import volumes as volume_files
 from clouddigit.celery import app as celery_app
 from clouddigit.compute import services as compute_services
@@ -41,6 +42,39 @@ def _eager_celery():
 @pytest.fixture(autouse=True)
 def _fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+# Where the test resolver puts names under the reserved .example and .test domains: a public address, so
+# they pass the outbound check. Tests only add such channels; nothing is ever sent there.
+PUBLIC_ADDRESS = "93.184.215.14"
+
+
+@pytest.fixture(autouse=True)
+def dns(monkeypatch):
+    """The outbound client's resolver, for tests: the machine's resolver is off this machine. Address
+    literals (in any spelling getaddrinfo takes) resolve as they are, localhost to loopback, .example
+    and .test names to PUBLIC_ADDRESS; a test maps other names with dns["name"] = ["address", ...]."""
+    names: dict[str, list[str]] = {"localhost": ["127.0.0.1", "::1"]}
+
+    def resolve(host: str, port: int) -> list[str]:
+        if host in names:
+            return list(names[host])
+        if host.removesuffix(".").endswith((".example", ".test")):
+            return [PUBLIC_ADDRESS]
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+        return [info[4][0] for info in infos]
+
+    monkeypatch.setattr(outbound, "resolve", resolve)
+    return names
+
+
+@pytest.fixture(autouse=True)
+def _static_files_from_source(settings):
+    """Pages link static files by their source names: tests do not run collectstatic."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
 
 
 @pytest.fixture

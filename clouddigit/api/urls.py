@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
+from clouddigit.api.token import TokenView
 from clouddigit.audit.api import AuditEntryViewSet
 from clouddigit.compute.api import ProjectViewSet, RegionViewSet, VMViewSet, VolumeViewSet
+from clouddigit.security import csp_override
 from iam.api import RoleBindingViewSet
 from images.api import ImageLimitViewSet, ImageViewSet
 from images.attestation_api import ImagePolicyViewSet, SigningKeyViewSet
@@ -33,8 +34,16 @@ router.register("audit/entries", AuditEntryViewSet, basename="audit-entry")
 
 app_name = "api"
 urlpatterns = [
-    path("auth/token/", obtain_auth_token, name="token"),
+    path("auth/token/", TokenView.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    # The split view loads its start-up script from a URL instead of inlining it; Swagger UI still
+    # styles its own elements inline, so only this page allows inline styles.
+    path(
+        "docs/",
+        csp_override({"style-src": ["'self'", "'unsafe-inline'"]})(
+            SpectacularSwaggerSplitView.as_view(url_name="api:schema")
+        ),
+        name="docs",
+    ),
     path("", include(router.urls)),
 ]

@@ -9,4 +9,5 @@ class AuditConfig(AppConfig):
     verbose_name = "Audit log"
 
     def ready(self) -> None:
+        from clouddigit import lockout  # noqa: F401  (lock-outs after repeated sign-in failures)
         from clouddigit.audit import signals  # noqa: F401  (sign-in and sign-in failures)

@@ -19,6 +19,9 @@ def _sign_in_refused(sender, credentials, request=None, **kwargs):
         actor=AnonymousUser(),
         action="auth.sign-in",
         outcome=AuditEntry.Outcome.REFUSED,
-        message="wrong username or password",
+        # django-axes marks the request when it refused the attempt without checking the password.
+        message="locked out: too many failed sign-ins"
+        if getattr(request, "axes_locked_out", False)
+        else "wrong username or password",
         detail={"username": credentials.get("username", "")},
     )

@@ -27,13 +27,14 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from clouddigit.processes import stop_group
 
 HOST = "127.0.0.1"
 GRPC_PORT_OFFSET = 10000
@@ -217,17 +218,8 @@ class SeaweedServer:
 
     def stop(self, timeout: float = STOP_TIMEOUT_SECONDS) -> None:
         """SIGTERM the process group, SIGKILL it after `timeout` seconds. Safe to call twice."""
-        process = self.process
-        if process is None:
-            return
-        if process.poll() is None:
-            # The process is not reaped yet, so its id (and group id) cannot have been reused.
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        if self.process is not None:
+            stop_group(self.process, timeout)
 
     def last_lines(self, count: int = LOG_TAIL_LINES) -> str:
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import django_filters
 from django import forms
-from django.core.exceptions import ValidationError
 
 from clouddigit.compute.flavors import FLAVOR_CHOICES
 from clouddigit.compute.models import VM, Volume, parse_tag
@@ -15,10 +14,7 @@ class TagField(forms.CharField):
         value = super().clean(value)
         if not value:
             return None
-        try:
-            return parse_tag(value)
-        except ValidationError as error:
-            raise forms.ValidationError(error.messages[0]) from None
+        return parse_tag(value)
 
 
 class TagFilter(django_filters.Filter):

@@ -21,24 +21,32 @@ TAG_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._:/-]{0,62}$")
 
 
 def validate_tags(tags: object) -> None:
-    """Tags are a flat {key: value} map; keys are lower-case and safe to use in queries."""
+    """Tags are a flat {key: value} map; keys are lower-case and safe to use in queries.
+
+    The user's text goes into messages as a parameter, never into the message itself: django-filter
+    %-formats every message it reports, so a `%` in a filter value would otherwise be a 500."""
     if not isinstance(tags, dict):
         raise ValidationError("Tags must be a map of key=value pairs.")
     for key, value in tags.items():
         if not isinstance(key, str) or not TAG_KEY_RE.match(key) or "__" in key:
             raise ValidationError(
-                f"Tag key {key!r} is not valid: use lower-case letters, digits and . _ : / - "
-                "(up to 63 characters, starting with a letter or digit)."
+                "Tag key %(key)r is not valid: use lower-case letters, digits and . _ : / - "
+                "(up to 63 characters, starting with a letter or digit).",
+                params={"key": key},
             )
         if not isinstance(value, str) or len(value) > 255:
-            raise ValidationError(f"Tag {key!r}: the value must be text of at most 255 characters.")
+            raise ValidationError(
+                "Tag %(key)r: the value must be text of at most 255 characters.", params={"key": key}
+            )
 
 
 def parse_tag(text: str) -> tuple[str, str]:
     """'env=prod' -> ('env', 'prod'); raises ValidationError naming what is wrong."""
     key, sep, value = text.partition("=")
     if not sep:
-        raise ValidationError(f"Tag {text!r} must look like key=value, for example env=prod.")
+        raise ValidationError(
+            "Tag %(text)r must look like key=value, for example env=prod.", params={"text": text}
+        )
     validate_tags({key.strip(): value.strip()})
     return key.strip(), value.strip()
 

@@ -8,6 +8,7 @@ from rest_framework.test import APIClient
 from clouddigit.audit.models import AuditEntry
 from clouddigit.compute.models import VM
 from iam.models import RoleBinding
+from iam.services import add_member
 
 
 def api(user=None) -> APIClient:
@@ -87,6 +88,7 @@ def test_a_weaker_role_is_refused_for_writes(bob, fleet):
 
 def test_grant_and_revoke_through_the_api(alice, prod, django_user_model):
     django_user_model.objects.create_user("dave")
+    add_member(actor=None, account=prod.account, username="dave")
     response = api(alice).post(
         "/api/v1/iam/role-bindings/",
         {"role": "image.publisher", "user": "dave", "project": "acme/prod"},
@@ -114,6 +116,7 @@ def test_malformed_grants_are_400_naming_the_field_and_audited(
     alice, prod, django_user_model, payload, field
 ):
     django_user_model.objects.create_user("dave")
+    add_member(actor=None, account=prod.account, username="dave")
     response = api(alice).post("/api/v1/iam/role-bindings/", payload, format="json")
     assert response.status_code == 400
     assert response.json()["field"] == field, response.json()

@@ -6,13 +6,17 @@ import sys
 import pytest
 
 from iam.models import RoleBinding
+from iam.services import add_member
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def dave(django_user_model):
-    return django_user_model.objects.create_user("dave", password="dave-pass")
+def dave(django_user_model, acme):
+    """A user of acme with no role yet."""
+    user = django_user_model.objects.create_user("dave", password="dave-pass")
+    add_member(actor=None, account=acme, username="dave")
+    return user
 
 
 def grant(cli, actor, *scope: str, role: str = "image.publisher", user: str = "dave", output: str = "id"):
@@ -110,14 +114,16 @@ def test_outsider_cannot_revoke_and_learns_nothing(cli, bob, charlie):
     ("role", "user", "message"),
     [
         ("nope", "dave", 'InvalidRequest: role: "nope" is not a valid choice.'),
-        ("image.viewer", "zed", "InvalidRequest: There is no active user named 'zed'."),
+        ("image.viewer", "zed", "InvalidRequest: No user named 'zed' in account acme."),
+        ("image.viewer", "charlie", "InvalidRequest: No user named 'charlie' in account acme."),
     ],
 )
-def test_bad_grant_prints_the_api_error(cli, alice, dave, prod, role, user, message):
+def test_bad_grant_prints_the_api_error(cli, alice, charlie, dave, prod, role, user, message):
     result = grant(cli, alice, "--project", "acme/prod", role=role, user=user)
 
     assert (result.code, result.out, result.err) == (1, "", f"ERROR: {message}\n")
     assert not RoleBinding.objects.filter(user=dave).exists()
+    assert not RoleBinding.objects.filter(account__slug="acme", user=charlie).exists()
 
 
 def test_revoke_with_id_and_a_principal_is_a_usage_error(run, capsys):

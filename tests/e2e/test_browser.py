@@ -51,6 +51,6 @@ def test_sign_in_and_see_the_vm_list(browser, live_server, alice, make_vm, prod,
 
     # Filtering goes through htmx: only the table is swapped, and the URL follows.
     page.fill("input[name=name]", "web")
-    page.wait_for_function("document.querySelectorAll('table.grid tbody tr').length === 1")
+    page.wait_for_function("() => document.querySelectorAll('table.grid tbody tr').length === 1")
     assert "name=web" in page.url
     assert page.locator("table.grid tbody").inner_text().startswith("web-01")

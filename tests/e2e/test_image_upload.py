@@ -172,16 +172,16 @@ def test_vm_create_page_explains_why_an_image_is_missing(browser, live_server, a
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     _sign_in(page, live_server, "/images/launch/")
     page.select_option("select[name=region]", "bd-dha-1")
-    page.wait_for_function("document.querySelector('#picker').textContent.includes('golden-web')")
+    page.wait_for_function("() => document.querySelector('#picker').textContent.includes('golden-web')")
     options = page.locator("select[name=image] option").all_inner_texts()
     assert any("golden-web" in o for o in options) and not any("golden-old" in o for o in options)
 
     page.check("#show-deprecated")
-    page.wait_for_function("document.querySelector('#picker').textContent.includes('golden-old')")
+    page.wait_for_function("() => document.querySelector('#picker').textContent.includes('golden-old')")
 
     page.fill("input[name=why]", "golden-db")
     page.click("button[form=why-form]")
-    page.wait_for_function("document.querySelector('#why').textContent.includes('Copy it to bd-dha-1')")
+    page.wait_for_function("() => document.querySelector('#why').textContent.includes('Copy it to bd-dha-1')")
     assert "The image is in region bd-ctg-1, not bd-dha-1." in page.inner_text("#why")
     page.screenshot(path=str(SHOTS / "vm-create-why-missing.png"), full_page=True)
 

@@ -1,6 +1,7 @@
 """The README's start command as a new user runs it: embedded defaults (SQLite, file-system broker,
-SeaweedFS, libvirt test driver), a login, a worker that processes the demo's tasks, Ctrl-C that stops
-everything, and a second run that reuses the data folder."""
+SeaweedFS, libvirt test driver) in production mode, a login, a worker that processes the demo's tasks,
+Ctrl-C that stops everything, and a second run that reuses the data folder. Supervision: a worker that
+dies is replaced, and a second signal while stopping does not break the shutdown."""
 
 from __future__ import annotations
 
@@ -11,13 +12,19 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from clouddigit.processes import group_members
+
 ROOT = Path(__file__).resolve().parents[2]
+# The consoles these tests start use CLOUDDIGIT_S3_PORT_BASE (two regions: base .. base+19) and the 20
+# ports after it, so runs side by side with other port bases do not collide.
+S3_PORT_BASE = int(os.environ.get("CLOUDDIGIT_S3_PORT_BASE", "19500"))
 
 
 def _free_port() -> int:
@@ -62,22 +69,34 @@ class Console:
             stderr=subprocess.STDOUT,
             text=True,
         )
-        deadline = time.monotonic() + 180
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.wait_for("Press Ctrl-C", timeout=180)
+
+    def _read(self) -> None:
         for line in self.process.stdout:
             self.output.append(line)
-            if "Press Ctrl-C" in line:
-                return
-            assert time.monotonic() < deadline, "".join(self.output)
-        pytest.fail("runconsole exited before it was ready:\n" + "".join(self.output))
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        """The first line of output (from the start) that contains `text`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = next((line for line in list(self.output) if text in line), None)
+            if found:
+                return found
+            if self.process.poll() is not None and not self.reader.is_alive():
+                pytest.fail(f"runconsole exited before printing {text!r}:\n" + "".join(self.output))
+            time.sleep(0.2)
+        pytest.fail(f"runconsole did not print {text!r} within {timeout:g} s:\n" + "".join(self.output))
 
     def child_pids(self) -> list[int]:
         line = next(line for line in self.output if line.startswith("Processes:"))
         return [int(pid) for pid in re.findall(r"pid (\d+)", line)]
 
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGINT)
-        rest, _ = self.process.communicate(timeout=60)
-        self.output.append(rest)
+    def stop(self, signum: int = signal.SIGINT) -> int:
+        self.process.send_signal(signum)
+        self.process.wait(timeout=60)
+        self.reader.join(timeout=10)
         return self.process.returncode
 
     def login(self, username: str) -> requests.Session:
@@ -102,12 +121,13 @@ class Console:
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_start_command_runs_everything_and_ctrl_c_stops_it(tmp_path):
-    port, s3_base = _free_port(), 19500
+    port, s3_base = _free_port(), S3_PORT_BASE
     console = Console(tmp_path / "var", port, s3_base)
     console.start()
     try:
         text = "".join(console.output)
         assert f"http://127.0.0.1:{port}/" in text and "acme-admin" in text
+        assert "DEBUG" not in text  # production mode unless asked for
         pids = console.child_pids()
         assert len(pids) == 5  # two SeaweedFS servers, worker, beat, web
 
@@ -123,8 +143,11 @@ def test_start_command_runs_everything_and_ctrl_c_stops_it(tmp_path):
         assert "db-01" in page, "the worker never started db-01"
         status = session.get(f"{base}/status/", timeout=30).text
         assert "● down" not in status and status.count("● up") == 7, status  # 3 hosts, 2 stores, 2 folders
-        static = session.get(f"{base}/static/vendor/htmx-2.0.11.min.js", timeout=10)
+        # Production mode: static files collected by runconsole, under content-hashed names.
+        htmx_url = re.search(r'src="(/static/vendor/htmx-2\.0\.11\.min\.[0-9a-f]+\.js)"', page).group(1)
+        static = session.get(f"{base}{htmx_url}", timeout=10)
         assert static.status_code == 200 and "htmx" in static.text
+        assert "max-age=315360000" in static.headers["Cache-Control"]
     finally:
         code = console.stop()
     assert code == 0, "".join(console.output)
@@ -138,3 +161,42 @@ def test_start_command_runs_everything_and_ctrl_c_stops_it(tmp_path):
         again.login("acme-admin")
     finally:
         assert again.stop() == 0
+
+
+def _groups_alive(pgids: list[int]) -> dict[int, list[int]]:
+    return {pgid: members for pgid in pgids if (members := group_members(pgid))}
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_killed_worker_is_replaced_and_a_second_signal_does_not_break_the_shutdown(tmp_path):
+    port, s3_base = _free_port(), S3_PORT_BASE + 20
+    console = Console(tmp_path / "var", port, s3_base)
+    console.start()
+    try:
+        pgids = console.child_pids()  # every child leads its own process group
+        worker = pgids[2]
+        deadline = time.monotonic() + 60
+        while len(group_members(worker)) < 3 and time.monotonic() < deadline:  # main + 2 pool processes
+            time.sleep(0.5)
+        pool = [pid for pid in group_members(worker) if pid != worker]
+        assert len(pool) == 2, group_members(worker)
+
+        os.kill(worker, signal.SIGKILL)
+        line = console.wait_for("worker started again", timeout=30)
+        assert "worker exited unexpectedly (code -9); starting it again in 1 s" in "".join(console.output)
+        # The dead worker's pool processes went with it; the console kept serving.
+        assert [pid for pid in pool if _pid_alive(pid)] == []
+        new_worker = int(re.search(r"pid (\d+)", line).group(1))
+        assert _pid_alive(new_worker)
+        console.login("acme-admin")
+        pgids.append(new_worker)
+    finally:
+        console.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        code = console.stop(signal.SIGTERM)  # a second SIGTERM while stopping
+    output = "".join(console.output)
+    assert "Already stopping" in output and "Traceback" not in output, output
+    assert code == 0, output
+    assert _groups_alive(pgids) == {}
+    assert not _listening(port) and not _listening(s3_base)

@@ -10,7 +10,14 @@ from clouddigit.compute.models import VM
 from clouddigit.errors import Conflict, InvalidRequest, PermissionRefused
 from iam.models import RoleBinding
 from iam.roles import ROLES
-from iam.services import effective_roles, grant_role, revoke_role
+from iam.services import add_member, effective_roles, grant_role, revoke_role
+
+
+def new_member(django_user_model, account, username: str = "dave"):
+    """A user of `account` with no role yet, as the platform places one."""
+    user = django_user_model.objects.create_user(username)
+    add_member(actor=None, account=account, username=username)
+    return user
 
 
 def test_the_spec_image_roles_exist_with_their_powers():
@@ -31,7 +38,7 @@ def test_grant_makes_the_project_visible_and_revoke_takes_it_away(
 ):
     make_vm(prod, "db-01")
     make_vm(sandbox, "dev-01")
-    dave = django_user_model.objects.create_user("dave")
+    dave = new_member(django_user_model, prod.account)
     assert not VM.objects.visible_to(dave).exists()
 
     binding = grant_role(
@@ -47,7 +54,7 @@ def test_grant_makes_the_project_visible_and_revoke_takes_it_away(
 
 
 def test_revoking_one_of_two_roles_keeps_what_the_other_grants(alice, prod, django_user_model):
-    django_user_model.objects.create_user("dave")
+    new_member(django_user_model, prod.account)
     viewer = grant_role(
         actor=alice, role="snapshot.viewer", account=prod.account, project=prod, username="dave"
     )
@@ -63,6 +70,7 @@ def test_group_bindings_reach_the_members(alice, prod, django_user_model):
     ops = Group.objects.create(name="ops")
     erin = django_user_model.objects.create_user("erin")
     erin.groups.add(ops)
+    add_member(actor=None, account=prod.account, group_name="ops")
     grant_role(actor=alice, role="snapshot.operator", account=prod.account, project=prod, group_name="ops")
     assert can(erin, "create_snapshots", prod)
     [row] = effective_roles(erin)
@@ -93,7 +101,7 @@ def test_an_outsider_cannot_grant_in_another_account(charlie, prod):
     ],
 )
 def test_bad_grants_name_the_field(alice, prod, django_user_model, kwargs, field):
-    django_user_model.objects.create_user("dave")
+    new_member(django_user_model, prod.account)
     with pytest.raises(InvalidRequest) as refused:
         grant_role(actor=alice, account=prod.account, project=prod, **kwargs)
     assert refused.value.field == field
@@ -112,7 +120,7 @@ def test_the_last_account_admin_cannot_be_revoked(alice, acme):
 
 
 def test_admin_grants_and_revokes_in_the_console(client, alice, prod, django_user_model):
-    django_user_model.objects.create_user("dave")
+    new_member(django_user_model, prod.account)
     client.force_login(alice)
     page = client.get(reverse("iam:bindings")).content.decode()
     assert "Grant a role" in page and "image.cis-attestor" in page
@@ -138,7 +146,7 @@ def test_console_grant_form_errors_are_shown_and_audited(client, alice, prod):
     client.force_login(alice)
     response = client.post(reverse("iam:grant"), {"account": "acme", "user": "ghost", "role": "image.viewer"})
     assert response.status_code == 400
-    assert "There is no active user named &#x27;ghost&#x27;." in response.content.decode()
+    assert "No user named &#x27;ghost&#x27; in account acme." in response.content.decode()
     assert AuditEntry.objects.filter(action="iam.role.grant", outcome="refused").exists()
 
 

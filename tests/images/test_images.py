@@ -12,7 +12,7 @@ from django.utils import timezone
 from clouddigit.backends import hypervisor
 from clouddigit.backends import volumes as volume_files
 from clouddigit.compute import services as compute
-from clouddigit.errors import InvalidRequest, PermissionRefused
+from clouddigit.errors import Conflict, InvalidRequest, PermissionRefused
 from iam.services import grant_role
 from images import launch, services
 from images.models import Image
@@ -372,3 +372,35 @@ def test_copy_between_regions_on_separate_s3_servers(
         assert store.head(copy.object_key)["sha256"] == image.sha256
     finally:
         server.stop()
+
+
+def test_an_import_whose_worker_was_lost_is_retried_or_deleted(run, bob, prod, dha, qcow2_file, image_stores):
+    """A worker killed mid-import leaves the image processing: its owner may retry it or delete it."""
+    path = qcow2_file()
+    image = services.start_import(actor=bob, project=prod, region=dha, name="golden", declared_format="qcow2")
+    with open(path, "rb") as stream:  # the worker's task is lost: not run
+        services.receive_upload(actor=bob, image=image, stream=stream, length=path.stat().st_size)
+    Image.objects.filter(pk=image.pk).update(claimed_by="worker-1:4242", lease_until=timezone.now())
+    image = run(services.retry_image, actor=bob, image=Image.objects.get(pk=image.pk))
+    assert image.state == Image.State.AVAILABLE and image.sha256
+
+    second = services.start_import(actor=bob, project=prod, region=dha, name="other", declared_format="qcow2")
+    with open(path, "rb") as stream:
+        services.receive_upload(actor=bob, image=second, stream=stream, length=path.stat().st_size)
+    services.delete_image(actor=bob, image=Image.objects.get(pk=second.pk))
+    assert not Image.objects.filter(pk=second.pk).exists() and not second.upload_path.exists()
+
+
+def test_an_image_a_live_worker_is_processing_is_not_deleted_under_it(
+    bob, prod, dha, qcow2_file, image_stores
+):
+    path = qcow2_file()
+    image = services.start_import(actor=bob, project=prod, region=dha, name="golden", declared_format="qcow2")
+    with open(path, "rb") as stream:
+        services.receive_upload(actor=bob, image=image, stream=stream, length=path.stat().st_size)
+    Image.objects.filter(pk=image.pk).update(
+        claimed_by="worker-1:4242", lease_until=timezone.now() + timedelta(minutes=1)
+    )
+    with pytest.raises(Conflict, match="being processed now"):
+        services.delete_image(actor=bob, image=Image.objects.get(pk=image.pk))
+    assert Image.objects.filter(pk=image.pk).exists()

@@ -62,6 +62,19 @@ def edit_vmdk_descriptor(path: Path, old: str, new: str) -> None:
         file.write(edited.ljust(sectors * 512, b"\0"))
 
 
+def vmdk_descriptor(path: Path) -> str:
+    header = path.read_bytes()[:512]
+    offset, sectors = struct.unpack("<QQ", header[28:44])
+    return path.read_bytes()[offset * 512 : (offset + sectors) * 512].split(b"\0", 1)[0].decode()
+
+
+def write_vmdk_descriptor(path: Path, text: str | bytes, sector: int = 1) -> None:
+    """Write descriptor text at `sector` of a sparse VMDK made by qemu-img (20 sectors kept from sector 1)."""
+    raw = text.encode() if isinstance(text, str) else text
+    assert sector * 512 + len(raw) <= 21 * 512
+    patch(path, sector * 512, raw.ljust(min(20 * 512, 21 * 512 - sector * 512), b"\0"))
+
+
 def rewrite_vhdx_structure(path: Path, offset: int, size: int, edit) -> None:
     """Edit a VHDX header or region table and store its CRC-32C again, so only the edit is wrong."""
     with open(path, "r+b") as file:
@@ -376,30 +389,256 @@ def test_sparse_vmdk_whose_grain_directory_points_past_the_end_is_refused(corpus
 
 def test_sparse_vmdk_whose_descriptor_points_past_the_end_is_refused(corpus):
     path = copy(corpus, "monolithic-sparse.vmdk", "descriptor-past-eof.vmdk")
-    patch(path, 28, struct.pack("<Q", 10**6))
+    patch(path, 36, struct.pack("<Q", 2000))
     assert_refused(inspect(path), "vmdk", "embedded descriptor lies outside the file")
 
 
-def _stream_with_footer(corpus: Path, name: str, directory_in_footer: int | None) -> Path:
-    """A streamOptimized VMDK whose header says "grain directory at the end" and whose footer holds it."""
+def _stream_with_footer(corpus: Path, name: str, edit_footer=None, marker_type: int = 3) -> Path:
+    """A streamOptimized VMDK whose header says "grain directory at the end" and whose footer holds it:
+    footer marker, footer, end-of-stream marker, as VMware writes them."""
     path = copy(corpus, "stream.vmdk", name)
     data = bytearray(path.read_bytes())
     footer = bytearray(data[:512])
-    if directory_in_footer is not None:
-        footer[56:64] = struct.pack("<Q", directory_in_footer)
+    if edit_footer is not None:
+        edit_footer(footer)
     data[56:64] = struct.pack("<Q", 0xFFFFFFFFFFFFFFFF)
-    path.write_bytes(bytes(data) + bytes(512) + bytes(footer) + bytes(512))
+    marker = struct.pack("<QII", 1, 0, marker_type).ljust(512, b"\0")
+    path.write_bytes(bytes(data) + marker + bytes(footer) + bytes(512))
     return path
 
 
 def test_stream_vmdk_with_grain_directory_at_the_end_is_read_from_its_footer(corpus):
-    path = _stream_with_footer(corpus, "gd-at-end.vmdk", None)
+    path = _stream_with_footer(corpus, "gd-at-end.vmdk")
     assert inspect(path) == Verdict("vmdk", 4 * MiB, True, "")
+    assert qemu_virtual_size(path, "vmdk") == 4 * MiB
 
 
 def test_stream_vmdk_whose_footer_grain_directory_points_past_the_end_is_refused(corpus):
-    path = _stream_with_footer(corpus, "gd-at-end-outside.vmdk", 10**9)
+    path = _stream_with_footer(
+        corpus, "gd-at-end-outside.vmdk", lambda f: f.__setitem__(slice(56, 64), struct.pack("<Q", 10**9))
+    )
     assert_refused(inspect(path), "vmdk", "grain directory lies outside the file")
+
+
+@pytest.mark.parametrize(
+    ("name", "edit_footer", "marker_type", "words"),
+    [
+        # qemu takes the whole header from the footer: a bigger disk than the header says.
+        (
+            "footer-bigger.vmdk",
+            lambda f: f.__setitem__(slice(12, 20), struct.pack("<Q", 2**31)),
+            3,
+            "another disk",
+        ),
+        (
+            "footer-descriptor.vmdk",
+            lambda f: f.__setitem__(slice(28, 36), struct.pack("<Q", 5)),
+            3,
+            "another disk",
+        ),
+        (
+            "footer-grain.vmdk",
+            lambda f: f.__setitem__(slice(20, 28), struct.pack("<Q", 256)),
+            3,
+            "another disk",
+        ),
+        (
+            "footer-again.vmdk",
+            lambda f: f.__setitem__(slice(56, 64), struct.pack("<Q", 2**64 - 1)),
+            3,
+            "another footer",
+        ),
+        ("footer-no-marker.vmdk", None, 0, "ends without its footer"),
+    ],
+)
+def test_stream_vmdk_whose_footer_disagrees_or_is_malformed_is_refused(
+    corpus, name, edit_footer, marker_type, words
+):
+    path = _stream_with_footer(corpus, name, edit_footer, marker_type)
+    assert_refused(inspect(path), "vmdk", words)
+
+
+def test_vmdk_whose_size_is_not_whole_sectors_is_refused(corpus):
+    # qemu finds a footer from the size rounded up to a sector, so it would read other bytes than these.
+    path = _stream_with_footer(corpus, "unaligned.vmdk")
+    path.write_bytes(path.read_bytes() + b"\0" * 100)
+    assert_refused(inspect(path), "vmdk", "not a whole number of 512-byte sectors")
+
+
+def test_sparse_vmdk_whose_descriptor_is_not_at_sector_1_is_refused(corpus):
+    """qemu reads the descriptor text of a sparse file at sector 1 whatever the header says: a clean
+    descriptor elsewhere with a parent named at sector 1 opens that host file as a backing disk."""
+    path = copy(corpus, "monolithic-sparse.vmdk", "descriptor-moved.vmdk")
+    clean = vmdk_descriptor(path)
+    write_vmdk_descriptor(
+        path,
+        clean.replace(
+            "parentCID=ffffffff", f'parentCID=12345678\nparentFileNameHint="{corpus / "stream.vmdk"}"'
+        ),
+    )
+    patch(path, 10 * 512, clean.encode().ljust(11 * 512, b"\0"))
+    patch(path, 28, struct.pack("<QQ", 10, 11))
+    info = subprocess.run(["qemu-img", "info", "-f", "vmdk", str(path)], capture_output=True, text=True)
+    assert "backing file" in info.stdout  # what qemu would have opened
+    assert_refused(inspect(path), "vmdk", "at sector 10", "sector 1")
+
+
+HOSTILE_DESCRIPTORS = [
+    # (name, old, new, words): one edit of the descriptor qemu-img wrote; each is refused.
+    (
+        "parent-in-comment",
+        "# Extent description",
+        '# parentFileNameHint="/etc/passwd"',
+        ["parent (backing file) '/etc/passwd'"],
+    ),
+    (
+        "parent-in-ddb",
+        'ddb.adapterType = "ide"',
+        'ddb.parentFileNameHint = "/etc/passwd"',
+        ["parent (backing file) '/etc/passwd'"],
+    ),
+    (
+        "parent-lower-case",
+        "parentCID=ffffffff",
+        'parentCID=ffffffff\nparentfilenamehint="base.vmdk"',
+        ["parent (backing file) 'base.vmdk'"],
+    ),
+    (
+        "parent-cid-only",
+        "parentCID=ffffffff",
+        "parentCID=12345678",
+        ["differencing disk (parentCID 12345678)"],
+    ),
+    ("parent-cid-in-comment", "# Extent description", "# parentCID=12345678", ["differencing disk"]),
+    (
+        "create-type-unquoted",
+        'createType="monolithicSparse"',
+        "createType=monolithicSparse",
+        ["createType 'monolithicSparse' is not accepted"],
+    ),
+    (
+        "create-type-single-quotes",
+        'createType="monolithicSparse"',
+        "createType='monolithicFlat'",
+        ["createType ''monolithicFlat'' is not accepted"],
+    ),
+    (
+        "create-type-spaced",
+        'createType="monolithicSparse"',
+        'createType = "monolithicFlat"',
+        ["createType 'monolithicFlat'"],
+    ),
+    ("create-type-twice", "# Extent description", '# createType="monolithicFlat"', ["written once"]),
+    (
+        "create-type-lower-case",
+        'createType="monolithicSparse"',
+        'createtype="monolithicsparse"',
+        ["createType 'monolithicsparse'"],
+    ),
+    (
+        "extent-with-path",
+        '"monolithic-sparse.vmdk"',
+        '"/etc/passwd"',
+        ["names another file", "SPARSE '/etc/passwd'"],
+    ),
+    (
+        "extent-up-a-folder",
+        '"monolithic-sparse.vmdk"',
+        '"../other.vmdk"',
+        ["names another file", "'../other.vmdk'"],
+    ),
+    (
+        "extent-vmfs",
+        'SPARSE "monolithic-sparse.vmdk"',
+        'VMFS "disk-flat.vmdk"',
+        ["names another file", "VMFS 'disk-flat.vmdk'"],
+    ),
+    (
+        "extent-sparse-with-offset",
+        'SPARSE "monolithic-sparse.vmdk"',
+        'SPARSE "monolithic-sparse.vmdk" 0',
+        ["names another file"],
+    ),
+    (
+        "extent-lower-case",
+        "# The Disk Data Base",
+        'rw 32768 flat "/etc/passwd" 0',
+        ["'rw 32768 flat \"/etc/passwd\" 0' is neither"],
+    ),
+    (
+        "extent-signed-size",
+        "# The Disk Data Base",
+        'RW +32768 FLAT "/etc/passwd" 0',
+        ["neither a setting nor an extent"],
+    ),
+    (
+        "extent-glued",
+        "# The Disk Data Base",
+        'RW 32768FLAT "/etc/passwd" 0',
+        ["neither a setting nor an extent"],
+    ),
+    ("extent-zero", "# The Disk Data Base", "RW 32768 ZERO", ["neither a setting nor an extent"]),
+    ("extent-other-size", "RW 32768 SPARSE", "RW 65536 SPARSE", ["65536 sectors but its header 32768"]),
+    ("no-extent", 'RW 32768 SPARSE "monolithic-sparse.vmdk"', "", ["no extent"]),
+    ("unknown-line", "# The Disk Data Base", "include /etc/passwd", ["'include /etc/passwd' is neither"]),
+    (
+        "vertical-tab",
+        'createType="monolithicSparse"',
+        'createType="monolithicSparse"\vRW 1 FLAT "/etc/passwd" 0',
+        ["not plain ASCII text"],
+    ),
+    ("not-ascii", "# Extent description", "# Extent description \u00e9", ["not plain ASCII text"]),
+    ("key-twice", "CID=", "CID=00000001\nCID=", ["sets CID more than once"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "old", "new", "words"), HOSTILE_DESCRIPTORS, ids=[case[0] for case in HOSTILE_DESCRIPTORS]
+)
+def test_sparse_vmdk_with_a_hostile_descriptor_is_refused(corpus, name, old, new, words):
+    path = copy(corpus, "monolithic-sparse.vmdk", f"{name}.vmdk")
+    text = vmdk_descriptor(path)
+    assert old in text
+    write_vmdk_descriptor(path, text.replace(old, new, 1).encode("utf-8"))
+    assert_refused(inspect(path), "vmdk", *words)
+
+
+def test_sparse_vmdk_descriptor_with_windows_line_ends_and_indents_is_accepted(corpus):
+    path = copy(corpus, "monolithic-sparse.vmdk", "crlf.vmdk")
+    text = vmdk_descriptor(path).replace("RW ", "  RW\t").replace("\n", "\r\n")
+    write_vmdk_descriptor(path, text)
+    assert inspect(path) == Verdict("vmdk", SIZE, True, "")
+
+
+def test_sparse_vmdk_descriptor_without_its_end_is_refused(corpus):
+    # qemu reads on past the descriptor's sectors until a NUL: what follows would count as descriptor.
+    path = copy(corpus, "monolithic-sparse.vmdk", "descriptor-unterminated.vmdk")
+    write_vmdk_descriptor(path, vmdk_descriptor(path).ljust(20 * 512, "#"))
+    assert_refused(inspect(path), "vmdk", "does not end inside its 20 sectors")
+
+
+@pytest.mark.parametrize(
+    ("name", "offset", "value", "words"),
+    [
+        ("descriptor-huge.vmdk", 36, struct.pack("<Q", 2049), "larger than 1 MiB"),
+        ("grain-huge.vmdk", 20, struct.pack("<Q", 2**22), "invalid grain size"),
+        ("tables-huge.vmdk", 44, struct.pack("<I", 4096), "invalid grain size"),
+        ("overhead-past-eof.vmdk", 64, struct.pack("<Q", 10**6), "lies outside the file"),
+        ("version-4.vmdk", 4, struct.pack("<I", 4), "version 4 is not supported"),
+    ],
+)
+def test_sparse_vmdk_with_a_header_out_of_bounds_is_refused(corpus, name, offset, value, words):
+    path = copy(corpus, "monolithic-sparse.vmdk", name)
+    patch(path, offset, value)
+    assert_refused(inspect(path), "vmdk", words)
+
+
+def test_vmdk_descriptor_file_naming_a_sparse_extent_is_refused_too(corpus):
+    path = corpus / "descriptor-sparse.vmdk"
+    path.write_bytes(
+        b'# Disk DescriptorFile\nversion=1\ncreateType="monolithicSparse"\nRW 2048 SPARSE "x.vmdk"\n'
+    )
+    assert_refused(inspect(path, declared_format="vmdk"), "vmdk", "'x.vmdk'", "outside the file")
 
 
 # VHD --------------------------------------------------------------------------------------------------

@@ -159,3 +159,21 @@ def test_the_console_shows_storage_used_against_the_quota(client, alice, prod, d
     for url in (reverse("images:catalogue"), reverse("snapshots:list")):
         page = client.get(url).content.decode()
         assert "3.0 GiB of 1.0 TiB" in page, url
+
+
+def test_retrying_a_failed_image_reserves_its_size_again(alice, prod, dha, settings):
+    settings.PROJECT_STORAGE_QUOTA_BYTES = 8 * MiB
+    failed = Image.objects.create(
+        project=prod,
+        region=dha,
+        name="data-image",
+        source=Image.Source.SNAPSHOT,
+        virtual_size=16 * MiB,
+        state=Image.State.FAILED,
+        created_by="alice",
+    )
+
+    with pytest.raises(storage.StorageQuotaExceeded, match=r"16\.0 MiB"):
+        services.retry_image(actor=alice, image=failed)
+    failed.refresh_from_db()
+    assert failed.state == Image.State.FAILED

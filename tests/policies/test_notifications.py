@@ -4,6 +4,9 @@ console's channels (add, delete, who may) and the policy page's last notificatio
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import importlib
 import json
 import socket
 import threading
@@ -13,17 +16,19 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.apps import apps as django_apps
 from django.db import connection
 from django.urls import reverse
 
 from clouddigit.audit.models import AuditEntry
-from clouddigit.errors import PermissionRefused
+from clouddigit.errors import InvalidRequest, PermissionRefused
 from policies import engine, notifications
-from policies.channels import create_channel, delete_channel
+from policies.channels import create_channel, delete_channel, rotate_secret
 from policies.models import Notification, NotificationChannel, Policy, SlotRun
 from policies.services import apply_policy
 from tests.policies.test_pages import LIST, console
 from tests.policies.test_scheduler import POLICY
+from tests.test_outbound import INTERNAL_URLS
 
 SLOT = datetime(2026, 1, 5, 20, 0, tzinfo=UTC)  # 02:00 BDT on Tuesday 6 January
 AFTER_SLOT = datetime(2026, 1, 5, 20, 30, tzinfo=UTC)
@@ -36,10 +41,18 @@ class _Recorder(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.server.posts.append(
-            {"path": self.path, "content_type": self.headers["Content-Type"], "json": json.loads(body)}
+            {
+                "path": self.path,
+                "content_type": self.headers["Content-Type"],
+                "json": json.loads(body),
+                "body": body,
+                "headers": self.headers,
+            }
         )
         time.sleep(self.server.delay)
         self.send_response(self.server.status)
+        if self.server.location:
+            self.send_header("Location", self.server.location)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -48,10 +61,16 @@ class _Recorder(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def hook():
-    """A webhook receiver on 127.0.0.1 that records every POST and answers `status`."""
+def on_premises(settings):
+    """The operator allowlists 127.0.0.1 for on-premises receivers, so the tests' receivers are reachable."""
+    settings.OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.1/32"]
+
+
+@pytest.fixture
+def hook(on_premises):
+    """A webhook receiver on 127.0.0.1 (allowlisted) that records every POST and answers `status`."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
-    server.posts, server.status, server.delay = [], 200, 0.0
+    server.posts, server.status, server.delay, server.location = [], 200, 0.0, ""
     server.host = f"127.0.0.1:{server.server_port}"
     server.url = f"http://{server.host}/services/T000/B000/secret-token"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -62,7 +81,7 @@ def hook():
 
 
 @pytest.fixture
-def closed_port():
+def closed_port(on_premises):
     """A port on 127.0.0.1 that nothing listens on: connecting is refused."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -383,7 +402,7 @@ def test_an_admin_adds_and_deletes_a_channel_on_the_policies_page(client, alice,
         (
             {"name": "slack-ops", "kind": "webhook", "target": "ftp://hooks.example/x"},
             400,
-            "target: a webhook needs an http:// or https:// URL.",
+            "target: the URL must start with http:// or https://.",
         ),
         (
             {"name": "mail-ops", "kind": "email", "target": "ops@acme.example, not-an-address"},
@@ -506,3 +525,176 @@ def test_the_audit_log_never_holds_a_webhook_url(prod):
     )
     entry = AuditEntry.objects.get(action="policy.channel.create")
     assert "secret-token" not in str(entry.detail) and entry.detail["target"] == "[not logged]"
+
+
+# --- Webhooks reach public addresses only ----------------------------------------------------------
+
+
+def _master_delete_url(seaweed, bucket: str) -> str:
+    """The issue's attack: the embedded SeaweedFS master deletes a bucket's collection on request."""
+    return f"http://127.0.0.1:{seaweed.server.ports['master']}/col/delete?collection={bucket}"
+
+
+def test_a_webhook_at_the_object_stores_master_is_refused_when_added(client, alice, prod, seaweed):
+    store = seaweed.store()
+    target = _master_delete_url(seaweed, store.bucket)
+
+    response = console(client, alice, prod).post(
+        CHANNELS, {"project": str(prod.pk), "name": "slack-ops", "kind": "webhook", "target": target}
+    )
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert (
+        "target: 127.0.0.1 is a loopback address, not a public one. Webhooks go to public addresses only: "
+        "use a public https:// URL, or ask your Cloud Digit operator to allowlist the network of an "
+        "on-premises receiver." in page
+    )
+    assert not NotificationChannel.objects.exists()
+    refusal = AuditEntry.objects.get(action="policy.channel.create")
+    assert refusal.outcome == "refused" and "col/delete" not in str(refusal.detail) + refusal.message
+
+
+def test_a_webhook_row_at_the_object_stores_master_is_refused_when_sent(make_vm, prod, seaweed, no_spread):
+    store = seaweed.store()
+    store.put_bytes("images/stock.qcow2", b"the stock image")
+    NotificationChannel.objects.create(  # as if it predates the check, or got in some other way
+        project=prod, name="slack-ops", kind="webhook", target=_master_delete_url(seaweed, store.bucket)
+    )
+    policy = _policy(prod)
+    _run(policy, make_vm(prod, "web-01"), SlotRun.Outcome.SKIPPED, SKIP_REASON)
+
+    (notification,) = notifications.notify_runs(policy, list(SlotRun.objects.all()), AFTER_SLOT)
+
+    notification.refresh_from_db()
+    assert notification.ok is False and notification.sent_at is not None
+    master = f"127.0.0.1:{seaweed.server.ports['master']}"
+    assert notification.error == (
+        f"refused to post to {master}: 127.0.0.1 is a loopback address, not a public one"
+    )
+    assert store.get_bytes("images/stock.qcow2") == b"the stock image"
+
+
+@pytest.mark.parametrize(("url", "reason"), INTERNAL_URLS)
+def test_a_webhook_to_an_internal_address_is_refused_in_every_spelling(prod, url, reason):
+    with pytest.raises(InvalidRequest) as refused:
+        _webhook(prod, url)
+
+    assert refused.value.field == "target" and refused.value.message.startswith("target: ")
+    if url != url.strip():  # the form's spaces around a URL are trimmed; what is left is still refused
+        reason = "127.0.0.1 is a loopback address"
+    assert reason in refused.value.message
+    assert not NotificationChannel.objects.exists()
+
+
+def test_a_name_that_moved_to_an_internal_address_after_the_check_is_refused_when_sent(
+    make_vm, prod, dns, no_spread
+):
+    dns["hooks.acme.example"] = ["93.184.215.14"]
+    _webhook(prod, "https://hooks.acme.example/services/T000/B000/secret-token")
+    dns["hooks.acme.example"] = ["127.0.0.1"]  # DNS rebinding, or a record changed since
+    policy = _policy(prod)
+    _run(policy, make_vm(prod, "web-01"), SlotRun.Outcome.SKIPPED, SKIP_REASON)
+
+    (notification,) = notifications.notify_runs(policy, list(SlotRun.objects.all()), AFTER_SLOT)
+
+    notification.refresh_from_db()
+    assert (notification.ok, notification.error) == (
+        False,
+        "refused to post to hooks.acme.example: hooks.acme.example resolves to 127.0.0.1, a loopback "
+        "address, not a public one",
+    )
+
+
+def test_a_redirect_is_recorded_as_a_failure_and_not_followed(make_vm, prod, hook, no_spread, closed_port):
+    hook.status, hook.location = 302, f"http://127.0.0.1:{closed_port}/elsewhere"
+    _webhook(prod, hook.url)
+    policy = _policy(prod)
+    _run(policy, make_vm(prod, "web-01"), SlotRun.Outcome.SKIPPED, SKIP_REASON)
+
+    (notification,) = notifications.notify_runs(policy, list(SlotRun.objects.all()), AFTER_SLOT)
+
+    assert len(hook.posts) == 1
+    assert (notification.ok, notification.error) == (
+        False,
+        f"{hook.host} answered HTTP 302 Found, a redirect to http://127.0.0.1:{closed_port}/elsewhere, "
+        "which is not followed: add a channel with the final URL",
+    )
+
+
+def test_a_webhook_post_is_signed_with_the_channels_secret(make_vm, prod, hook, no_spread):
+    channel = _webhook(prod, hook.url)
+    assert len(channel.secret) == 64
+    policy = _policy(prod)
+    _run(policy, make_vm(prod, "web-01"), SlotRun.Outcome.SKIPPED, SKIP_REASON)
+
+    notifications.notify_runs(policy, list(SlotRun.objects.all()), AFTER_SLOT)
+
+    (post,) = hook.posts
+    timestamp, body = post["headers"]["X-CloudDigit-Timestamp"], post["body"]
+    assert abs(int(timestamp) - time.time()) < 60
+    # The README's recipe: HMAC-SHA256 of "<timestamp>.<body>" with the secret, in hex.
+    expected = hmac.new(channel.secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    assert post["headers"]["X-CloudDigit-Signature"] == f"sha256={expected}"
+    other = create_channel(actor=None, project=prod, name="other", kind="webhook", target=hook.url)
+    assert other.secret != channel.secret
+
+
+def test_the_signing_secret_is_shown_once_and_never_logged(client, alice, prod, dns):
+    console(client, alice, prod)
+    target = "https://hooks.slack.example/services/T000/B000/secret-token"
+
+    response = client.post(
+        CHANNELS,
+        {"project": str(prod.pk), "name": "slack-ops", "kind": "webhook", "target": target},
+        follow=True,
+    )
+
+    secret = NotificationChannel.objects.get().secret
+    page = response.content.decode()
+    assert f"<code>{secret}</code>" in page and "it is not shown again" in page
+    assert secret not in client.get(LIST).content.decode()
+    entry = AuditEntry.objects.get(action="policy.channel.create")
+    assert secret not in str(entry.detail) + entry.message + entry.target_name
+
+
+def test_an_admin_gives_a_webhook_a_new_secret_shown_once(client, alice, operator, prod):
+    channel = _webhook(prod, "https://hooks.slack.example/services/T000/B000/secret-token")
+    mail = create_channel(actor=None, project=prod, name="mail", kind="email", target="a@acme.example")
+    old = channel.secret
+    rotate = reverse("policies:channel-rotate-secret", args=[channel.pk])
+    assert f'action="{rotate}"' in console(client, alice, prod).get(LIST).content.decode()
+
+    response = client.post(rotate, follow=True)
+
+    channel.refresh_from_db()
+    assert channel.secret != old and len(channel.secret) == 64
+    page = response.content.decode()
+    assert "Gave notification channel slack-ops a new signing secret." in page
+    assert f"<code>{channel.secret}</code>" in page
+    assert channel.secret not in client.get(LIST).content.decode()
+    entry = AuditEntry.objects.get(action="policy.channel.rotate-secret")
+    assert entry.outcome == "success" and channel.secret not in str(entry.detail) + entry.message
+
+    refused = client.post(reverse("policies:channel-rotate-secret", args=[mail.pk]), follow=True)
+    assert "mail is an email channel: only webhooks are signed." in refused.content.decode()
+    with pytest.raises(PermissionRefused):
+        rotate_secret(actor=operator, channel=channel)
+    channel.refresh_from_db()
+    assert channel.secret not in {old, ""}
+
+
+def test_existing_webhook_channels_get_a_secret_when_migrated(prod):
+    migration = importlib.import_module("policies.migrations.0006_channel_secret")
+    for name, kind, target in [
+        ("a", "webhook", "https://a.example/"),
+        ("b", "webhook", "https://b.example/"),
+        ("m", "email", "m@acme.example"),
+    ]:
+        NotificationChannel.objects.create(project=prod, name=name, kind=kind, target=target)
+
+    migration.give_webhooks_a_secret(django_apps, None)
+
+    secrets = dict(NotificationChannel.objects.values_list("name", "secret"))
+    assert len(secrets["a"]) == len(secrets["b"]) == 64 and secrets["a"] != secrets["b"]
+    assert secrets["m"] == ""

@@ -452,3 +452,21 @@ def test_an_admin_raises_a_limit_with_a_ticket(operator, snap_admin, data_volume
     assert (no_ticket.status_code, no_ticket.json()["field"]) == (400, "ticket")
     assert (unseen.status_code, unseen.json()["field"]) == (400, "project")
     assert services.snapshot_limit(data_volume) == 150 and SnapshotLimit.objects.count() == 2
+
+
+def test_a_failed_restore_is_retried_or_deleted_by_its_owner_only(
+    operator, charlie, taken, django_capture_on_commit_callbacks
+):
+    restore = services.restore_to_volume(actor=operator, snapshot=taken, name="data-01-copy")
+    services.fail_restore(str(restore.pk), "host went away")
+    assert api(charlie).post(f"/api/v1/compute/restores/{restore.pk}/retry/").status_code == 404
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api(operator).post(f"/api/v1/compute/restores/{restore.pk}/retry/")
+    assert response.status_code == 202
+    assert Restore.objects.get(pk=restore.pk).state == Restore.State.DONE
+
+    second = services.restore_to_volume(actor=operator, snapshot=taken, name="data-01-copy2")
+    services.fail_restore(str(second.pk), "host went away")
+    assert api(charlie).delete(f"/api/v1/compute/restores/{second.pk}/").status_code == 404
+    assert api(operator).delete(f"/api/v1/compute/restores/{second.pk}/").status_code == 204
+    assert not Restore.objects.filter(pk=second.pk).exists()

@@ -1,16 +1,20 @@
 """`manage.py runconsole`: the whole console on embedded defaults, in one terminal.
 
 Starts one SeaweedFS S3 server per region, migrates, loads the demo data, then runs the web server,
-a Celery worker and Celery beat. Prints the URL and the demo logins. Ctrl-C (or SIGTERM) stops every
-process it started; running it again reuses the data folder.
+a Celery worker and Celery beat. Prints the URL and the demo logins. A process that dies is started
+again after a back-off (1, 2, 4 ... 30 s). Ctrl-C (or SIGTERM) stops every process it started, each
+with its whole process group; a second Ctrl-C while stopping changes nothing. Running it again reuses
+the data folder.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
@@ -26,6 +30,25 @@ def _port_in_use(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
+
+
+# A crashed process waits this long before it is started again, doubling up to the maximum; one that
+# ran for STABLE_SECONDS before it crashed starts again from the first delay.
+FIRST_RESTART_DELAY = 1.0
+MAX_RESTART_DELAY = 30.0
+STABLE_SECONDS = 60.0
+# What a crashed process left in its group gets this long to exit before SIGKILL.
+CRASH_CLEANUP_GRACE = 5.0
+
+
+@dataclass
+class Supervised:
+    """A child process, and when it is due to start again after a crash."""
+
+    process: ChildProcess | SeaweedServer
+    started_at: float
+    delay: float = FIRST_RESTART_DELAY
+    restart_at: float | None = None
 
 
 def _embedded_s3(region: dict) -> bool:
@@ -48,7 +71,7 @@ class Command(BaseCommand):
             )
         log_dir = settings.VAR_DIR / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        self.children: list = []
+        self.children: list[Supervised] = []
         self._stopping = False
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
@@ -56,6 +79,9 @@ class Command(BaseCommand):
             self._start_object_stores()
             call_command("migrate", interactive=False, verbosity=0)
             self.stdout.write("Database migrated.")
+            if not settings.DEBUG:
+                # Production serves the hashed copies in STATIC_ROOT (see settings): refresh them.
+                call_command("collectstatic", interactive=False, verbosity=0)
             if not no_demo:
                 call_command("demo", stdout=self.stdout)
             self._start_workers_and_web(host, port, log_dir)
@@ -67,7 +93,16 @@ class Command(BaseCommand):
             self._stop_all()
 
     def _on_signal(self, signum, frame):
+        if self._stopping:
+            # Written straight to the file descriptor: the interrupted code may be inside a write.
+            os.write(sys.stdout.fileno(), b"Already stopping: waiting for the processes to exit.\n")
+            return
+        self._stopping = True
         raise KeyboardInterrupt
+
+    def _start(self, process: ChildProcess | SeaweedServer) -> None:
+        process.start()
+        self.children.append(Supervised(process, started_at=time.monotonic()))
 
     def _start_object_stores(self) -> None:
         for region in settings.REGIONS.values():
@@ -82,10 +117,9 @@ class Command(BaseCommand):
                 log_path=settings.VAR_DIR / "logs" / f"s3-{region['slug']}.log",
             )
             server.name = f"s3-{region['slug']}"
-            self.children.append(server)
-            server.start()
-        for server in self.children:
-            server.wait_ready(timeout=30)
+            self._start(server)
+        for child in self.children:
+            child.process.wait_ready(timeout=30)
         for region in settings.REGIONS.values():
             ObjectStore.for_region(region).ensure_bucket()
             self.stdout.write(
@@ -140,12 +174,10 @@ class Command(BaseCommand):
             ],
         }
         for name, command in commands.items():
-            child = ChildProcess(name, command, log_dir / f"{name}.log")
-            self.children.append(child)
-            child.start()
+            self._start(ChildProcess(name, command, log_dir / f"{name}.log"))
         deadline = time.monotonic() + 30
         while not _port_in_use(host, port):
-            self._check_children()
+            self._supervise()
             if time.monotonic() > deadline:
                 raise CommandError(
                     f"The web server did not listen on {host}:{port} within 30 s; see {log_dir}/web.log"
@@ -156,26 +188,56 @@ class Command(BaseCommand):
         self.stdout.write("")
         self.stdout.write(self.style.SUCCESS(f"Cloud Digit console is running at http://{host}:{port}/"))
         self.stdout.write(f"Data folder: {settings.VAR_DIR}   Logs: {log_dir}")
-        self.stdout.write("Processes: " + ", ".join(f"{c.name} (pid {c.pid})" for c in self.children))
+        self.stdout.write(
+            "Processes: " + ", ".join(f"{c.process.name} (pid {c.process.pid})" for c in self.children)
+        )
+        if settings.DEBUG:
+            self.stdout.write(
+                self.style.WARNING("DEBUG mode: error pages show settings and code; never let others use it.")
+            )
         self.stdout.write("Press Ctrl-C to stop them all.")
         self.stdout.flush()
 
     def _watch(self) -> None:
         while True:
-            self._check_children()
-            time.sleep(1)
+            self._supervise()
+            time.sleep(0.5)
 
-    def _check_children(self) -> None:
+    def _supervise(self) -> None:
+        """Start again, after its back-off, each process that has died."""
+        now = time.monotonic()
         for child in self.children:
-            if not child.is_running():
-                raise CommandError(f"{child.name} exited unexpectedly; see {child.log_path}")
+            process = child.process
+            if child.restart_at is None:
+                if process.is_running():
+                    continue
+                if now - child.started_at >= STABLE_SECONDS:
+                    child.delay = FIRST_RESTART_DELAY
+                # Its pool processes, or a qemu-img it started, may have outlived it.
+                process.stop(CRASH_CLEANUP_GRACE)
+                child.restart_at = time.monotonic() + child.delay
+                self.stdout.write(
+                    self.style.ERROR(
+                        f"{process.name} exited unexpectedly (code {process.process.returncode}); "
+                        f"starting it again in {child.delay:g} s. See {process.log_path}"
+                    )
+                )
+                self.stdout.flush()
+            elif now >= child.restart_at:
+                child.restart_at = None
+                child.started_at = now
+                child.delay = min(child.delay * 2, MAX_RESTART_DELAY)
+                try:
+                    process.start()
+                except Exception as error:  # a port still held, a missing binary: try again later
+                    self.stdout.write(self.style.ERROR(f"{process.name} could not start: {error}"))
+                    continue
+                self.stdout.write(f"{process.name} started again (pid {process.pid}).")
+                self.stdout.flush()
 
     def _stop_all(self) -> None:
-        if self._stopping:
-            return
         self._stopping = True
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for child in reversed(self.children):
-            child.stop()
+            child.process.stop()
         if self.children:
-            self.stdout.write("Stopped: " + ", ".join(child.name for child in self.children))
+            self.stdout.write("Stopped: " + ", ".join(child.process.name for child in self.children))

@@ -20,8 +20,8 @@ from django.db import transaction
 from clouddigit.backends import volumes as volume_files
 from clouddigit.compute import services
 from clouddigit.compute.models import VM, Account, Project, Region, Volume
-from iam.models import RoleBinding
-from iam.services import grant_role
+from iam.models import AccountMember, RoleBinding
+from iam.services import add_member, grant_role
 from images import services as images
 from images.models import Image
 from snapshots.models import Snapshot
@@ -33,7 +33,8 @@ MiB = 2**20
 ACCOUNTS = {"acme": "Acme Corp", "globex": "Globex Inc"}
 PROJECTS = [("acme", "prod", "Production"), ("acme", "sandbox", "Sandbox"), ("globex", "main", "Main")]
 
-# username -> (what the login is for, role, "account" or "account/project"); no role: waits for a grant
+# username -> (what the login is for, role, "account" or "account/project"); no role: a user of the
+# account who waits for a grant
 USERS = {
     "acme-admin": ("account admin of acme", "account.admin", "acme"),
     "prod-publisher": ("image publisher in acme/prod", "image.publisher", "acme/prod"),
@@ -41,7 +42,7 @@ USERS = {
     "prod-attestor": ("CIS attestor in acme/prod: signs images", "image.cis-attestor", "acme/prod"),
     "auditor": ("auditor of acme (read-only)", "auditor", "acme"),
     "globex-user": ("outsider: admin of the globex account", "account.admin", "globex"),
-    "new-hire": ("no role yet: grant one on the IAM page", None, ""),
+    "new-hire": ("user of acme with no role yet: grant one on the IAM page", None, "acme"),
 }
 
 
@@ -161,10 +162,12 @@ class Command(BaseCommand):
         if created or not user.check_password(password):
             user.set_password(password)
             user.save()
-        if role is None:
-            return user
         account_slug, _, _ = target.partition("/")
         account, project = accounts[account_slug], projects.get(target)
+        if role is None:
+            if not AccountMember.objects.filter(account=account, user=user).exists():
+                add_member(actor=None, account=account, username=name)
+            return user
         bound = RoleBinding.objects.filter(user=user, role=role, account=account, project=project).exists()
         if not bound:
             grant_role(actor=None, role=role, account=account, project=project, username=name)

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
     dependencies = [
         ("compute", "0003_alter_account_options_alter_project_options"),
-        ("images", "0001_initial"),
+        ("images", "0002_operation_leases"),
     ]
 
     operations = [

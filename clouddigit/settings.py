@@ -331,6 +331,7 @@ CELERY_BEAT_SCHEDULE = {
     "snapshot-sizes": {"task": "snapshots.tasks.measure_all", "schedule": 15 * 60.0},
     "policy-tick": {"task": "policies.tasks.tick", "schedule": 60.0},
     "policy-drills": {"task": "policies.tasks.due_drills", "schedule": 24 * 3600.0},
+    "image-scratch-sweep": {"task": "images.tasks.sweep", "schedule": 3600.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
@@ -381,6 +382,12 @@ POLICY_CATCH_UP_HOURS = env_int("CLOUDDIGIT_POLICY_CATCH_UP_HOURS", 6)
 IMAGE_MAX_UPLOAD_BYTES = env_int("CLOUDDIGIT_IMAGE_MAX_UPLOAD_GIB", 64) * 2**30
 # ... and the largest guest disk an image may declare (a header can claim exabytes in a few bytes).
 IMAGE_MAX_VIRTUAL_BYTES = env_int("CLOUDDIGIT_IMAGE_MAX_DISK_GIB", 16 * 1024) * 2**30
+# Each project's storage quota (snapshots' billed bytes plus custom images' stored bytes) until an admin
+# raises it with a ticket; an import must fit its disk's full (virtual) size in what is left.
+PROJECT_STORAGE_QUOTA_BYTES = env_int("CLOUDDIGIT_PROJECT_STORAGE_QUOTA_GIB", 1024) * 2**30
+# Scratch of image operations (upload files, staging files, open multipart uploads) that no operation in
+# flight owns is removed by the hourly sweep once it is this old; an upload idle this long is given up.
+IMAGE_SCRATCH_MAX_AGE_HOURS = env_int("CLOUDDIGIT_IMAGE_SCRATCH_MAX_AGE_HOURS", 24)
 HYPERVISOR_FREEZE_TIMEOUT_SECONDS = env_int("CLOUDDIGIT_FREEZE_TIMEOUT", 10)
 # How long a job waits for another job on the same volume chain (a merge, a checksum, an image copy)
 # before it fails saying what holds the chain: long enough for a large merge, never forever.

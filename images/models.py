@@ -291,3 +291,19 @@ class ImagePolicy(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project}: attestation {self.require_attestation}"
+
+
+class StorageQuota(models.Model):
+    """A raised project storage quota (snapshots and custom images, in bytes); the newest row applies."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    limit_bytes = models.PositiveBigIntegerField()
+    ticket = models.CharField(max_length=100)
+    set_by = models.CharField(max_length=150)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.limit_bytes / 2**30:g} GiB of storage for {self.project} (ticket {self.ticket})"

@@ -31,7 +31,7 @@ from clouddigit.compute.models import Project, Region
 from clouddigit.compute.services import check_name, check_tags
 from clouddigit.errors import Conflict, InvalidRequest, ServiceError
 from clouddigit.queueing import enqueue, hypervisor_queue
-from images import inspection, tasks
+from images import inspection, storage, tasks
 from images.models import DEFAULT_CUSTOM_IMAGES_PER_PROJECT, Image, ImageQuota, ImageShare
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,8 @@ def receive_upload(*, actor, image: Image, stream: BinaryIO, length: int | None 
                 f"{settings.IMAGE_MAX_VIRTUAL_BYTES / 2**40:g} TiB. Shrink the disk before uploading.",
                 field="file",
             )
-    except ImageUploadFailed as error:
+        _check_storage(image.project, image.name, verdict.virtual_size or received, field="file")
+    except (ImageUploadFailed, storage.StorageQuotaExceeded) as error:
         image.upload_path.unlink(missing_ok=True)
         image.transition(Image.State.FAILED, last_error=str(error), step="")
         record(
@@ -263,6 +264,14 @@ def receive_upload(*, actor, image: Image, stream: BinaryIO, length: int | None 
     return image
 
 
+def _check_storage(project: Project | None, name: str, size: int, field: str | None = None) -> None:
+    """Refuse an image that could take its project past the storage quota, before anything converts or
+    copies it (see images.storage: an image in flight counts what it may store)."""
+    if project is not None:
+        what = f"Image {name} ({storage.size_text(size)})"
+        storage.check_room(project=project, adding=size, what=what, field=field)
+
+
 def _write_upload(image: Image, stream: BinaryIO, length: int | None) -> int:
     limit = max_upload_bytes()
     if length is not None and length > limit:
@@ -270,14 +279,18 @@ def _write_upload(image: Image, stream: BinaryIO, length: int | None) -> int:
     path = image.upload_path
     path.parent.mkdir(parents=True, exist_ok=True)
     received = 0
-    with path.open("wb") as out:
-        while chunk := stream.read(CHUNK_BYTES):
-            received += len(chunk)
-            if received > limit:
-                raise _too_large(received)
-            out.write(chunk)
-            if received % (64 * MiB) < len(chunk):
-                Image.objects.filter(pk=image.pk).update(upload_bytes=received)
+    try:
+        with path.open("wb") as out:
+            while chunk := stream.read(CHUNK_BYTES):
+                received += len(chunk)
+                if received > limit:
+                    raise _too_large(received)
+                out.write(chunk)
+                if received % (64 * MiB) < len(chunk):
+                    Image.objects.filter(pk=image.pk).update(upload_bytes=received)
+    except BaseException:  # a client gone mid-way too: the part received is of no use, the next PUT restarts
+        path.unlink(missing_ok=True)
+        raise
     if received == 0:
         raise ImageUploadFailed("the upload was empty; choose the image file again.", field="file")
     if length is not None and received != length:
@@ -322,6 +335,7 @@ def promote_snapshot(
             "then re-attach the data volumes with cloud-init or a post-boot script."
         )
     disk = disks[0]
+    _check_storage(snapshot.project, name, disk.size_bytes)
     image = _new_image(
         actor=actor,
         project=snapshot.project,
@@ -365,6 +379,7 @@ def copy_image(
             f"Image {image.name} is already in {project} ({region}); pick another region or project.",
             field="region",
         )
+    _check_storage(project, name or image.name, image.stored_bytes or 0)
     copy = _new_image(
         actor=actor,
         project=project,
@@ -409,6 +424,9 @@ def retry_image(*, actor, image: Image) -> Image:
                 f"Image {image.name}'s upload is gone with its failure; upload the file again under the "
                 "same name (the failed image is replaced)."
             )
+        # A failed image counts nothing against the storage quota; processing it again reserves again.
+        reserve = image.copied_from.stored_bytes if image.copied_from else image.virtual_size
+        _check_storage(image.project, image.name, reserve or 0)
         image.transition(Image.State.PROCESSING, last_error="", step="queued again", **operations.restarted())
     elif image.state == Image.State.PROCESSING:
         Image.objects.filter(pk=image.pk).update(**operations.restarted())
@@ -541,6 +559,7 @@ def fail(image_id: str, message: str) -> None:
         message=message,
     )
     image.upload_path.unlink(missing_ok=True)
+    staging_path(image).unlink(missing_ok=True)
 
 
 def local_file(image: Image) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from clouddigit.operations import claimed
-from images import services
+from images import cleanup, services
 from images.models import Image
 
 
@@ -19,3 +19,9 @@ def process(image_id: str) -> None:
         except Exception as error:
             services.fail(image_id, str(error))
             raise
+
+
+@shared_task
+def sweep() -> None:
+    """Scratch files and multipart uploads that died with their operation (scheduled by beat)."""
+    cleanup.sweep()

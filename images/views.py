@@ -7,10 +7,12 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.core.paginator import Paginator
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import resolve, reverse
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
 from clouddigit.access import can
@@ -366,19 +368,70 @@ def _upload_page(
     return render(request, "images/upload.html", context, status=status)
 
 
+# The upload form's other fields (project, name, description, tags...) fit in far less than this.
+FORM_FIELDS_ALLOWANCE = 64 * 1024
+
+
+class UploadLimit(FileUploadHandler):
+    """First of the upload handlers of the form without JavaScript: it stops the request's parsing at
+    the size limit, before the handlers after it (memory, temporary file) receive a byte past it. A
+    request whose length already says the file is too large is stopped before any of the file is read.
+    The connection is not drained: what the client still sends is never read."""
+
+    def __init__(self, request, limit: int):
+        super().__init__(request)
+        self.limit = limit
+        self.request_length = 0
+        self.received = 0
+        self.refused_size: int | None = None
+
+    def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
+        self.request_length = content_length
+
+    def new_file(self, *args, **kwargs):
+        super().new_file(*args, **kwargs)
+        if self.request_length > self.limit + FORM_FIELDS_ALLOWANCE:
+            self._refuse(self.request_length)
+
+    def receive_data_chunk(self, raw_data, start):
+        self.received += len(raw_data)
+        if self.received > self.limit:
+            self._refuse(self.received)
+        return raw_data
+
+    def file_complete(self, file_size):
+        return None
+
+    def _refuse(self, size: int):
+        self.refused_size = size
+        raise StopUpload(connection_reset=True)
+
+
+@csrf_exempt  # the handler goes in before the CSRF check reads the form; `_upload` checks CSRF
 @login_required
 @require_http_methods(["GET", "POST"])
 def upload(request):
+    limit = UploadLimit(request, services.max_upload_bytes())
+    request.upload_handlers.insert(0, limit)
+    return _upload(request, limit)
+
+
+@csrf_protect
+def _upload(request, limit: UploadLimit):
     """GET: the form. POST: `start_import`; from the page's script (Accept: application/json) the
     answer says where to PUT the file; without JavaScript the file came with the form and is stored
-    here (Django has streamed it to a temporary file)."""
+    here (Django has streamed it to a temporary file, up to the size limit)."""
     if request.method == "GET":
         project = _scope_project(request)
         region = request.scope.region if request.scope else None
         initial = {"project": project.pk if project else "", "region": region.slug if region else None}
         return _upload_page(request, UploadForm(initial=initial), project)
     project = _project_named(request, request.POST.get("project"))
-    form = UploadForm(request.POST, request.FILES)
+    posted = request.POST
+    if limit.refused_size is not None:  # the file was cut off: `start_import` refuses its size
+        posted = posted.copy()
+        posted["size_bytes"] = str(limit.refused_size)
+    form = UploadForm(posted, request.FILES)
     if not form.is_valid():
         record_invalid_form(actor=request.user, action="image.import.start", target=project, form=form)
         if _wants_json(request):

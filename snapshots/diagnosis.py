@@ -100,9 +100,18 @@ def diagnose(snapshot: Snapshot) -> list[Finding]:
     )
     if free < MIN_FREE_BYTES:
         findings.append(Finding(*QUOTA, f"{free / 2**30:.1f} GiB free in {snapshot.region} volume storage"))
+    findings += _storage_quota(snapshot)
     if not findings and waited > STUCK_AFTER:
         findings.append(Finding(*BACKEND_SLOW, f"step '{snapshot.step}' has taken {minutes}"))
     return findings
+
+
+def _storage_quota(snapshot: Snapshot) -> list[Finding]:
+    """The project's storage quota (images.storage), which a full project's new snapshots are refused by."""
+    from images import storage
+
+    used = storage.usage(snapshot.project)
+    return [Finding(*QUOTA, str(used))] if used.full else []
 
 
 def sweep() -> None:

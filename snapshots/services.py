@@ -27,6 +27,7 @@ from clouddigit.compute.flavors import FLAVORS
 from clouddigit.compute.models import VM, Project, Volume
 from clouddigit.errors import Conflict, InvalidRequest, ServiceError
 from clouddigit.queueing import enqueue, hypervisor_queue
+from images import storage
 from snapshots import chains, sizes, tasks
 from snapshots.models import (
     DEFAULT_SNAPSHOTS_PER_VOLUME,
@@ -162,6 +163,7 @@ def create_snapshot(
     captured = list(vm.volumes.order_by("device")) if vm else [volume]
     if not captured:
         raise InvalidRequest(f"VM {vm.name} has no volumes to snapshot.", field="vm")
+    storage.check_not_full(project=source.project, what="a new snapshot")
     for each in captured:
         _make_room(each)
     owner = vm or volume.vm

@@ -34,6 +34,7 @@ SKIPPED = {"login", "logout", "api:token", "switch-scope"}
 QUERIES = {
     "api:image-picker": "?project=acme/prod&region=bd-dha-1",
     "api:image-why-missing": "?project=acme/prod&region=bd-dha-1&image=acme-golden",
+    "api:storage-quota-usage": "?project=acme/prod",
 }
 SKIPPED_NAMESPACES = {"admin"}  # Django's admin has its own staff-only login
 OK = {200, 286}

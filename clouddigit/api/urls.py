@@ -11,6 +11,7 @@ from clouddigit.security import csp_override
 from iam.api import RoleBindingViewSet
 from images.api import ImageLimitViewSet, ImageViewSet
 from images.attestation_api import ImagePolicyViewSet, SigningKeyViewSet
+from images.storage_api import StorageQuotaViewSet
 from policies.api import PolicyViewSet
 from snapshots.api import RestoreViewSet, SnapshotLimitViewSet, SnapshotViewSet
 
@@ -25,6 +26,7 @@ router.register("compute/snapshot-limits", SnapshotLimitViewSet, basename="snaps
 router.register("compute/images", ImageViewSet, basename="image")
 router.register("compute/image-limits", ImageLimitViewSet, basename="image-limit")
 router.register("compute/image-policies", ImagePolicyViewSet, basename="image-policy")
+router.register("compute/storage-quotas", StorageQuotaViewSet, basename="storage-quota")
 router.register("compute/snapshot-policies", PolicyViewSet, basename="snapshot-policy")
 router.register("iam/role-bindings", RoleBindingViewSet, basename="role-binding")
 router.register("iam/signing-keys", SigningKeyViewSet, basename="signing-key")

@@ -24,6 +24,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +259,28 @@ class ObjectStore:
         """Delete an object; deleting a missing object is not an error."""
         with self._errors("delete", key):
             self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def abort_incomplete_uploads(self, *, started_before: datetime, prefix: str = "") -> builtins.list[str]:
+        """Abort the multipart uploads under `prefix` started before `started_before`; return their keys.
+
+        boto3 aborts an upload that fails in this process; one whose process was killed stays in the
+        bucket, its parts stored (and billed) but invisible to listings, until it is aborted.
+        """
+        aborted: builtins.list[str] = []
+        with self._errors("list multipart uploads", prefix or None):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=prefix
+            )
+            stale = [upload for page in pages for upload in page.get("Uploads", [])]
+        for upload in stale:
+            if upload["Initiated"] >= started_before:
+                continue
+            with self._errors("abort multipart upload", upload["Key"]):
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+            aborted.append(upload["Key"])
+        return aborted
 
     # --- reads -----------------------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from clouddigit.cli.resources import (
     ROLE_BINDINGS,
     SIGNING_KEYS,
     SNAPSHOTS,
+    STORAGE_QUOTAS,
     VMS,
     VOLUMES,
     Resource,
@@ -702,6 +703,19 @@ def raise_image_limit(args: argparse.Namespace) -> None:
     body = {"project": args.project, "limit": args.limit, "ticket": args.ticket}
     quota = Client.from_environment().create(IMAGE_LIMITS.path, body)
     show(quota, args.output, IMAGE_LIMITS.columns, header=_header(IMAGE_LIMITS))
+
+
+def storage_quota(args: argparse.Namespace) -> None:
+    """The project's storage use against its quota; with --limit-gib (and a ticket), raise it first."""
+    client = Client.from_environment()
+    if args.limit_gib is None:
+        usage = client.get(f"{STORAGE_QUOTAS.path}usage/", {"project": args.project})
+    elif not args.ticket:
+        args.parser.error("--limit-gib needs --ticket: quotas are raised for a support ticket")
+    else:
+        body = {"project": args.project, "limit_gib": args.limit_gib, "ticket": args.ticket}
+        usage = client.create(STORAGE_QUOTAS.path, body)
+    show(usage, args.output, STORAGE_QUOTAS.columns, header=_header(STORAGE_QUOTAS))
 
 
 def create_vm(args: argparse.Namespace) -> None:

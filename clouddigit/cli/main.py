@@ -497,6 +497,21 @@ def add_signing_key_commands(keys: Subcommands) -> None:
     revoke.set_defaults(handler=commands.revoke_signing_key, parser=revoke)
 
 
+def add_quota_commands(quotas: Subcommands) -> None:
+    storage = quotas.add_parser(
+        "storage",
+        help="a project's storage quota (snapshots and images): usage, or raise it with a ticket",
+        description="How much of its storage quota a project uses (snapshots' billed bytes plus custom "
+        "images' stored bytes). With --limit-gib and --ticket, set the quota first (needs the rights to "
+        "raise snapshot and image limits, e.g. account.admin).",
+    )
+    storage.add_argument("--project", required=True, metavar="ACCOUNT/PROJECT")
+    storage.add_argument("--limit-gib", type=int, metavar="N", help="the new quota in GiB")
+    storage.add_argument("--ticket", help="the support ticket's reference (required with --limit-gib)")
+    add_output_option(storage)
+    storage.set_defaults(handler=commands.storage_quota, parser=storage)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clouddigit",
@@ -518,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_snapshot_commands(add_group(compute, "snapshot", "snapshots of volumes and VMs"))
     add_list_command(add_group(compute, "restore", "restores from snapshots"), RESTORES, "list restores")
     add_image_commands(add_group(compute, "image", "images: the catalogue, imports, sharing, deprecation"))
+    add_quota_commands(add_group(compute, "quota", "project quotas"))
 
     iam = add_group(top, "iam", "who may do what")
     add_role_commands(add_group(iam, "role", "role bindings"))

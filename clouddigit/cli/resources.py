@@ -221,6 +221,19 @@ IMAGE_LIMITS = Resource(
     filters=(),
 )
 
+STORAGE_QUOTAS = Resource(
+    path="compute/storage-quotas/",
+    columns=(
+        Column("PROJECT", "project"),
+        Column("USED", "used_bytes", binary_size),
+        Column("QUOTA", "limit_bytes", binary_size),
+        Column("SNAPSHOTS", "snapshot_bytes", binary_size),
+        Column("IMAGES", "image_bytes", binary_size),
+        Column("TICKET", "ticket"),
+    ),
+    filters=(),
+)
+
 SIGNING_KEYS = Resource(
     path="iam/signing-keys/",
     columns=(

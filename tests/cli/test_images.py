@@ -502,3 +502,22 @@ def test_vm_create_from_an_image_it_may_not_use_says_why(cli, alice, golden, san
 
     assert result.code == 1
     assert result.err.startswith("ERROR: InvalidRequest: The image is in project acme/prod and is not shared")
+
+
+def test_storage_quota_shows_usage_and_is_raised_with_a_ticket(cli, capsys, alice, bob, prod, dha, golden):
+    Image.objects.filter(pk=golden.pk).update(stored_bytes=3 * 2**30)
+    quota = ["compute", "quota", "storage", "--project", "acme/prod"]
+
+    shown = ok(cli(bob, *quota)).out.split()
+
+    assert shown == ["acme/prod", "3GiB", "1TiB", "0B", "3GiB", "-"]
+    raise_it = [*quota, "--limit-gib", "2048"]
+    with pytest.raises(SystemExit) as exited:
+        cli(alice, *raise_it)
+    assert exited.value.code == 2 and "--limit-gib needs --ticket" in capsys.readouterr().err
+    assert cli(bob, *raise_it, "--ticket", "OPS-9").err.startswith("ERROR: PermissionDenied: ")
+
+    raised = ok(cli(alice, *raise_it, "--ticket", "OPS-9", "-o", "json")).out
+
+    assert json.loads(raised)["limit_bytes"] == 2 * 2**40
+    assert ok(cli(bob, *quota)).out.split()[2:] == ["2TiB", "0B", "3GiB", "OPS-9"]

@@ -223,7 +223,7 @@ def test_a_publisher_may_not_share(client, bob, catalogue, sandbox):
     assert "ERROR: PermissionDenied: You may not share image golden-web in acme/prod" in _text(refused)
 
 
-def test_delete_goes_back_to_the_catalogue(client, alice, catalogue):
+def test_delete_goes_back_to_the_catalogue(client, alice, catalogue, image_stores):
     client.force_login(alice)
     response = client.post(reverse("images:delete", args=[catalogue["custom"].pk]))
     assert response["Location"] == reverse("images:catalogue")

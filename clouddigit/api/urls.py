@@ -11,7 +11,7 @@ from clouddigit.security import csp_override
 from iam.api import RoleBindingViewSet
 from images.api import ImageLimitViewSet, ImageViewSet
 from images.attestation_api import ImagePolicyViewSet, SigningKeyViewSet
-from policies.api import PolicyViewSet
+from policies.api import DrillViewSet, PolicyViewSet
 from snapshots.api import RestoreViewSet, SnapshotLimitViewSet, SnapshotViewSet
 
 router = DefaultRouter()
@@ -26,6 +26,7 @@ router.register("compute/images", ImageViewSet, basename="image")
 router.register("compute/image-limits", ImageLimitViewSet, basename="image-limit")
 router.register("compute/image-policies", ImagePolicyViewSet, basename="image-policy")
 router.register("compute/snapshot-policies", PolicyViewSet, basename="snapshot-policy")
+router.register("compute/restore-drills", DrillViewSet, basename="drill")
 router.register("iam/role-bindings", RoleBindingViewSet, basename="role-binding")
 router.register("iam/signing-keys", SigningKeyViewSet, basename="signing-key")
 router.register("audit/entries", AuditEntryViewSet, basename="audit-entry")

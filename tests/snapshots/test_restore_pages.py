@@ -1,4 +1,5 @@
-"""Retry and delete of a failed or lost restore, from the snapshot page where its restores are listed."""
+"""Retry and delete of a failed snapshot operation, and of a failed or lost restore, from the snapshot's page
+(where its restores are listed)."""
 
 from __future__ import annotations
 
@@ -119,6 +120,27 @@ def test_an_outsider_gets_404_for_a_restore(client, charlie, taken):
     for url in _urls(restore):
         assert client.post(url).status_code == 404
     assert Restore.objects.filter(pk=restore.pk, state=Restore.State.FAILED).exists()
+
+
+def test_a_failed_snapshot_shows_why_and_only_its_owner_may_retry_it(
+    client, alice, viewer, make_vm, prod, django_capture_on_commit_callbacks
+):
+    vm = make_vm(prod, "db-02")
+    snapshot = services.create_snapshot(actor=None, vm=VM.objects.get(pk=vm.pk), name="db-02-nightly")
+    services.fail(str(snapshot.pk), "qemu-img: Could not create overlay: No space left on device")
+    retry_url = reverse("snapshots:retry", args=[snapshot.pk])
+    client.force_login(viewer)
+    page = _page(client, snapshot)
+    assert "No space left on device" in page and retry_url not in page
+    client.force_login(alice)
+    page = _page(client, snapshot)
+    assert "No space left on device" in page and f'action="{retry_url}"' in page
+
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(retry_url)
+    snapshot.refresh_from_db()
+    assert (snapshot.state, snapshot.last_error) == (Snapshot.State.AVAILABLE, "")
+    assert retry_url not in _page(client, snapshot)
 
 
 def test_a_failed_snapshot_asks_before_it_is_deleted(client, alice, taken):

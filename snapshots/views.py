@@ -94,9 +94,10 @@ def _act(request, snapshot, form, operation, success: str, form_key: str, then: 
             context = snapshot_context(request, snapshot, **{form_key: form})
             return render(request, "snapshots/detail.html", context, status=error.status)
         messages.error(request, str(error))
-        return redirect("snapshots:detail", pk=snapshot.pk)
+        return redirect_after_post(request, reverse("snapshots:detail", args=[snapshot.pk]))
     messages.success(request, success.format(result=result))
-    return redirect(then, pk=snapshot.pk) if then == "snapshots:detail" else redirect(then)
+    url = reverse(then, args=[snapshot.pk]) if then == "snapshots:detail" else reverse(then)
+    return redirect_after_post(request, url)
 
 
 @login_required

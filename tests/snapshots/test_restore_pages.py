@@ -149,3 +149,8 @@ def test_a_failed_snapshot_asks_before_it_is_deleted(client, alice, taken):
     delete_url = reverse("snapshots:delete", args=[taken.pk])
     # htmx asks only for a request it makes itself: the form must post through htmx.
     assert f'hx-post="{delete_url}" hx-confirm="Delete snapshot db-01-nightly?"' in _page(client, taken)
+
+    # Posted through htmx, the answer says where to go instead of a redirect followed inside the request.
+    response = client.post(delete_url, HTTP_HX_REQUEST="true")
+    assert response.status_code == 204 and response["HX-Location"] == reverse("snapshots:list")
+    assert Snapshot.objects.get(pk=taken.pk).state == Snapshot.State.DELETING

@@ -23,6 +23,7 @@ urlpatterns = [
     path("<uuid:pk>/deprecate/", views.deprecate, name="deprecate"),
     path("<uuid:pk>/undeprecate/", views.undeprecate, name="undeprecate"),
     path("<uuid:pk>/copy/", views.copy, name="copy"),
+    path("<uuid:pk>/retry/", views.retry, name="retry"),
     path("<uuid:pk>/delete/", views.delete, name="delete"),
     path("<uuid:pk>/attest/", attestation_views.attest, name="attest"),
 ]

@@ -144,6 +144,11 @@ def visible_images(user):
     )
 
 
+def _input_kept(image: Image) -> bool:
+    """A failed upload's file is removed with its failure: only a new upload under its name helps."""
+    return image.source != Image.Source.UPLOAD or image.upload_path.exists()
+
+
 def detail_context(request, image: Image, **forms) -> dict:
     project = image.project
     can_publish = project is not None and can(request.user, "publish_images", project)
@@ -151,12 +156,15 @@ def detail_context(request, image: Image, **forms) -> dict:
     other_region = next(
         (slug for slug, _ in CopyForm().fields["region"].choices if slug != image.region_id), ""
     )
+    lost = image.state == Image.State.PROCESSING and image.lease_expired
     return {
         "image": image,
         "shares": image.shares.all(),
         "can_publish": can_publish,
         "can_share": can_share,
         "busy": image.state in BUSY,
+        "lost": lost,
+        "retryable": lost or (image.state == Image.State.FAILED and _input_kept(image)),
         "tags_form": forms.get("tags_form") or TagsForm(initial={"tags": TagsForm.text_of(image.tags)}),
         "visibility_form": forms.get("visibility_form")
         or VisibilityForm(initial={"visibility": image.visibility}),
@@ -330,6 +338,19 @@ def copy(request, pk):
         form=form,
         form_key="copy_form",
         then=lambda result: reverse("images:detail", args=[result.pk]),
+    )
+
+
+@login_required
+@require_POST
+def retry(request, pk):
+    image = get_object_or_404(visible_images(request.user), pk=pk)
+    return _act(
+        request,
+        image,
+        lambda: services.retry_image(actor=request.user, image=image),
+        lambda result: f"Queued {image.name} again: it is processed from its start.",
+        action="image.retry",
     )
 
 

@@ -1,5 +1,6 @@
-"""REST API for snapshot policies: list and read them, apply one from YAML, export its canonical YAML.
-Applying is one call into policies.services, which checks the permission and audits the outcome."""
+"""REST API for snapshot policies: list and read them, apply one from YAML, export its canonical YAML;
+and their restore drills: list and read them, retry or delete a failed one. Every write is one call into
+policies.services or policies.drills, which check the permission and audit the outcome."""
 
 from __future__ import annotations
 
@@ -10,14 +11,14 @@ import yaml
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import renderers, serializers, status, viewsets
+from rest_framework import mixins, renderers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from clouddigit.api.base import visible_project
 from clouddigit.compute.api import ProjectReferenceFilter
-from policies import services, simulator
-from policies.models import Policy
+from policies import drills, services, simulator
+from policies.models import Drill, Policy
 from policies.spec import PolicySpec
 
 YAML_CONTENT_TYPE = "text/yaml; charset=utf-8"
@@ -182,3 +183,67 @@ class PolicyViewSet(viewsets.ReadOnlyModelViewSet):
         """The policy's canonical YAML (`text/yaml`): what `apply` accepts back."""
         # A plain response whatever the negotiated renderer: the body is the YAML itself, not JSON.
         return HttpResponse(services.export_policy(self.get_object()), content_type=YAML_CONTENT_TYPE)
+
+
+class DrillSerializer(serializers.ModelSerializer):
+    policy = serializers.CharField(source="policy.name", read_only=True, allow_null=True)
+    project = serializers.StringRelatedField(read_only=True)
+    vm = serializers.PrimaryKeyRelatedField(read_only=True, help_text="None once the VM is gone")
+    snapshot = serializers.PrimaryKeyRelatedField(read_only=True)
+    checks = serializers.JSONField(read_only=True, help_text="[{check, ok, detail}]")
+    seconds = serializers.FloatField(read_only=True, allow_null=True, help_text="Time to restore")
+
+    class Meta:
+        model = Drill
+        fields = [
+            "id",
+            "policy",
+            "project",
+            "vm",
+            "vm_name",
+            "snapshot",
+            "snapshot_name",
+            "state",
+            "checks",
+            "seconds",
+            "error",
+            "requested_by",
+            "started_at",
+            "finished_at",
+        ]
+
+
+class DrillFilter(django_filters.FilterSet):
+    project = ProjectReferenceFilter(help_text="account/project or a project id")
+    policy = django_filters.CharFilter(field_name="policy__name", help_text="drills of the policy so named")
+
+    class Meta:
+        model = Drill
+        fields = ["project", "policy", "state"]
+
+
+class DrillViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Restore drills: a VM's latest snapshot restored to a sandbox VM and checked, newest first."""
+
+    serializer_class = DrillSerializer
+    filterset_class = DrillFilter
+
+    def get_queryset(self):
+        return (
+            Drill.objects.visible_to(self.request.user)
+            .select_related("project__account", "policy")
+            .order_by("-started_at", "id")
+        )
+
+    @extend_schema(request=None, responses={202: DrillSerializer})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        """Run a failed or interrupted drill again (a failed one from a fresh restore of its snapshot)."""
+        drill = drills.retry_drill(actor=request.user, drill=self.get_object())
+        current = self.get_queryset().filter(pk=drill.pk).first()  # the drill may have finished already
+        return Response(DrillSerializer(current or drill).data, status=status.HTTP_202_ACCEPTED)
+
+    def destroy(self, request, *args, **kwargs):
+        """Delete a failed drill from the history."""
+        drills.delete_drill(actor=request.user, drill=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)

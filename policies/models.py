@@ -214,6 +214,13 @@ class Notification(models.Model):
         return f"{self.policy} {self.slot_at:%Y-%m-%d %H:%M} {self.kind}: {self.channel_name}"
 
 
+class DrillQuerySet(models.QuerySet):
+    def visible_to(self, user) -> DrillQuerySet:
+        return self.filter(
+            project__in=Project.objects.visible_to(user, "compute.view_snapshots").values("pk")
+        )
+
+
 class Drill(Leased):
     """A restore drill: the latest snapshot of a VM restored to a sandbox VM, smoke-checked, cleaned up."""
 
@@ -248,6 +255,8 @@ class Drill(Leased):
     requested_by = models.CharField(max_length=150)
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DrillQuerySet.as_manager()
 
     class Meta:
         ordering = ["-started_at"]

@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from clouddigit.access import can
-from clouddigit.audit.log import record_invalid_form
+from clouddigit.audit.log import record_invalid_form, record_refusal
 from clouddigit.compute.models import Project
 from clouddigit.errors import Conflict, ServiceError
 from clouddigit.htmx import redirect_after_post
@@ -23,7 +23,7 @@ from policies.api import YAML_CONTENT_TYPE
 from policies.coverage import coverage
 from policies.engine import in_scope
 from policies.forms import ApplyForm, ChannelForm, EditForm
-from policies.models import NotificationChannel, Policy
+from policies.models import Drill, NotificationChannel, Policy
 
 ACTION = "policy.apply"
 
@@ -167,6 +167,48 @@ def drill(request, pk):
     except ServiceError as error:
         messages.error(request, str(error))
     return redirect(f"{reverse('policies:detail', args=[policy.pk])}#drills")
+
+
+def _drill_act(request, pk, operation, success: str, action: str):
+    """Retry or delete a drill from its row in its policy's drill history; the answer goes back there."""
+    drill = get_object_or_404(Drill.objects.visible_to(request.user).select_related("project"), pk=pk)
+    then = (
+        f"{reverse('policies:detail', args=[drill.policy_id])}#drills"
+        if drill.policy_id
+        else reverse("policies:list")
+    )
+    try:
+        operation(drill)
+    except ServiceError as error:
+        record_refusal(actor=request.user, action=action, target=drill, error=error)
+        messages.error(request, str(error))
+    else:
+        messages.success(request, success.format(drill=drill))
+    return redirect_after_post(request, then)
+
+
+@login_required
+@require_POST
+def drill_retry(request, pk):
+    return _drill_act(
+        request,
+        pk,
+        lambda drill: drills.retry_drill(actor=request.user, drill=drill),
+        "Running the drill of {drill.vm_name} again.",
+        "policy.drill.retry",
+    )
+
+
+@login_required
+@require_POST
+def drill_delete(request, pk):
+    return _drill_act(
+        request,
+        pk,
+        lambda drill: drills.delete_drill(actor=request.user, drill=drill),
+        "Deleted the failed drill of {drill.vm_name} from the history.",
+        "policy.drill.delete",
+    )
 
 
 @login_required

@@ -18,8 +18,6 @@ from snapshots import diagnosis, services
 from snapshots.filters import NEWEST_FIRST, SnapshotFilter
 from snapshots.models import Restore, Snapshot, SnapshotDisk, SnapshotLimit
 
-VIEW_SNAPSHOTS = "compute.view_snapshots"
-
 # --- Output -----------------------------------------------------------------------------------------
 
 
@@ -210,9 +208,7 @@ class LimitRequestSerializer(serializers.Serializer):
 
 
 def visible_restores(user):
-    """Restores are seen through their project, with the permission to see its snapshots."""
-    projects = Project.objects.visible_to(user, VIEW_SNAPSHOTS)
-    return Restore.objects.filter(project__in=projects.values("pk")).select_related("project__account")
+    return Restore.objects.visible_to(user).select_related("project__account")
 
 
 def _restore(user, restore: Restore) -> Response:

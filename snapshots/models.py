@@ -120,6 +120,14 @@ class SnapshotDisk(models.Model):
         return f"{self.snapshot} / {self.volume_name}"
 
 
+class RestoreQuerySet(models.QuerySet):
+    def visible_to(self, user) -> RestoreQuerySet:
+        """Restores are seen through their project, with the permission to see its snapshots."""
+        return self.filter(
+            project__in=Project.objects.visible_to(user, "compute.view_snapshots").values("pk")
+        )
+
+
 class Restore(StateMachineMixin, Leased):
     class State(models.TextChoices):
         RESTORING = "restoring", "Restoring"
@@ -148,6 +156,8 @@ class Restore(StateMachineMixin, Leased):
     finished_at = models.DateTimeField(null=True, blank=True)
     seconds = models.FloatField(null=True, blank=True, help_text="Time to restore")
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = RestoreQuerySet.as_manager()
 
     class Meta:
         ordering = ["-started_at"]

@@ -7,19 +7,20 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from clouddigit.access import can
-from clouddigit.audit.log import Target, record
+from clouddigit.audit.log import Target, record, record_refusal
 from clouddigit.audit.models import AuditEntry
 from clouddigit.compute.models import VM, Volume, parse_tag
 from clouddigit.errors import ServiceError
-from clouddigit.htmx import render_page_or_fragment
+from clouddigit.htmx import redirect_after_post, render_page_or_fragment
 from clouddigit.listing import in_scope, list_page
 from snapshots import diagnosis, services
 from snapshots.filters import SnapshotFilter
 from snapshots.forms import CreateForm, LimitForm, RestoreVMForm, RestoreVolumeForm, RollbackForm, TagForm
-from snapshots.models import Snapshot, SnapshotDisk
+from snapshots.models import Restore, Snapshot, SnapshotDisk
 
 
 def _snapshots(user):
@@ -93,9 +94,10 @@ def _act(request, snapshot, form, operation, success: str, form_key: str, then: 
             context = snapshot_context(request, snapshot, **{form_key: form})
             return render(request, "snapshots/detail.html", context, status=error.status)
         messages.error(request, str(error))
-        return redirect("snapshots:detail", pk=snapshot.pk)
+        return redirect_after_post(request, reverse("snapshots:detail", args=[snapshot.pk]))
     messages.success(request, success.format(result=result))
-    return redirect(then, pk=snapshot.pk) if then == "snapshots:detail" else redirect(then)
+    url = reverse(then, args=[snapshot.pk]) if then == "snapshots:detail" else reverse(then)
+    return redirect_after_post(request, url)
 
 
 @login_required
@@ -180,6 +182,48 @@ def retry(request, pk):
         lambda: services.retry(actor=request.user, snapshot=snapshot),
         "Queued {result.name} again.",
         "",
+    )
+
+
+def _restore_act(request, pk, operation, success: str, action: str):
+    """Retry or delete a restore from its row on its snapshot's page; the answer goes back there."""
+    restore = get_object_or_404(Restore.objects.visible_to(request.user), pk=pk)
+    then = (
+        reverse("snapshots:detail", args=[restore.snapshot_id]) + "#restores"
+        if restore.snapshot_id
+        else reverse("snapshots:list")
+    )
+    try:
+        operation(restore)
+    except ServiceError as error:
+        record_refusal(actor=request.user, action=action, target=restore, error=error)
+        messages.error(request, str(error))
+    else:
+        messages.success(request, success.format(restore=restore))
+    return redirect_after_post(request, then)
+
+
+@login_required
+@require_POST
+def retry_restore(request, pk):
+    return _restore_act(
+        request,
+        pk,
+        lambda restore: services.retry_restore(actor=request.user, restore=restore),
+        "Queued the restore to {restore.name} again: the files it already made are reused.",
+        "snapshot.restore.retry",
+    )
+
+
+@login_required
+@require_POST
+def delete_restore(request, pk):
+    return _restore_act(
+        request,
+        pk,
+        lambda restore: services.delete_restore(actor=request.user, restore=restore),
+        "Deleted the failed restore to {restore.name} and what it had begun to make.",
+        "snapshot.restore.delete",
     )
 
 

@@ -24,6 +24,7 @@ from images import attestation
 from images.models import Image
 from policies import channels as policy_channels
 from policies import services as policy_services
+from policies.models import Drill
 from snapshots import services as snapshot_services
 from snapshots.models import Snapshot
 
@@ -102,6 +103,18 @@ def world(alice, bob, charlie, make_vm, prod, sandbox, globex_main, dha, ctg):
     snapshot_services.finish_restore(str(restore.pk))
     acme_ids = [str(db01.pk), str(db01.volumes.get().pk), str(prod.pk), str(sandbox.pk)]
     policy = policy_services.apply_policy(actor=None, project=prod, text=ACME_POLICY)
+    # Failed: the one state in which it may be retried and deleted.
+    drill = Drill.objects.create(
+        policy=policy,
+        project=prod,
+        vm=db01,
+        vm_name=db01.name,
+        snapshot=snapshot,
+        snapshot_name=snapshot.name,
+        requested_by="alice",
+        state=Drill.State.FAILED,
+        error="the sandbox VM did not boot",
+    )
     channel = policy_channels.create_channel(
         actor=None, project=prod, name="acme-alerts", kind="email", target="ops@acme.example"
     )
@@ -115,6 +128,7 @@ def world(alice, bob, charlie, make_vm, prod, sandbox, globex_main, dha, ctg):
         project=sandbox, region=dha, name="acme-golden", state=Image.State.AVAILABLE, created_by="alice"
     )
     acme_ids += [str(snapshot.pk), str(restore.pk), str(policy.pk), str(channel.pk), str(image.pk)]
+    acme_ids.append(str(drill.pk))
     acme_ids += [
         str(pk) for pk in RoleBinding.objects.filter(account=prod.account).values_list("pk", flat=True)
     ]
@@ -227,3 +241,10 @@ def test_every_url_keeps_accounts_apart(world, alice, bob, charlie):
     assert {"GET images:catalogue", "GET images:detail", "POST images:share", "POST images:file"} <= set(
         checked
     )
+    # Retry and delete of every long operation that can fail.
+    assert {"POST snapshots:retry", "POST snapshots:restore-retry", "POST snapshots:restore-delete"} <= set(
+        checked
+    )
+    assert {"POST images:retry", "POST policies:drill-retry", "POST policies:drill-delete"} <= set(checked)
+    assert {"GET api:drill-detail", "POST api:drill-retry", "DELETE api:drill-detail"} <= set(checked)
+    assert {"POST api:restore-retry", "DELETE api:restore-detail", "POST api:image-retry"} <= set(checked)

@@ -12,7 +12,7 @@ from iam.api import RoleBindingViewSet
 from images.api import ImageLimitViewSet, ImageViewSet
 from images.attestation_api import ImagePolicyViewSet, SigningKeyViewSet
 from images.storage_api import StorageQuotaViewSet
-from policies.api import PolicyViewSet
+from policies.api import DrillViewSet, PolicyViewSet
 from snapshots.api import RestoreViewSet, SnapshotLimitViewSet, SnapshotViewSet
 
 router = DefaultRouter()
@@ -28,6 +28,7 @@ router.register("compute/image-limits", ImageLimitViewSet, basename="image-limit
 router.register("compute/image-policies", ImagePolicyViewSet, basename="image-policy")
 router.register("compute/storage-quotas", StorageQuotaViewSet, basename="storage-quota")
 router.register("compute/snapshot-policies", PolicyViewSet, basename="snapshot-policy")
+router.register("compute/restore-drills", DrillViewSet, basename="drill")
 router.register("iam/role-bindings", RoleBindingViewSet, basename="role-binding")
 router.register("iam/signing-keys", SigningKeyViewSet, basename="signing-key")
 router.register("audit/entries", AuditEntryViewSet, basename="audit-entry")

@@ -18,6 +18,7 @@ from clouddigit import signing
 from clouddigit.cli.client import Client, CLIError, configured_url, write_config
 from clouddigit.cli.output import Column, binary_size, cell, fields, show, table, timestamp
 from clouddigit.cli.resources import (
+    DRILLS,
     IMAGE_LIMITS,
     IMAGE_POLICIES,
     IMAGES,
@@ -302,6 +303,25 @@ def retry_snapshot(args: argparse.Namespace) -> None:
     _show_snapshot(client.create(_snapshot_url(client, args, "retry"), {}), args.output)
 
 
+def _operation_path(args: argparse.Namespace, resource: Resource, action: str = "") -> str:
+    """The API path of the restore or drill named by its id (its name need not be unique)."""
+    if not _is_uuid(args.id):
+        args.parser.error(f"{args.id!r} is not an id: copy it from the list")
+    return f"{resource.path}{args.id}/" + (f"{action}/" if action else "")
+
+
+def retry_restore(args: argparse.Namespace) -> None:
+    path = _operation_path(args, RESTORES, "retry")
+    restore = Client.from_environment().create(path, {})
+    show(restore, args.output, RESTORES.columns, header=_header(RESTORES))
+
+
+def delete_restore(args: argparse.Namespace) -> None:
+    path = _operation_path(args, RESTORES)
+    Client.from_environment().delete(path)
+    print(f"Deleted failed restore {args.id} and the volume or VM it had begun to make")
+
+
 # --- Snapshot policies ------------------------------------------------------------------------------
 
 
@@ -373,6 +393,18 @@ def delete_policy(args: argparse.Namespace) -> None:
     policy_id = _policy_id(client, args.name, args.project)
     client.delete(f"{POLICIES.path}{policy_id}/?snapshots={args.snapshots}")
     print(f"Deleted snapshot policy {args.name} ({args.snapshots} its snapshots)")
+
+
+def retry_drill(args: argparse.Namespace) -> None:
+    path = _operation_path(args, DRILLS, "retry")
+    drill = Client.from_environment().create(path, {})
+    show(drill, args.output, DRILLS.columns, header=_header(DRILLS))
+
+
+def delete_drill(args: argparse.Namespace) -> None:
+    path = _operation_path(args, DRILLS)
+    Client.from_environment().delete(path)
+    print(f"Deleted failed drill {args.id}")
 
 
 # --- Images -----------------------------------------------------------------------------------------
@@ -665,6 +697,11 @@ def tag_image(args: argparse.Namespace) -> None:
     client = Client.from_environment()
     body = {"tags": _tags(args, args.tag, "--tag")}
     _show_image(client.create(_image_url(client, args, "tags"), body), args.output)
+
+
+def retry_image(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
+    _show_image(client.create(_image_url(client, args, "retry"), {}), args.output)
 
 
 def delete_image(args: argparse.Namespace) -> None:

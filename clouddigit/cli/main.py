@@ -12,6 +12,7 @@ from clouddigit.cli import commands
 from clouddigit.cli.client import CLIError
 from clouddigit.cli.output import FORMATS
 from clouddigit.cli.resources import (
+    DRILLS,
     IMAGES,
     POLICIES,
     RESTORES,
@@ -233,6 +234,63 @@ def add_policy_commands(policies: Subcommands) -> None:
     simulate.add_argument("--days", type=int, default=0, help="how many days to simulate (default 0)")
     simulate.add_argument("-o", "--output", choices=["table", "json"], default="table")
     simulate.set_defaults(handler=commands.simulate_policy, parser=simulate)
+    add_drill_commands(
+        add_group(policies, "drill", "restore drills: a VM's latest snapshot restored and checked")
+    )
+
+
+def add_operation_command(
+    parent: Subcommands, name: str, help: str, handler, *, what: str, listed: str, output: bool = True
+) -> None:
+    """A command acting on one long operation (a restore, a drill), named by its id: their names are the
+    names of what they make, which need not be unique."""
+    parser = parent.add_parser(name, help=help, description=help)
+    parser.add_argument("id", metavar=f"{what.upper()}_ID", help=f"the {what}'s id (see `{listed}`)")
+    if output:
+        add_output_option(parser)
+    parser.set_defaults(handler=handler, parser=parser)
+
+
+def add_restore_commands(restores: Subcommands) -> None:
+    add_list_command(restores, RESTORES, "list restores, newest first, with why a failed one failed")
+    for name, help, handler in (
+        (
+            "retry",
+            "go on with a failed or interrupted restore, reusing the files it made",
+            commands.retry_restore,
+        ),
+        ("delete", "delete a failed restore with the volume or VM it began to make", commands.delete_restore),
+    ):
+        add_operation_command(
+            restores,
+            name,
+            help,
+            handler,
+            what="restore",
+            listed="clouddigit compute restore list",
+            output=name == "retry",
+        )
+
+
+def add_drill_commands(drills: Subcommands) -> None:
+    add_list_command(drills, DRILLS, "list restore drills, newest first, with why a failed one failed")
+    for name, help, handler in (
+        (
+            "retry",
+            "run a failed or interrupted drill again (a failed one from a fresh restore)",
+            commands.retry_drill,
+        ),
+        ("delete", "delete a failed drill from the history", commands.delete_drill),
+    ):
+        add_operation_command(
+            drills,
+            name,
+            help,
+            handler,
+            what="drill",
+            listed="clouddigit compute snapshot policy drill list",
+            output=name == "retry",
+        )
 
 
 def add_vm_commands(vms: Subcommands) -> None:
@@ -383,6 +441,12 @@ def add_image_commands(images: Subcommands) -> None:
     tag = add_image_command(images, "tag", "replace an image's tags (created-at is kept)", commands.tag_image)
     tag.add_argument("--tag", required=True, action="append", metavar="KEY=VALUE", help="repeatable")
 
+    add_image_command(
+        images,
+        "retry",
+        "process a failed or interrupted import, promotion or copy again",
+        commands.retry_image,
+    )
     add_image_command(images, "delete", "delete a custom image", commands.delete_image, output=False)
 
     picker = images.add_parser(
@@ -531,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_vm_commands(add_group(compute, "vm", "virtual machines"))
     add_list_command(add_group(compute, "volume", "volumes"), VOLUMES, "list volumes")
     add_snapshot_commands(add_group(compute, "snapshot", "snapshots of volumes and VMs"))
-    add_list_command(add_group(compute, "restore", "restores from snapshots"), RESTORES, "list restores")
+    add_restore_commands(add_group(compute, "restore", "restores from snapshots"))
     add_image_commands(add_group(compute, "image", "images: the catalogue, imports, sharing, deprecation"))
     add_quota_commands(add_group(compute, "quota", "project quotas"))
 

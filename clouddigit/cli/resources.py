@@ -153,6 +153,7 @@ RESTORES = Resource(
         Column("SNAPSHOT", "snapshot_name"),
         Column("STARTED", "started_at", timestamp),
         Column("WARNINGS", "warnings", lambda value: cell(len(value or []))),
+        Column("ERROR", "last_error"),
     ),
     filters=(
         ListFilter("snapshot", "restores of this snapshot (id)", "SNAPSHOT_ID"),
@@ -175,6 +176,25 @@ POLICIES = Resource(
         Column("UPDATED", "updated_at", timestamp),
     ),
     filters=(PROJECT, NAME),
+)
+
+DRILLS = Resource(
+    path="compute/restore-drills/",
+    columns=(
+        Column("ID", "id"),
+        Column("VM", "vm_name"),
+        Column("SNAPSHOT", "snapshot_name"),
+        Column("POLICY", "policy"),
+        Column("STATE", "state"),
+        Column("SECONDS", "seconds", lambda value: EMPTY if value is None else f"{value:.1f}"),
+        Column("STARTED", "started_at", timestamp),
+        Column("ERROR", "error"),
+    ),
+    filters=(
+        PROJECT,
+        ListFilter("policy", "drills of the snapshot policy with this name", "POLICY"),
+        ListFilter("state", "running, passed or failed", "STATE"),
+    ),
 )
 
 

@@ -24,7 +24,9 @@ VIEW_SNAPSHOTS = "compute.view_snapshots"
 
 
 class SnapshotDiskSerializer(serializers.ModelSerializer):
-    volume = serializers.PrimaryKeyRelatedField(read_only=True, help_text="None once the volume is gone")
+    volume = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True, help_text="None once the volume is gone"
+    )
     layer = serializers.UUIDField(source="layer_id", read_only=True, allow_null=True)
     parent_layer = serializers.SerializerMethodField(help_text="The layer this disk's layer backs onto")
 
@@ -48,9 +50,9 @@ class SnapshotDiskSerializer(serializers.ModelSerializer):
 
 class RestoreSerializer(serializers.ModelSerializer):
     project = serializers.StringRelatedField(read_only=True)
-    snapshot = serializers.PrimaryKeyRelatedField(read_only=True)
-    volume = serializers.PrimaryKeyRelatedField(read_only=True)
-    vm = serializers.PrimaryKeyRelatedField(read_only=True)
+    snapshot = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    volume = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    vm = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     seconds = serializers.FloatField(read_only=True, allow_null=True, help_text="Time to restore")
 
     class Meta:
@@ -76,7 +78,7 @@ class RestoreSerializer(serializers.ModelSerializer):
 
 class SnapshotSerializer(serializers.ModelSerializer):
     project = serializers.StringRelatedField(read_only=True)
-    vm = serializers.PrimaryKeyRelatedField(read_only=True)
+    vm = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     disks = SnapshotDiskSerializer(many=True, read_only=True)
 
     class Meta:
@@ -111,7 +113,7 @@ class SnapshotSerializer(serializers.ModelSerializer):
 
 
 class SnapshotDetailSerializer(SnapshotSerializer):
-    rollback_of = serializers.PrimaryKeyRelatedField(read_only=True)
+    rollback_of = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     vm_definition = serializers.SerializerMethodField(help_text="flavor, VPC, NICs ... (no domain XML)")
     restores = RestoreSerializer(many=True, read_only=True)
 
@@ -148,8 +150,8 @@ class DiagnosisSerializer(serializers.Serializer):
 
 
 class SnapshotLimitSerializer(serializers.ModelSerializer):
-    project = serializers.StringRelatedField(read_only=True)
-    volume = serializers.PrimaryKeyRelatedField(read_only=True)
+    project = serializers.StringRelatedField(read_only=True, allow_null=True)
+    volume = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
 
     class Meta:
         model = SnapshotLimit

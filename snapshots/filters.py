@@ -84,13 +84,13 @@ def _as_uuid(text: str) -> uuid.UUID | None:
 
 
 class SnapshotFilter(django_filters.FilterSet):
+    renamed = {"status": "state"}  # see clouddigit.api.base.FilterBackend
+
     name = django_filters.CharFilter(lookup_expr="icontains", label="Name contains")
     volume = django_filters.CharFilter(method="filter_volume", label="Volume (id or name)")
     vm = django_filters.CharFilter(method="filter_vm", label="VM (id or name)")
     tag = TagFilter(label="Tag (key=value)")
-    status = django_filters.ChoiceFilter(
-        field_name="state", choices=Snapshot.State.choices, empty_label="any"
-    )
+    state = django_filters.ChoiceFilter(choices=Snapshot.State.choices, empty_label="any")
     policy = django_filters.CharFilter(field_name="policy_name", label="Policy")
     origin = django_filters.ChoiceFilter(choices=Snapshot.Origin.choices, empty_label="any")
     kind = django_filters.ChoiceFilter(choices=Snapshot.Kind.choices, empty_label="any")
@@ -106,7 +106,7 @@ class SnapshotFilter(django_filters.FilterSet):
             "volume",
             "vm",
             "tag",
-            "status",
+            "state",
             "policy",
             "origin",
             "kind",

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
+from clouddigit.api.errors import not_found
 from clouddigit.audit.api import AuditEntryViewSet
 from clouddigit.compute.api import ProjectViewSet, RegionViewSet, VMViewSet, VolumeViewSet
 from iam.api import RoleBindingViewSet
@@ -13,7 +14,13 @@ from images.attestation_api import ImagePolicyViewSet, SigningKeyViewSet
 from policies.api import PolicyViewSet
 from snapshots.api import RestoreViewSet, SnapshotLimitViewSet, SnapshotViewSet
 
-router = DefaultRouter()
+
+class Router(DefaultRouter):
+    # No `.json` suffix routes: JSON is negotiated by Accept alone (see URL_FORMAT_OVERRIDE in settings).
+    include_format_suffixes = False
+
+
+router = Router()
 router.register("projects", ProjectViewSet, basename="project")
 router.register("regions", RegionViewSet, basename="region")
 router.register("compute/vms", VMViewSet, basename="vm")
@@ -35,4 +42,5 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
     path("", include(router.urls)),
+    re_path(r"", not_found),
 ]

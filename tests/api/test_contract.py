@@ -173,3 +173,19 @@ def test_the_format_query_parameter_is_not_drfs_renderer_switch(alice):
 def test_the_schema_is_served_as_json_by_accept(alice):
     response = api(alice).get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert response.status_code == 200 and response.json()["openapi"].startswith("3.")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/api/v1/audit/entries/0.5/"),
+        ("post", "/api/v1/compute/vms/1.5/start/"),
+        ("delete", "/api/v1/compute/images/a.b/"),
+        ("get", "/api/v1/no-such-thing/"),
+    ],
+)
+def test_a_url_no_api_route_takes_is_the_json_404(alice, method, path):
+    """Ids with a dot match no route (the router's ids stop at dots): Django's HTML 404 was answered."""
+    response = getattr(api(alice), method)(path)
+    assert response.status_code == 404 and response["Content-Type"] == "application/json"
+    assert response.json() == {"code": "NotFound", "message": "Not found, or you may not see it."}

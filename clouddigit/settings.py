@@ -210,6 +210,12 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI's files come from the drf-spectacular-sidecar package: nothing loads from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Names for the choice sets that several fields share (else hashed names and a warning).
+    "ENUM_NAME_OVERRIDES": {
+        "SnapshotStateEnum": "snapshots.models.Snapshot.State",
+        "KindEnum": "snapshots.models.Snapshot.Kind",
+        "ConsistencyEnum": "snapshots.models.Snapshot.Consistency",
+    },
 }
 
 # --- Celery -----------------------------------------------------------------------------------------

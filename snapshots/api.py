@@ -196,7 +196,7 @@ class HoldSerializer(serializers.Serializer):
     hold = serializers.BooleanField(default=True)
 
 
-class TagsSerializer(serializers.Serializer):
+class TagChangesSerializer(serializers.Serializer):
     add = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
     remove = serializers.ListField(child=serializers.CharField(), required=False, default=list)
 
@@ -314,12 +314,12 @@ class SnapshotViewSet(viewsets.ReadOnlyModelViewSet):
         safety = services.rollback(actor=request.user, snapshot=snapshot, confirm=data["confirm"])
         return self._snapshot(safety)
 
-    @extend_schema(request=TagsSerializer, responses={200: SnapshotDetailSerializer})
+    @extend_schema(request=TagChangesSerializer, responses={200: SnapshotDetailSerializer})
     @action(detail=True, methods=["post"])
     def tags(self, request, pk=None):
         """Add (or overwrite) and remove tags."""
         snapshot = self.get_object()
-        data = valid_data(TagsSerializer, request)
+        data = valid_data(TagChangesSerializer, request)
         snapshot = services.set_tags(
             actor=request.user, snapshot=snapshot, add=data["add"], remove=data["remove"]
         )

@@ -11,6 +11,8 @@ from django import forms
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 
 from clouddigit.compute.api import ProjectReferenceFilter
 from clouddigit.compute.filters import TagFilter
@@ -57,6 +59,7 @@ class SinceField(forms.CharField):
             raise forms.ValidationError(str(error)) from None
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class SinceFilter(django_filters.Filter):
     """`?since=24h`: created in the last 24 hours (or since an ISO timestamp)."""
 
@@ -66,6 +69,7 @@ class SinceFilter(django_filters.Filter):
         return qs.filter(created_at__gte=value) if value else qs
 
 
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": MAX_LATEST})
 class LatestFilter(django_filters.Filter):
     """`?latest=1`: only the newest N of what the other filters leave. SnapshotFilter.filter_queryset
     applies it last, whatever the order of the query string or of the declarations."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 
 from clouddigit.compute.flavors import FLAVOR_CHOICES
 from clouddigit.compute.models import VM, Volume, parse_tag
@@ -21,6 +23,7 @@ class TagField(forms.CharField):
             raise forms.ValidationError(error.messages[0]) from None
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class TagFilter(django_filters.Filter):
     """`?tag=env=prod`: resources carrying that tag."""
 

@@ -26,7 +26,7 @@ from policies import services as policies
 from snapshots import services as snapshots
 from snapshots.models import Restore, Snapshot
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 SEED = 20261127
@@ -132,7 +132,7 @@ def test_the_api_answers_as_its_schema_says(live_server, tenant, alice, tmp_path
         "--request-timeout",
         "30",
     ]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=540, check=False)
     report = result.stdout + result.stderr
-    print(report)
-    assert result.returncode == 0, report[-20_000:]
+    print(report)  # every finding with a curl that reproduces it: pytest shows it when the test fails
+    assert result.returncode == 0, report[-3_000:]

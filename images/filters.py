@@ -15,7 +15,7 @@ from images.models import Image
 class ImageFilter(django_filters.FilterSet):
     name = django_filters.CharFilter(lookup_expr="icontains", label="Name contains")
     state = django_filters.ChoiceFilter(choices=Image.State.choices, empty_label="any")
-    # Not `format`: DRF reads `?format=` as its renderer switch.
+    # Not `format`: that is DRF's renderer switch by default (off here), and it made this filter a 404.
     disk_format = django_filters.ChoiceFilter(
         choices=[(name, name) for name in FORMATS],
         method="filter_disk_format",

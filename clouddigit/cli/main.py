@@ -46,13 +46,12 @@ def add_output_option(parser: argparse.ArgumentParser) -> None:
 def add_list_command(parent: Subcommands, resource: Resource, help: str) -> None:
     parser = parent.add_parser("list", help=help, description=f"{help} (every page)")
     for list_filter in resource.filters:
+        option = f"--{list_filter.name.replace('_', '-')}"  # argparse keeps the name as its dest
         if list_filter.flag:
-            parser.add_argument(
-                f"--{list_filter.name}", action="store_const", const="true", help=list_filter.help
-            )
+            parser.add_argument(option, action="store_const", const="true", help=list_filter.help)
         else:
             parser.add_argument(
-                f"--{list_filter.name}",
+                option,
                 help=list_filter.help,
                 metavar=list_filter.metavar,
                 choices=list_filter.choices,

@@ -132,7 +132,7 @@ SNAPSHOTS = Resource(
         ListFilter("policy", "created by this snapshot policy", "POLICY"),
         ListFilter("since", "created in the last 30m, 24h, 7d ... or since an ISO timestamp", "AGE"),
         ListFilter("latest", "only the newest N (after the other filters)", "N"),
-        ListFilter("status", "creating, available, deleting or error", "STATUS"),
+        ListFilter("state", "creating, available, deleting or error", "STATE"),
         ListFilter("origin", "manual, policy or safety", "ORIGIN"),
         ListFilter("kind", "volume or vm", "KIND"),
         TAG,
@@ -224,6 +224,7 @@ IMAGES = Resource(
         ListFilter("slot", "stock, hardened or custom", "SLOT", choices=("stock", "hardened", "custom")),
         ListFilter("shared", "only images other projects share with yours", flag=True),
         ListFilter("state", "uploading, processing, available or failed", "STATE"),
+        ListFilter("disk_format", "qcow2, raw, vmdk ...: as inspection found, else as declared", "FORMAT"),
         NAME,
     ),
 )

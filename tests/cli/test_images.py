@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from clouddigit.backends import volumes as volume_files
-from clouddigit.cli import commands
+from clouddigit.cli import images as image_commands
 from clouddigit.cli.client import CLIError
 from clouddigit.compute import services as compute
 from clouddigit.compute.models import VM
@@ -112,7 +112,7 @@ def test_import_streams_the_file_and_waits_until_the_image_is_available(
 def test_upload_body_is_read_a_mebibyte_at_a_time_with_its_length():
     file = io.BytesIO(b"x" * (2 * MiB + 5))
 
-    body = commands.FileChunks(file, 2 * MiB + 5, progress=None)
+    body = image_commands.FileChunks(file, 2 * MiB + 5, progress=None)
 
     assert len(body) == 2 * MiB + 5
     assert [len(chunk) for chunk in body] == [MiB, MiB, 5]
@@ -129,14 +129,14 @@ class AnswersInTurn:
 
 
 def test_waiting_polls_until_the_worker_is_done_and_reports_its_failure(monkeypatch):
-    monkeypatch.setattr(commands, "POLL_SECONDS", 0)
+    monkeypatch.setattr(image_commands, "POLL_SECONDS", 0)
     image = {"id": "i-1", "name": "golden", "state": "processing", "step": "convert", "hint": ""}
     stored = {**image, "state": "available", "step": ""}
     failed = {**image, "state": "failed", "step": "", "last_error": "qemu-img convert exited 1"}
 
-    assert commands._wait_for_image(AnswersInTurn(image, stored), image) == stored
+    assert image_commands._wait_for_image(AnswersInTurn(image, stored), image) == stored
     with pytest.raises(CLIError) as error:
-        commands._wait_for_image(AnswersInTurn(image, failed), image)
+        image_commands._wait_for_image(AnswersInTurn(image, failed), image)
 
     assert (error.value.code, error.value.message) == (
         "ImageFailed",

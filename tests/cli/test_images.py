@@ -20,7 +20,7 @@ from images import services
 from images.models import Image, ImageQuota
 from snapshots import services as snapshots
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 MiB = 2**20
 HEADER = [
@@ -90,13 +90,15 @@ def stock(dha):
 # --- Import ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.django_db(transaction=True)
 def test_import_streams_the_file_and_waits_until_the_image_is_available(
-    cli, bob, qcow2_file, image_stores, monkeypatch
+    live_cli, bob, qcow2_file, image_stores, monkeypatch
 ):
+    """Over real HTTP: the file goes up in chunks with its Content-Length."""
     source = qcow2_file()
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
 
-    result = ok(cli(bob, *import_args(source, "golden", "--tag", "os-family=ubuntu", "-o", "json")))
+    result = ok(live_cli(bob, *import_args(source, "golden", "--tag", "os-family=ubuntu", "-o", "json")))
 
     image = json.loads(result.out)
     assert image["state"] == "available" and image["upload_url"] is None
@@ -422,11 +424,16 @@ def test_limit_needs_a_ticket(cli, alice, bob, prod):
 # --- From snapshots, to other regions, into VMs -------------------------------------------------------
 
 
-def test_promote_a_multi_volume_snapshot_needs_a_device(cli, alice, prod, dha, make_vm, image_stores):
+def test_promote_a_multi_volume_snapshot_needs_a_device(
+    cli, alice, prod, dha, make_vm, image_stores, committed
+):
     vm = make_vm(prod, "db-01")
-    data = compute.create_volume(actor=None, project=prod, region=dha, name="db-data", size_bytes=16 * MiB)
-    compute.attach_volume(actor=None, volume=data, vm=vm, device="vdb")
-    snapshots.create_snapshot(actor=None, vm=vm, name="db-snap")
+    with committed():
+        data = compute.create_volume(
+            actor=None, project=prod, region=dha, name="db-data", size_bytes=16 * MiB
+        )
+        compute.attach_volume(actor=None, volume=data, vm=vm, device="vdb")
+        snapshots.create_snapshot(actor=None, vm=vm, name="db-snap")
     promote = ["compute", "image", "promote", "--snapshot", "db-snap", "--name", "db-image"]
 
     refused = cli(alice, *promote)

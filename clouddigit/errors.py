@@ -46,3 +46,10 @@ class Conflict(ServiceError):
 class BackendUnavailable(ServiceError):
     code = "BackendUnavailable"
     status = 503
+
+
+class NotFound(ServiceError):
+    """Something the request names that does not exist, e.g. a page past the last."""
+
+    code = "NotFound"
+    status = 404

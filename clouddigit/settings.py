@@ -274,21 +274,31 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "clouddigit.api.base.Pagination",
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["clouddigit.api.base.FilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "clouddigit.api.schema.AutoSchema",
+    # JSON is negotiated by Accept alone: `?format=` is not DRF's renderer switch here, so it cannot
+    # clash with a filter (it made `?format=qcow2` a 404).
+    "URL_FORMAT_OVERRIDE": None,
     "EXCEPTION_HANDLER": "clouddigit.api.errors.handle",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Cloud Digit Snapshots & Custom Images API",
     "DESCRIPTION": "Authenticate with `Authorization: Token <token>` (POST /api/v1/auth/token/ or "
-    '`manage.py drf_create_token USER`). Errors are {"code": ..., "message": ...}.',
+    '`manage.py drf_create_token USER`). Errors are {"code": ..., "message": ...} (plus "field" for '
+    "bad input): the `Error` schema.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # Swagger UI's files come from the drf-spectacular-sidecar package: nothing loads from a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Names for the choice sets that several fields share (else hashed names and a warning).
+    "ENUM_NAME_OVERRIDES": {
+        "SnapshotStateEnum": "snapshots.models.Snapshot.State",
+        "KindEnum": "snapshots.models.Snapshot.Kind",
+        "ConsistencyEnum": "snapshots.models.Snapshot.Consistency",
+    },
 }
 
 # --- Celery -----------------------------------------------------------------------------------------

@@ -14,10 +14,10 @@ from iam.roles import ROLE_CHOICES
 
 
 class RoleBindingSerializer(serializers.ModelSerializer):
-    user = serializers.SlugRelatedField(slug_field="username", read_only=True)
-    group = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    user = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
+    group = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
     account = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    project = serializers.StringRelatedField(read_only=True)
+    project = serializers.StringRelatedField(read_only=True, allow_null=True)
     permissions = serializers.SerializerMethodField()
 
     class Meta:

@@ -325,7 +325,7 @@ class ImageViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
         parameters=[*QUERY, OpenApiParameter("show_deprecated", bool)],
         responses={200: ImageSerializer(many=True)},
     )
-    @action(detail=False, methods=["get"])
+    @action(detail=False, methods=["get"], pagination_class=None, filterset_class=None)
     def picker(self, request):
         """The images you may create a VM from in `project` and `region`."""
         project, region = _where(request)
@@ -337,7 +337,9 @@ class ImageViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
         parameters=[*QUERY, OpenApiParameter("image", str, description="name or id")],
         responses={200: ReasonSerializer(many=True)},
     )
-    @action(detail=False, methods=["get"], url_path="why-missing")
+    @action(
+        detail=False, methods=["get"], url_path="why-missing", pagination_class=None, filterset_class=None
+    )
     def why_missing(self, request):
         """Why an image is not offered in the picker for `project` and `region`, and the fix."""
         project, region = _where(request)

@@ -117,7 +117,7 @@ class AttestationSerializer(serializers.ModelSerializer):
     key = serializers.UUIDField(source="key_id", read_only=True)
     key_name = serializers.CharField(source="key.name", read_only=True)
     key_fingerprint = serializers.CharField(source="key.fingerprint", read_only=True)
-    key_revoked_at = serializers.DateTimeField(source="key.revoked_at", read_only=True)
+    key_revoked_at = serializers.DateTimeField(source="key.revoked_at", read_only=True, allow_null=True)
 
     class Meta:
         model = Attestation

@@ -73,6 +73,20 @@ class PolicySerializer(serializers.ModelSerializer):
         return scope_of(policy.parsed)
 
 
+class PolicyDocumentSerializer(serializers.Serializer):
+    """The document `export` answers as YAML (and `apply` takes): for the schema only."""
+
+    name = serializers.CharField()
+    schedule = serializers.DictField(child=serializers.CharField(), help_text='e.g. {"daily": "02:00 BDT"}')
+    retention = serializers.DictField(child=serializers.IntegerField(), help_text='e.g. {"daily": 7}')
+    scope = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField()), help_text='e.g. {"vm_tags": ["env=prod"]}'
+    )
+    application_consistent = serializers.BooleanField()
+    notify_channel = serializers.CharField(allow_blank=True)
+    when_stopped = serializers.CharField()
+
+
 class ApplySerializer(serializers.Serializer):
     project = serializers.CharField(help_text="account/project or a project id")
     # Neither trimmed nor required to be non-blank: the service parses the text exactly as sent, so
@@ -173,7 +187,7 @@ class PolicyViewSet(viewsets.ReadOnlyModelViewSet):
         )
         return Response(asdict(outcome))
 
-    @extend_schema(responses={(200, "text/yaml"): OpenApiTypes.STR})
+    @extend_schema(responses={(200, "text/yaml"): PolicyDocumentSerializer})
     @action(
         detail=True,
         methods=["get"],

@@ -22,7 +22,9 @@ from snapshots.models import Restore, Snapshot, SnapshotDisk, SnapshotLimit
 
 
 class SnapshotDiskSerializer(serializers.ModelSerializer):
-    volume = serializers.PrimaryKeyRelatedField(read_only=True, help_text="None once the volume is gone")
+    volume = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True, help_text="None once the volume is gone"
+    )
     layer = serializers.UUIDField(source="layer_id", read_only=True, allow_null=True)
     parent_layer = serializers.SerializerMethodField(help_text="The layer this disk's layer backs onto")
 
@@ -46,9 +48,9 @@ class SnapshotDiskSerializer(serializers.ModelSerializer):
 
 class RestoreSerializer(serializers.ModelSerializer):
     project = serializers.StringRelatedField(read_only=True)
-    snapshot = serializers.PrimaryKeyRelatedField(read_only=True)
-    volume = serializers.PrimaryKeyRelatedField(read_only=True)
-    vm = serializers.PrimaryKeyRelatedField(read_only=True)
+    snapshot = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    volume = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    vm = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     seconds = serializers.FloatField(read_only=True, allow_null=True, help_text="Time to restore")
 
     class Meta:
@@ -74,7 +76,7 @@ class RestoreSerializer(serializers.ModelSerializer):
 
 class SnapshotSerializer(serializers.ModelSerializer):
     project = serializers.StringRelatedField(read_only=True)
-    vm = serializers.PrimaryKeyRelatedField(read_only=True)
+    vm = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     disks = SnapshotDiskSerializer(many=True, read_only=True)
 
     class Meta:
@@ -109,7 +111,7 @@ class SnapshotSerializer(serializers.ModelSerializer):
 
 
 class SnapshotDetailSerializer(SnapshotSerializer):
-    rollback_of = serializers.PrimaryKeyRelatedField(read_only=True)
+    rollback_of = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     vm_definition = serializers.SerializerMethodField(help_text="flavor, VPC, NICs ... (no domain XML)")
     restores = RestoreSerializer(many=True, read_only=True)
 
@@ -146,8 +148,8 @@ class DiagnosisSerializer(serializers.Serializer):
 
 
 class SnapshotLimitSerializer(serializers.ModelSerializer):
-    project = serializers.StringRelatedField(read_only=True)
-    volume = serializers.PrimaryKeyRelatedField(read_only=True)
+    project = serializers.StringRelatedField(read_only=True, allow_null=True)
+    volume = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
 
     class Meta:
         model = SnapshotLimit
@@ -192,7 +194,7 @@ class HoldSerializer(serializers.Serializer):
     hold = serializers.BooleanField(default=True)
 
 
-class TagsSerializer(serializers.Serializer):
+class TagChangesSerializer(serializers.Serializer):
     add = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
     remove = serializers.ListField(child=serializers.CharField(), required=False, default=list)
 
@@ -308,12 +310,12 @@ class SnapshotViewSet(viewsets.ReadOnlyModelViewSet):
         safety = services.rollback(actor=request.user, snapshot=snapshot, confirm=data["confirm"])
         return self._snapshot(safety)
 
-    @extend_schema(request=TagsSerializer, responses={200: SnapshotDetailSerializer})
+    @extend_schema(request=TagChangesSerializer, responses={200: SnapshotDetailSerializer})
     @action(detail=True, methods=["post"])
     def tags(self, request, pk=None):
         """Add (or overwrite) and remove tags."""
         snapshot = self.get_object()
-        data = valid_data(TagsSerializer, request)
+        data = valid_data(TagChangesSerializer, request)
         snapshot = services.set_tags(
             actor=request.user, snapshot=snapshot, add=data["add"], remove=data["remove"]
         )

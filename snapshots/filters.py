@@ -11,6 +11,8 @@ from django import forms
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 
 from clouddigit.compute.api import ProjectReferenceFilter
 from clouddigit.compute.filters import TagFilter
@@ -59,6 +61,7 @@ class SinceField(forms.CharField):
             raise forms.ValidationError("%(reason)s", params={"reason": str(error)}) from None
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class SinceFilter(django_filters.Filter):
     """`?since=24h`: created in the last 24 hours (or since an ISO timestamp)."""
 
@@ -68,6 +71,7 @@ class SinceFilter(django_filters.Filter):
         return qs.filter(created_at__gte=value) if value else qs
 
 
+@extend_schema_field({"type": "integer", "minimum": 1, "maximum": MAX_LATEST})
 class LatestFilter(django_filters.Filter):
     """`?latest=1`: only the newest N of what the other filters leave. SnapshotFilter.filter_queryset
     applies it last, whatever the order of the query string or of the declarations."""
@@ -86,13 +90,13 @@ def _as_uuid(text: str) -> uuid.UUID | None:
 
 
 class SnapshotFilter(django_filters.FilterSet):
+    renamed = {"status": "state"}  # see clouddigit.api.base.FilterBackend
+
     name = django_filters.CharFilter(lookup_expr="icontains", label="Name contains")
     volume = django_filters.CharFilter(method="filter_volume", label="Volume (id or name)")
     vm = django_filters.CharFilter(method="filter_vm", label="VM (id or name)")
     tag = TagFilter(label="Tag (key=value)")
-    status = django_filters.ChoiceFilter(
-        field_name="state", choices=Snapshot.State.choices, empty_label="any"
-    )
+    state = django_filters.ChoiceFilter(choices=Snapshot.State.choices, empty_label="any")
     policy = django_filters.CharFilter(field_name="policy_name", label="Policy")
     origin = django_filters.ChoiceFilter(choices=Snapshot.Origin.choices, empty_label="any")
     kind = django_filters.ChoiceFilter(choices=Snapshot.Kind.choices, empty_label="any")
@@ -108,7 +112,7 @@ class SnapshotFilter(django_filters.FilterSet):
             "volume",
             "vm",
             "tag",
-            "status",
+            "state",
             "policy",
             "origin",
             "kind",

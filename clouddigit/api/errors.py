@@ -6,7 +6,8 @@ may not see) are written to the audit log here.
 
 from __future__ import annotations
 
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -14,6 +15,8 @@ from rest_framework.views import exception_handler
 from clouddigit.audit.log import record
 from clouddigit.audit.models import AuditEntry
 from clouddigit.errors import ServiceError
+
+NOT_FOUND = {"code": "NotFound", "message": "Not found, or you may not see it."}
 
 
 def _first_error(detail, path: str = "") -> tuple[str, str]:
@@ -37,7 +40,7 @@ def _body(error: Exception) -> tuple[int, dict]:
             body["field"] = field
         return status.HTTP_400_BAD_REQUEST, body
     if isinstance(error, Http404 | exceptions.NotFound):
-        return 404, {"code": "NotFound", "message": "Not found, or you may not see it."}
+        return 404, NOT_FOUND
     if isinstance(error, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
         return 401, {"code": "NotAuthenticated", "message": str(error.detail)}
     if isinstance(error, exceptions.PermissionDenied):
@@ -66,3 +69,10 @@ def handle(error: Exception, context: dict):
     if status_code == 401:
         response["WWW-Authenticate"] = 'Token realm="api"'
     return response
+
+
+@csrf_exempt
+def not_found(request, *args, **kwargs):
+    """Any URL under the API that no route takes (an id with a dot in it, a typo): the API's 404, not
+    Django's HTML page."""
+    return JsonResponse(NOT_FOUND, status=404)

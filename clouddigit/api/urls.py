@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
+from clouddigit.api.errors import not_found
 from clouddigit.api.token import TokenView
 from clouddigit.audit.api import AuditEntryViewSet
 from clouddigit.compute.api import ProjectViewSet, RegionViewSet, VMViewSet, VolumeViewSet
@@ -15,7 +16,13 @@ from images.storage_api import StorageQuotaViewSet
 from policies.api import DrillViewSet, PolicyViewSet
 from snapshots.api import RestoreViewSet, SnapshotLimitViewSet, SnapshotViewSet
 
-router = DefaultRouter()
+
+class Router(DefaultRouter):
+    # No `.json` suffix routes: JSON is negotiated by Accept alone (see URL_FORMAT_OVERRIDE in settings).
+    include_format_suffixes = False
+
+
+router = Router()
 router.register("projects", ProjectViewSet, basename="project")
 router.register("regions", RegionViewSet, basename="region")
 router.register("compute/vms", VMViewSet, basename="vm")
@@ -47,4 +54,5 @@ urlpatterns = [
         name="docs",
     ),
     path("", include(router.urls)),
+    re_path(r"", not_found),
 ]

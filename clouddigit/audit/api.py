@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, viewsets
 from rest_framework.decorators import action
 
@@ -11,8 +13,8 @@ from clouddigit.audit.models import AuditEntry
 
 
 class AuditEntrySerializer(serializers.ModelSerializer):
-    account = serializers.SlugRelatedField(slug_field="slug", read_only=True)
-    project = serializers.StringRelatedField(read_only=True)
+    account = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
+    project = serializers.StringRelatedField(read_only=True, allow_null=True)
 
     class Meta:
         model = AuditEntry
@@ -40,6 +42,7 @@ class AuditEntryViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         return AuditEntry.objects.visible_to(self.request.user).select_related("account", "project__account")
 
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR})
     @action(detail=False, methods=["get"], url_path="export")
     def export(self, request):
         """The filtered log as a CSV download."""

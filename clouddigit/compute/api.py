@@ -32,8 +32,8 @@ class RegionSerializer(serializers.ModelSerializer):
 
 class VolumeSerializer(serializers.ModelSerializer):
     project = serializers.StringRelatedField(read_only=True)
-    vm = serializers.PrimaryKeyRelatedField(read_only=True)
-    vm_name = serializers.CharField(source="vm.name", read_only=True, default=None)
+    vm = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    vm_name = serializers.CharField(source="vm.name", read_only=True, allow_null=True, default=None)
 
     class Meta:
         model = Volume

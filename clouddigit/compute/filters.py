@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import django_filters
 from django import forms
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 
 from clouddigit.compute.flavors import FLAVOR_CHOICES
 from clouddigit.compute.models import VM, Volume, parse_tag
@@ -17,6 +19,7 @@ class TagField(forms.CharField):
         return parse_tag(value)
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class TagFilter(django_filters.Filter):
     """`?tag=env=prod`: resources carrying that tag."""
 

@@ -230,6 +230,9 @@ def test_list_shows_the_catalogue_and_filters_it(cli, alice, golden, stock, monk
     ]
     custom = ok(cli(alice, "compute", "image", "list", "--slot", "custom", "-o", "id")).out.split()
     assert custom == [str(golden.id)]
+    Image.objects.filter(pk=stock.pk).update(detected_format="qcow2")
+    qcow2 = ok(cli(alice, "compute", "image", "list", "--disk-format", "qcow2", "-o", "id")).out.split()
+    assert qcow2 == [str(stock.id)]
 
 
 def test_shared_lists_only_what_other_projects_share_with_yours(

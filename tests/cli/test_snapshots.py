@@ -106,6 +106,17 @@ def test_list_prints_vm_names_in_the_third_column_and_a_header_only_on_a_termina
     assert newest[6].endswith("Z") and len(newest[6]) == len("2026-11-26T02:00:03Z")
 
 
+def test_list_filters_by_state(cli, alice, data_volume, committed):
+    with committed():
+        available = services.create_snapshot(actor=None, volume=data_volume)
+        failed = services.create_snapshot(actor=None, volume=data_volume)
+    Snapshot.objects.filter(pk=failed.pk).update(state=Snapshot.State.ERROR)
+
+    failed_only = lines(cli(alice, "compute", "snapshot", "list", "--state", "error", "-o", "id"))
+    available_only = lines(cli(alice, "compute", "snapshot", "list", "--state", "available", "-o", "id"))
+    assert (failed_only, available_only) == ([[str(failed.pk)]], [[str(available.pk)]])
+
+
 def test_create_by_name_and_id_output_is_bare_ids(cli, alice, make_vm, prod, data_volume):
     created = cli(
         alice, "compute", "snapshot", "create", "--volume", "data-01", "--tag", "env=prod", "-o", "id"

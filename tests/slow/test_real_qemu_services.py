@@ -249,8 +249,9 @@ def test_snapshot_services_on_a_running_vm_on_real_qemu(
     restored.refresh_from_db()
     assert restored.backing_layer_id is None
     assert [layer["filename"] for layer in volumes.backing_chain(restored.path)] == [restored.path]
-    left = {str(path) for path in session.volumes.iterdir()}
+    left = {str(path) for path in session.volumes.iterdir() if path.name != ".locks"}
     assert left == {volume("vda").path, volume("vdb").path, restored.path}
+    assert list((session.volumes / ".locks").iterdir()) == []  # no lock left behind
     assert_still_running()
 
     # The VM keeps writing on its shortened chains.

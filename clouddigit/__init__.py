@@ -1,5 +1,2 @@
-from __future__ import annotations
-
-from clouddigit.celery import app as celery_app
-
-__all__ = ["celery_app"]
+"""Cloud Digit. Nothing is imported here: the CLI (clouddigit.cli) must load without Django or Celery; the
+Celery app is loaded when Django starts (clouddigit/apps.py) and by `celery -A clouddigit.celery`."""

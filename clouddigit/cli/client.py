@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import requests
+import requests.adapters
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TIMEOUT_SECONDS = 30
@@ -91,9 +92,15 @@ def _error_from(response: requests.Response) -> CLIError:
 class Client:
     """One console: a base URL and (except to log in) a token."""
 
+    # How requests reach the console: None is HTTP. Tests set an adapter that hands each request to the
+    # Django app in the test's own process and transaction (tests/cli/conftest.py).
+    transport: requests.adapters.BaseAdapter | None = None
+
     def __init__(self, url: str, token: str | None = None):
         self.url = url.rstrip("/")
         self.session = requests.Session()
+        if self.transport is not None:
+            self.session.mount(f"{self.url}/", self.transport)
         self.session.headers["Accept"] = "application/json"
         if token:
             self.session.headers["Authorization"] = f"Token {token}"

@@ -12,7 +12,7 @@ from clouddigit import signing
 from images import attestation
 from images.models import Attestation, ImagePolicy, SigningKey
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture

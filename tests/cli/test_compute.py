@@ -8,7 +8,7 @@ import pytest
 
 from clouddigit.compute.models import VM
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 VM_HEADER = ["ID", "NAME", "PROJECT", "REGION", "STATE", "FLAVOR", "VPC", "TAGS"]
 

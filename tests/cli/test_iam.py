@@ -8,7 +8,7 @@ import pytest
 from iam.models import RoleBinding
 from iam.services import add_member
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from clouddigit.backends import volumes as volume_files
-from clouddigit.cli import commands
+from clouddigit.cli import images as image_commands
 from clouddigit.cli.client import CLIError
 from clouddigit.compute import services as compute
 from clouddigit.compute.models import VM
@@ -20,7 +20,7 @@ from images import services
 from images.models import Image, ImageQuota
 from snapshots import services as snapshots
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 MiB = 2**20
 HEADER = [
@@ -90,13 +90,15 @@ def stock(dha):
 # --- Import ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.django_db(transaction=True)
 def test_import_streams_the_file_and_waits_until_the_image_is_available(
-    cli, bob, qcow2_file, image_stores, monkeypatch
+    live_cli, bob, qcow2_file, image_stores, monkeypatch
 ):
+    """Over real HTTP: the file goes up in chunks with its Content-Length."""
     source = qcow2_file()
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
 
-    result = ok(cli(bob, *import_args(source, "golden", "--tag", "os-family=ubuntu", "-o", "json")))
+    result = ok(live_cli(bob, *import_args(source, "golden", "--tag", "os-family=ubuntu", "-o", "json")))
 
     image = json.loads(result.out)
     assert image["state"] == "available" and image["upload_url"] is None
@@ -112,7 +114,7 @@ def test_import_streams_the_file_and_waits_until_the_image_is_available(
 def test_upload_body_is_read_a_mebibyte_at_a_time_with_its_length():
     file = io.BytesIO(b"x" * (2 * MiB + 5))
 
-    body = commands.FileChunks(file, 2 * MiB + 5, progress=None)
+    body = image_commands.FileChunks(file, 2 * MiB + 5, progress=None)
 
     assert len(body) == 2 * MiB + 5
     assert [len(chunk) for chunk in body] == [MiB, MiB, 5]
@@ -129,14 +131,14 @@ class AnswersInTurn:
 
 
 def test_waiting_polls_until_the_worker_is_done_and_reports_its_failure(monkeypatch):
-    monkeypatch.setattr(commands, "POLL_SECONDS", 0)
+    monkeypatch.setattr(image_commands, "POLL_SECONDS", 0)
     image = {"id": "i-1", "name": "golden", "state": "processing", "step": "convert", "hint": ""}
     stored = {**image, "state": "available", "step": ""}
     failed = {**image, "state": "failed", "step": "", "last_error": "qemu-img convert exited 1"}
 
-    assert commands._wait_for_image(AnswersInTurn(image, stored), image) == stored
+    assert image_commands._wait_for_image(AnswersInTurn(image, stored), image) == stored
     with pytest.raises(CLIError) as error:
-        commands._wait_for_image(AnswersInTurn(image, failed), image)
+        image_commands._wait_for_image(AnswersInTurn(image, failed), image)
 
     assert (error.value.code, error.value.message) == (
         "ImageFailed",
@@ -425,11 +427,16 @@ def test_limit_needs_a_ticket(cli, alice, bob, prod):
 # --- From snapshots, to other regions, into VMs -------------------------------------------------------
 
 
-def test_promote_a_multi_volume_snapshot_needs_a_device(cli, alice, prod, dha, make_vm, image_stores):
+def test_promote_a_multi_volume_snapshot_needs_a_device(
+    cli, alice, prod, dha, make_vm, image_stores, committed
+):
     vm = make_vm(prod, "db-01")
-    data = compute.create_volume(actor=None, project=prod, region=dha, name="db-data", size_bytes=16 * MiB)
-    compute.attach_volume(actor=None, volume=data, vm=vm, device="vdb")
-    snapshots.create_snapshot(actor=None, vm=vm, name="db-snap")
+    with committed():
+        data = compute.create_volume(
+            actor=None, project=prod, region=dha, name="db-data", size_bytes=16 * MiB
+        )
+        compute.attach_volume(actor=None, volume=data, vm=vm, device="vdb")
+        snapshots.create_snapshot(actor=None, vm=vm, name="db-snap")
     promote = ["compute", "image", "promote", "--snapshot", "db-snap", "--name", "db-image"]
 
     refused = cli(alice, *promote)

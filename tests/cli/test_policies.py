@@ -13,7 +13,7 @@ from policies.models import Policy
 from policies.spec import parse
 from tests.policies.test_spec import EXAMPLE
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 
 def test_apply_a_file_then_export_prints_yaml_that_parses_back(cli, snap_admin, prod, tmp_path):

@@ -16,7 +16,7 @@ from snapshots.models import Restore, Snapshot
 from tests.policies.test_drill_retry import DID_NOT_BOOT, _drill, policy  # noqa: F401  (fixtures)
 from tests.policies.test_drills import db01  # noqa: F401  (a fixture)
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 HOST_GONE = "the hypervisor host went away mid-copy"
 
@@ -27,14 +27,17 @@ def ok(result):
 
 
 @pytest.fixture
-def taken(make_vm, prod) -> Snapshot:
+def taken(make_vm, prod, committed) -> Snapshot:
     vm = make_vm(prod, "web-01")
-    snapshot = snapshots.create_snapshot(actor=None, vm=VM.objects.get(pk=vm.pk), name="web-01-nightly")
+    with committed():
+        snapshot = snapshots.create_snapshot(actor=None, vm=VM.objects.get(pk=vm.pk), name="web-01-nightly")
     return Snapshot.objects.get(pk=snapshot.pk)
 
 
-def _failed_restore(snapshot: Snapshot, name: str = "web-01-copy") -> Restore:
-    restore = snapshots.restore_to_volume(actor=None, snapshot=snapshot, name=name)
+@pytest.fixture
+def failed_restore(taken, committed) -> Restore:
+    with committed():
+        restore = snapshots.restore_to_volume(actor=None, snapshot=taken, name="web-01-copy")
     # Its task ran at once (eager); make it the restore whose host went away before it finished.
     Volume.objects.filter(pk=restore.volume_id).update(state=Volume.State.CREATING)
     Restore.objects.filter(pk=restore.pk).update(
@@ -46,29 +49,32 @@ def _failed_restore(snapshot: Snapshot, name: str = "web-01-copy") -> Restore:
 # --- Restores ---------------------------------------------------------------------------------------
 
 
-def test_a_failed_restore_is_listed_with_its_reason_and_retried(cli, alice, taken):
-    restore = _failed_restore(taken)
-    listed = ok(cli(alice, "compute", "restore", "list", "--state", "failed")).out
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_restore_is_listed_with_its_reason_and_retried(live_cli, alice, failed_restore):
+    restore = failed_restore
+    listed = ok(live_cli(alice, "compute", "restore", "list", "--state", "failed")).out
     assert listed.split()[:4] == [str(restore.pk), "web-01-copy", "volume", "failed"]
     assert listed.split()[-1] == cell(HOST_GONE)  # one token: the_hypervisor_host_went_away_mid-copy
 
-    retried = json.loads(ok(cli(alice, "compute", "restore", "retry", str(restore.pk), "-o", "json")).out)
+    retried = json.loads(
+        ok(live_cli(alice, "compute", "restore", "retry", str(restore.pk), "-o", "json")).out
+    )
     assert (retried["id"], retried["state"], retried["last_error"]) == (str(restore.pk), "done", "")
-    again = cli(alice, "compute", "restore", "retry", str(restore.pk))
+    again = live_cli(alice, "compute", "restore", "retry", str(restore.pk))
     assert again.code == 1 and again.err.startswith("ERROR: Conflict: The restore of web-01-nightly")
     assert "nothing to retry" in again.err
 
 
-def test_delete_a_failed_restore_and_what_it_began(cli, alice, taken):
-    restore = _failed_restore(taken)
+def test_delete_a_failed_restore_and_what_it_began(cli, alice, failed_restore):
+    restore = failed_restore
     result = ok(cli(alice, "compute", "restore", "delete", str(restore.pk)))
     assert result.out == f"Deleted failed restore {restore.pk} and the volume or VM it had begun to make\n"
     assert not Restore.objects.filter(pk=restore.pk).exists()
     assert not Volume.objects.filter(name="web-01-copy").exists()
 
 
-def test_an_outsider_can_neither_retry_nor_delete_a_restore(cli, charlie, taken):
-    restore = _failed_restore(taken)
+def test_an_outsider_can_neither_retry_nor_delete_a_restore(cli, charlie, failed_restore):
+    restore = failed_restore
     for command in ("retry", "delete"):
         result = cli(charlie, "compute", "restore", command, str(restore.pk))
         assert result.code == 1 and result.err.startswith("ERROR: NotFound"), result.err
@@ -85,9 +91,13 @@ def test_a_restore_is_named_by_its_id(run, capsys):
 # --- Images -----------------------------------------------------------------------------------------
 
 
-def test_a_failed_promotion_is_retried_by_name(cli, alice, bob, make_vm, prod, dha, image_stores):
+@pytest.mark.django_db(transaction=True)
+def test_a_failed_promotion_is_retried_by_name(
+    live_cli, alice, bob, make_vm, prod, dha, image_stores, committed
+):
     vm = make_vm(prod, "db-01")
-    snapshot = snapshots.create_snapshot(actor=None, volume=vm.volumes.get(), name="db-boot")
+    with committed():
+        snapshot = snapshots.create_snapshot(actor=None, volume=vm.volumes.get(), name="db-boot")
     image = Image.objects.create(
         project=prod,
         region=dha,
@@ -98,33 +108,36 @@ def test_a_failed_promotion_is_retried_by_name(cli, alice, bob, make_vm, prod, d
         last_error="qemu-img convert: No space left on device",
         created_by="bob",
     )
-    refused = cli(alice, "compute", "image", "retry", "db-base", "--region", "bd-ctg-1")
+    refused = live_cli(alice, "compute", "image", "retry", "db-base", "--region", "bd-ctg-1")
     assert refused.err == "ERROR: NotFound: no image named 'db-base' in bd-ctg-1 that you can see\n"
 
-    retried = json.loads(ok(cli(bob, "compute", "image", "retry", "db-base", "-o", "json")).out)
+    retried = json.loads(ok(live_cli(bob, "compute", "image", "retry", "db-base", "-o", "json")).out)
     assert (retried["id"], retried["state"], retried["last_error"]) == (str(image.pk), "available", "")
-    again = cli(bob, "compute", "image", "retry", str(image.pk))
+    again = live_cli(bob, "compute", "image", "retry", str(image.pk))
     assert again.code == 1 and "Image db-base is available: there is nothing to retry." in again.err
 
 
 # --- Drills -----------------------------------------------------------------------------------------
 
 
-def test_drills_are_listed_retried_and_deleted(cli, alice, charlie, policy, db01):  # noqa: F811
+@pytest.mark.django_db(transaction=True)
+def test_drills_are_listed_retried_and_deleted(live_cli, alice, charlie, policy, db01):  # noqa: F811
     failed = _drill(policy, db01)
-    listed = ok(cli(alice, "compute", "snapshot", "policy", "drill", "list", "--policy", policy.name)).out
+    listed = ok(
+        live_cli(alice, "compute", "snapshot", "policy", "drill", "list", "--policy", policy.name)
+    ).out
     assert listed.split()[:5] == [str(failed.pk), "db-01", "db-01-nightly", policy.name, "failed"]
     assert listed.split()[-1] == cell(DID_NOT_BOOT)
-    assert ok(cli(charlie, "compute", "snapshot", "policy", "drill", "list")).out == ""
+    assert ok(live_cli(charlie, "compute", "snapshot", "policy", "drill", "list")).out == ""
 
     drill = ["compute", "snapshot", "policy", "drill"]
-    outsider = cli(charlie, *drill, "retry", str(failed.pk))
+    outsider = live_cli(charlie, *drill, "retry", str(failed.pk))
     assert outsider.code == 1 and outsider.err.startswith("ERROR: NotFound")
-    retried = json.loads(ok(cli(alice, *drill, "retry", str(failed.pk), "-o", "json")).out)
+    retried = json.loads(ok(live_cli(alice, *drill, "retry", str(failed.pk), "-o", "json")).out)
     assert (retried["state"], retried["error"]) == ("passed", ""), retried["checks"]
 
-    refused = cli(alice, *drill, "delete", str(failed.pk))
+    refused = live_cli(alice, *drill, "delete", str(failed.pk))
     assert refused.code == 1 and "only a failed drill is deleted" in refused.err
     second = _drill(policy, db01)
-    assert ok(cli(alice, *drill, "delete", str(second.pk))).out == f"Deleted failed drill {second.pk}\n"
+    assert ok(live_cli(alice, *drill, "delete", str(second.pk))).out == f"Deleted failed drill {second.pk}\n"
     assert list(Drill.objects.values_list("pk", flat=True)) == [failed.pk]

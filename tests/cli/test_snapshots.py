@@ -17,7 +17,7 @@ from clouddigit.compute.models import VM
 from snapshots import services
 from snapshots.models import Restore, Snapshot
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 SCRIPT = Path(sys.executable).parent / "clouddigit"
 HEADER = ["ID", "NAME", "VM", "VOLUMES", "STATE", "CONSISTENCY", "CREATED", "POLICY", "TAGS"]
@@ -25,8 +25,9 @@ POLICY = {"origin": "policy", "policy_name": "acme-prod-default"}
 
 
 @pytest.fixture
-def data_volume(prod, dha):
-    return compute.create_volume(actor=None, project=prod, region=dha, name="data-01", size_bytes=2**24)
+def data_volume(prod, dha, committed):
+    with committed():
+        return compute.create_volume(actor=None, project=prod, region=dha, name="data-01", size_bytes=2**24)
 
 
 def lines(result) -> list[list[str]]:
@@ -34,6 +35,7 @@ def lines(result) -> list[list[str]]:
     return [line.split() for line in result.out.splitlines()]
 
 
+@pytest.mark.django_db(transaction=True)
 def test_the_spec_pipelines_run_in_a_shell(live_server, alice, make_vm, prod):
     """Verbatim from the spec (with `clouddigit` for `cd`): the per-VM count and the restore drill."""
     db01, web01 = make_vm(prod, "db-01"), make_vm(prod, "web-01")
@@ -74,12 +76,13 @@ echo "snap=$SNAP"
 
 
 def test_list_prints_vm_names_in_the_third_column_and_a_header_only_on_a_terminal(
-    cli, alice, make_vm, prod, data_volume, monkeypatch
+    cli, alice, make_vm, prod, data_volume, monkeypatch, committed
 ):
     db01 = make_vm(prod, "db-01")
-    compute.attach_volume(actor=None, volume=data_volume, vm=db01, device="vdb")
-    vm_snapshot = services.create_snapshot(actor=None, vm=db01, **POLICY)
-    volume_snapshot = services.create_snapshot(actor=None, volume=data_volume, tags={"env": "prod"})
+    with committed():
+        compute.attach_volume(actor=None, volume=data_volume, vm=db01, device="vdb")
+        vm_snapshot = services.create_snapshot(actor=None, vm=db01, **POLICY)
+        volume_snapshot = services.create_snapshot(actor=None, volume=data_volume, tags={"env": "prod"})
 
     piped = lines(cli(alice, "compute", "snapshot", "list"))
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
@@ -103,9 +106,10 @@ def test_list_prints_vm_names_in_the_third_column_and_a_header_only_on_a_termina
     assert newest[6].endswith("Z") and len(newest[6]) == len("2026-11-26T02:00:03Z")
 
 
-def test_list_filters_by_state(cli, alice, data_volume):
-    available = services.create_snapshot(actor=None, volume=data_volume)
-    failed = services.create_snapshot(actor=None, volume=data_volume)
+def test_list_filters_by_state(cli, alice, data_volume, committed):
+    with committed():
+        available = services.create_snapshot(actor=None, volume=data_volume)
+        failed = services.create_snapshot(actor=None, volume=data_volume)
     Snapshot.objects.filter(pk=failed.pk).update(state=Snapshot.State.ERROR)
 
     failed_only = lines(cli(alice, "compute", "snapshot", "list", "--state", "error", "-o", "id"))
@@ -152,13 +156,14 @@ def test_a_name_in_two_projects_is_ambiguous_until_the_project_is_named(cli, ali
     assert json.loads(narrowed.out)["project"] == "acme/sandbox"
 
 
-def test_show_restore_tag_and_delete(cli, alice, data_volume):
-    snapshot_id = cli(
+@pytest.mark.django_db(transaction=True)
+def test_show_restore_tag_and_delete(live_cli, alice, data_volume):
+    snapshot_id = live_cli(
         alice, "compute", "snapshot", "create", "--volume", "data-01", "--name", "before", "-o", "id"
     )
     snapshot_id = snapshot_id.out.strip()
 
-    restored = cli(
+    restored = live_cli(
         alice,
         "compute",
         "snapshot",
@@ -170,10 +175,10 @@ def test_show_restore_tag_and_delete(cli, alice, data_volume):
         "-o",
         "json",
     )
-    tagged = cli(
+    tagged = live_cli(
         alice, "compute", "snapshot", "tag", "--snapshot", snapshot_id, "--add", "env=prod", "-o", "json"
     )
-    shown = cli(alice, "compute", "snapshot", "show", "--snapshot", snapshot_id)
+    shown = live_cli(alice, "compute", "snapshot", "show", "--snapshot", snapshot_id)
 
     assert restored.code == 0, restored.err
     restore = json.loads(restored.out)
@@ -188,14 +193,15 @@ def test_show_restore_tag_and_delete(cli, alice, data_volume):
     assert disk[:4] == ["-", "data-01", "false", "16MiB"] and len(disk[6]) == 64
     assert "\nRESTORES\n" in text and "data-01-copy  volume  done" in text
 
-    deleted = cli(alice, "compute", "snapshot", "delete", "--snapshot", snapshot_id)
+    deleted = live_cli(alice, "compute", "snapshot", "delete", "--snapshot", snapshot_id)
     assert deleted.code == 0, deleted.err
     assert deleted.out.startswith(f"Deleting snapshot before ({snapshot_id}): ")
     assert not Snapshot.objects.filter(pk=snapshot_id).exists()
 
 
-def test_diagnose_prints_cause_check_fix_and_detail(cli, alice, data_volume, monkeypatch):
-    taken = services.create_snapshot(actor=None, volume=data_volume, name="taken")
+def test_diagnose_prints_cause_check_fix_and_detail(cli, alice, data_volume, monkeypatch, committed):
+    with committed():
+        taken = services.create_snapshot(actor=None, volume=data_volume, name="taken")
     monkeypatch.setattr("snapshots.services.enqueue", lambda *args, **kwargs: None)  # no worker takes it
     waiting = services.create_snapshot(actor=None, volume=data_volume, name="waiting")
 
@@ -219,8 +225,9 @@ def test_diagnose_prints_cause_check_fix_and_detail(cli, alice, data_volume, mon
     assert (as_json["state"], as_json["findings"]) == ("available", [])
 
 
-def test_rollback_needs_the_volume_name_and_errors_print_code_and_message(cli, alice, data_volume):
-    snapshot = services.create_snapshot(actor=None, volume=data_volume, name="good")
+def test_rollback_needs_the_volume_name_and_errors_print_code_and_message(cli, alice, data_volume, committed):
+    with committed():
+        snapshot = services.create_snapshot(actor=None, volume=data_volume, name="good")
 
     refused = cli(alice, "compute", "snapshot", "rollback", "--snapshot", "good", "--confirm", "yes")
     rolled = cli(
@@ -242,17 +249,19 @@ def test_rollback_needs_the_volume_name_and_errors_print_code_and_message(cli, a
     assert (missing.code, missing.err) == (1, "ERROR: NotFound: Not found, or you may not see it.\n")
 
 
-def test_vm_restore_onto_an_unlike_flavor_needs_yes(cli, alice, make_vm, prod):
+@pytest.mark.django_db(transaction=True)
+def test_vm_restore_onto_an_unlike_flavor_needs_yes(live_cli, alice, make_vm, prod, committed):
     batch = make_vm(prod, "batch-01", flavor="bm-c1")
-    snapshot = services.create_snapshot(actor=None, vm=batch)
+    with committed():
+        snapshot = services.create_snapshot(actor=None, vm=batch)
     argv = ["compute", "vm", "restore", "--snapshot", str(snapshot.pk), "--name", "b2", "--vpc", "v"]
 
-    refused = cli(alice, *argv, "--flavor", "std-2x4")
+    refused = live_cli(alice, *argv, "--flavor", "std-2x4")
 
     assert refused.code == 1
     assert refused.err.startswith("ERROR: RestoreNeedsConfirmation: Kernel panic on init is likely: ")
     assert not VM.objects.filter(name="b2").exists()
-    accepted = cli(alice, *argv, "--flavor", "std-2x4", "--yes")
+    accepted = live_cli(alice, *argv, "--flavor", "std-2x4", "--yes")
     assert accepted.code == 0, accepted.err
     row = accepted.out.split()
     assert row[1:4] == ["b2", "vm", "done"] and row[5] == snapshot.name

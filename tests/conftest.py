@@ -32,6 +32,17 @@ def require_service(name: str, host: str, port: int) -> None:
     pytest.skip(message)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Benchmarks run only on request (`-m bench`): they take over a minute and print figures rather than
+    check behaviour. Any other selection (none, `-m "not e2e"`, a path) leaves them out."""
+    if "bench" in (config.option.markexpr or ""):
+        return
+    benches = [item for item in items if item.get_closest_marker("bench")]
+    if benches:
+        config.hook.pytest_deselected(items=benches)
+        items[:] = [item for item in items if not item.get_closest_marker("bench")]
+
+
 @pytest.fixture(autouse=True)
 def _eager_celery():
     celery_app.conf.task_always_eager = True

@@ -1,25 +1,33 @@
 """Walks every console URL and every API endpoint, found in the URL conf, as four people:
 
 - anonymous: sent to the login page (console) or answered 401 (API);
-- alice, admin of acme: reads succeed for some acme object;
+- alice, admin of acme: reads succeed for some acme object, and her writes are not refused (so a view
+  that refuses everyone fails);
 - charlie, admin of globex: never sees acme — 404 for acme objects, acme absent from every list;
 - bob, a publisher in acme/prod: every write is refused (4xx, or a refusal in the audit log).
 
 A new view is covered without anyone adding it here; if no acme object makes it answer, the test says so.
+One test per URL pattern and person, so one failure does not hide the others.
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.db import transaction
 from django.urls import get_resolver, reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from clouddigit.audit.models import AuditEntry
-from clouddigit.compute.models import Region
+from clouddigit.compute import services as compute_services
+from clouddigit.compute.models import Account, Project, Region
+from clouddigit.errors import PermissionRefused
 from iam.models import RoleBinding
+from iam.services import grant_role
 from images import attestation
 from images.models import Image
 from policies import channels as policy_channels
@@ -37,8 +45,16 @@ QUERIES = {
     "api:image-why-missing": "?project=acme/prod&region=bd-dha-1&image=acme-golden",
     "api:storage-quota-usage": "?project=acme/prod",
 }
+# Console forms that name their project in the body: every person's write names an acme project.
+BODIES = {
+    "images:raise-limit": {"project": "acme/prod"},
+    "images:policy-set": {"project": "acme/prod"},
+}
 SKIPPED_NAMESPACES = {"admin"}  # Django's admin has its own staff-only login
 OK = {200, 286}
+# What the permitted user's write may answer: done (2xx/3xx), or bad input or a state the object is not
+# in (400/409/422). Refusals (403, 404, 405) and server errors are not among them.
+PERMITTED = set(range(200, 400)) | {400, 409, 422}
 ACME_POLICY = """\
 name: acme-nightly
 schedule:
@@ -64,12 +80,15 @@ def _named_patterns(resolver=None, namespace=""):
                 yield f"{namespace}{entry.name}", params, entry.callback
 
 
-def _methods(callback, answers_get: bool) -> list[str]:
-    """A DRF viewset says which methods it routes; a console view is read-only unless it refuses GET."""
+def _methods(callback, answers_get: bool, allow: str) -> list[str]:
+    """A DRF viewset says which methods it routes; a console view is read-only unless it refuses GET,
+    then its 405 says which methods it takes (`allow`)."""
     actions = getattr(callback, "actions", None)
     if actions:
         return sorted(set(actions) - {"head", "options", "put", "patch"})
-    return ["get"] if answers_get else ["post"]
+    if answers_get:
+        return ["get"]
+    return sorted({method.strip().lower() for method in allow.split(",")} - {"get", "head", "options", ""})
 
 
 def _parent(url: str) -> str:
@@ -90,8 +109,51 @@ def _answers(response) -> bool:
     )
 
 
-@pytest.fixture
-def world(alice, bob, charlie, make_vm, prod, sandbox, globex_main, dha, ctg):
+GiB = 2**30
+
+
+@pytest.fixture(scope="module")
+def world(django_db_setup, django_db_blocker, tmp_path_factory):
+    """Built once for the module, in a transaction rolled back at its end. Each test runs in a savepoint
+    of it (pytest-django's `db`), so what one test writes the next does not see."""
+    with django_db_blocker.unblock(), transaction.atomic():
+        yield _build_world(tmp_path_factory.mktemp("isolation"))
+        transaction.set_rollback(True)
+
+
+def _person(name: str, role: str, account, project=None):
+    user = get_user_model().objects.create_user(name)
+    grant_role(actor=None, role=role, account=account, project=project, username=name)
+    return user
+
+
+def _build_world(folder):
+    regions = {region.slug: region for region in compute_services.sync_regions()}
+    for region in regions.values():
+        region.volume_dir = str(folder / region.slug)
+        region.save()
+    dha = regions["bd-dha-1"]
+    acme = Account.objects.create(slug="acme", name="Acme Corp")
+    globex = Account.objects.create(slug="globex", name="Globex Inc")
+    prod = Project.objects.create(account=acme, slug="prod", name="Production")
+    sandbox = Project.objects.create(account=acme, slug="sandbox", name="Sandbox")
+    globex_main = Project.objects.create(account=globex, slug="main", name="Main")
+    alice = _person("alice", "account.admin", acme)  # the owner
+    bob = _person("bob", "image.publisher", acme, prod)  # a member, in acme/prod only
+    charlie = _person("charlie", "account.admin", globex)  # an outsider
+
+    def make_vm(project, name, tags=None):
+        return compute_services.create_vm(
+            actor=None,
+            project=project,
+            region=dha,
+            name=name,
+            flavor="std-2x4",
+            vpc="test-vpc",
+            boot_size_bytes=GiB,
+            tags=tags or {},
+        )
+
     db01 = make_vm(prod, "db-01", tags={"env": "prod"})
     make_vm(sandbox, "dev-01")
     make_vm(globex_main, "gx-app-01")
@@ -137,6 +199,10 @@ def world(alice, bob, charlie, make_vm, prod, sandbox, globex_main, dha, ctg):
     ]
     acme_values = acme_ids + entries + ["alice", "bob"]
     return {
+        "people": {"alice": alice, "anonymous": None, "outsider": charlie, "member": bob},
+        # What alice's GETs found, the same in every test (the world is): see _walk.
+        "seen": {},
+        "walks": {},
         "values": acme_values + list(Region.objects.values_list("slug", flat=True)),  # regions are shared
         "acme_values": acme_values,
         # Names, not ids: the outsider's own refused requests (in its audit view) echo the ids it tried.
@@ -167,84 +233,154 @@ def _client(user, api: bool):
     return client
 
 
-def _refused(response, user, entries_before: int) -> bool:
-    if 400 <= response.status_code < 500:
-        return True
-    return AuditEntry.objects.filter(actor_name=user.username, outcome="refused").count() > entries_before
+@dataclass
+class Walk:
+    """One URL pattern as the walk sees it: the URLs the test values make, those alice can open, and the
+    methods it answers."""
+
+    name: str
+    api: bool
+    urls: list[str]
+    reachable: list[str]
+    methods: list[str]
+    targets: list[str]  # where a write is tried
 
 
-def test_every_url_keeps_accounts_apart(world, alice, bob, charlie):
-    checked = []
-    seen: dict[str, bool] = {}
+def _walk(world, name: str, params: list[str], callback) -> Walk:
+    """Found once per module with alice's GETs (remembered: parents are asked for many write URLs)."""
+    if name in world["walks"]:
+        return world["walks"][name]
+    seen = world["seen"]  # url -> (alice's GET answers, the Allow header of a 405)
 
-    def answers(url: str, api: bool) -> bool:
-        """Alice's GET of `url` answers (remembered: parents are asked for many write URLs)."""
+    def get(url: str) -> tuple[bool, str]:
         if url not in seen:
-            seen[url] = _answers(_client(alice, api).get(url))
+            response = _client(world["people"]["alice"], api).get(url)
+            seen[url] = (_answers(response), response.get("Allow", "POST"))
         return seen[url]
 
-    for name, params, callback in _named_patterns():
-        if name in SKIPPED:
-            continue
-        api = name.startswith("api:")
-        urls = [url + QUERIES.get(name, "") for url in _urls(name, params, world["values"])]
-        assert urls, f"{name}: no test value fits its URL parameters {params}"
-        reachable = [url for url in urls if answers(url, api)]
-        for method in _methods(callback, answers_get=bool(reachable)):
-            if method == "get":
-                # Alice: some acme object makes the page answer.
-                assert reachable, (
-                    f"{name}: alice got no 200 for any acme object; add one to the world fixture"
-                )
-                url = reachable[0]
-                anonymous = _client(None, api).get(url)
-                if api:
-                    assert anonymous.status_code == 401, f"{url}: anonymous got {anonymous.status_code}"
-                else:
-                    assert anonymous.status_code == 302 and "/login/" in anonymous["Location"], url
-                outsider = _client(charlie, api).get(url)
-                if outsider.status_code == 302:
-                    continue  # a redirect (home) shows nothing itself
-                if name in QUERIES:
-                    assert outsider.status_code == 400, f"{url}: the outsider got {outsider.status_code}"
-                elif any(f"/{value}/" in url for value in world["acme_values"]):
-                    assert outsider.status_code == 404, f"{url}: the outsider got {outsider.status_code}"
-                else:
-                    assert outsider.status_code in OK, url
-                    body = b"".join(outsider.streaming_content) if outsider.streaming else outsider.content
-                    for marker in world["acme_markers"]:
-                        assert marker.encode() not in body, f"{url}: the outsider sees {marker}"
-                checked.append(f"GET {name}")
+    api = name.startswith("api:")
+    urls = [url + QUERIES.get(name, "") for url in _urls(name, params, world["values"])]
+    assert urls, f"{name}: no test value fits its URL parameters {params}"
+    reachable = [url for url in urls if get(url)[0]]
+    methods = _methods(callback, answers_get=bool(reachable), allow=get(urls[0])[1])
+    targets = _write_targets(urls, reachable, lambda url: get(_parent(url))[0])
+    world["walks"][name] = Walk(name, api, urls, reachable, methods, targets)
+    return world["walks"][name]
+
+
+def _read(world, walk: Walk, actor: str) -> None:
+    # Alice: some acme object makes the page answer.
+    assert walk.reachable, f"{walk.name}: alice got no 200 for any acme object; add one to the world fixture"
+    url = walk.reachable[0]
+    response = _client(world["people"][actor], walk.api).get(url)
+    if actor == "alice":
+        assert _answers(response), f"{url}: alice got {response.status_code}"
+    elif actor == "anonymous":
+        if walk.api:
+            assert response.status_code == 401, f"{url}: anonymous got {response.status_code}"
+        else:
+            assert response.status_code == 302 and "/login/" in response["Location"], url
+    elif response.status_code == 302:
+        return  # a redirect (home) shows nothing itself
+    elif walk.name in QUERIES:
+        assert response.status_code == 400, f"{url}: the outsider got {response.status_code}"
+    elif any(f"/{value}/" in url for value in world["acme_values"]):
+        assert response.status_code == 404, f"{url}: the outsider got {response.status_code}"
+    else:
+        assert response.status_code in OK, url
+        body = b"".join(response.streaming_content) if response.streaming else response.content
+        for marker in world["acme_markers"]:
+            assert marker.encode() not in body, f"{url}: the outsider sees {marker}"
+
+
+def _write(world, walk: Walk, method: str, actor: str, permission_refusals: list) -> None:
+    person = world["people"][actor]
+    permitted = []
+    for url in walk.targets:
+        before = 0 if person is None else _refusals(person)
+        del permission_refusals[:]
+        # Each write in a savepoint of its own: alice's first write (a revoke, a delete) must not change
+        # what her next one finds.
+        with transaction.atomic():
+            response = getattr(_client(person, walk.api), method)(url, BODIES.get(walk.name, {}))
+            refused = person is not None and _refusals(person) > before
+            transaction.set_rollback(True)
+        if actor == "anonymous":
+            if walk.api:
+                assert response.status_code == 401, f"{method} {url}: anonymous got {response.status_code}"
             else:
-                for url in _write_targets(urls, reachable, lambda url, api=api: answers(_parent(url), api)):
-                    anonymous = getattr(_client(None, api), method)(url)
-                    if api:
-                        assert anonymous.status_code == 401, (
-                            f"{method} {url}: anonymous got {anonymous.status_code}"
-                        )
-                    else:
-                        assert anonymous.status_code == 302 and "/login/" in anonymous["Location"], url
-                    for person in (charlie, bob):
-                        before = AuditEntry.objects.filter(
-                            actor_name=person.username, outcome="refused"
-                        ).count()
-                        response = getattr(_client(person, api), method)(url)
-                        assert _refused(response, person, before), (
-                            f"{method.upper()} {url} as {person.username}: {response.status_code}, no refusal"
-                        )
-                checked.append(f"{method.upper()} {name}")
-    # The walk really went somewhere: console and API, reads and writes.
-    assert {"GET compute:vm-detail", "GET api:vm-detail", "POST compute:vm-start", "POST iam:revoke"} <= set(
-        checked
+                assert response.status_code == 302 and "/login/" in response["Location"], url
+        elif actor == "alice":
+            assert response.status_code < 500, f"{method.upper()} {url} as alice: {response.status_code}"
+            if response.status_code not in {401, 403, 404, 405} and not permission_refusals:
+                permitted.append(url)
+        else:
+            assert 400 <= response.status_code < 500 or refused, (
+                f"{method.upper()} {url} as {person.username}: {response.status_code}, no refusal"
+            )
+    # Alice may: her request (with no body, often) is answered, or told what is wrong with its input or
+    # with the object's state, but not refused. A view that refuses everyone fails here.
+    assert actor != "alice" or permitted, (
+        f"{method.upper()} {walk.name}: alice was refused on every URL tried: {walk.targets}"
     )
-    assert {"GET audit:entries", "GET api:audit-entry-list", "DELETE api:role-binding-detail"} <= set(checked)
-    assert {"GET images:catalogue", "GET images:detail", "POST images:share", "POST images:file"} <= set(
-        checked
-    )
+
+
+@pytest.fixture
+def permission_refusals(monkeypatch):
+    """Every PermissionRefused made while the test runs: the console answers one with a redirect and
+    a message, as it answers bad input, so the status alone does not tell them apart."""
+    made = []
+    original = PermissionRefused.__init__
+
+    def init(self, *args, **kwargs):
+        made.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PermissionRefused, "__init__", init)
+    return made
+
+
+def _refusals(user) -> int:
+    return AuditEntry.objects.filter(actor_name=user.username, outcome="refused").count()
+
+
+PATTERNS = [pattern for pattern in _named_patterns() if pattern[0] not in SKIPPED]
+ACTORS = ["alice", "anonymous", "outsider", "member"]
+
+
+@pytest.mark.parametrize("actor", ACTORS)
+@pytest.mark.parametrize("pattern", PATTERNS, ids=[name for name, _, _ in PATTERNS])
+def test_url_keeps_accounts_apart(world, db, pattern, actor, permission_refusals):
+    walk = _walk(world, *pattern)
+    if walk.methods == ["get"] and actor == "member":
+        pytest.skip("the member is checked on writes only")
+    for method in walk.methods:
+        if method != "get":
+            _write(world, walk, method, actor, permission_refusals)
+        elif actor != "member":
+            _read(world, walk, actor)
+
+
+def test_the_walk_goes_everywhere(world, db):
+    """Console and API, reads and writes: the URL conf walk really finds them."""
+    checked = set()
+    for pattern in PATTERNS:
+        walk = _walk(world, *pattern)
+        checked |= {f"{method.upper()} {walk.name}" for method in walk.methods}
+    assert {
+        "GET compute:vm-detail",
+        "GET api:vm-detail",
+        "POST compute:vm-start",
+        "POST iam:revoke",
+    } <= checked
+    assert {"GET audit:entries", "GET api:audit-entry-list", "DELETE api:role-binding-detail"} <= checked
+    assert {"GET images:catalogue", "GET images:detail", "POST images:share", "PUT images:file"} <= checked
     # Retry and delete of every long operation that can fail.
-    assert {"POST snapshots:retry", "POST snapshots:restore-retry", "POST snapshots:restore-delete"} <= set(
-        checked
-    )
-    assert {"POST images:retry", "POST policies:drill-retry", "POST policies:drill-delete"} <= set(checked)
-    assert {"GET api:drill-detail", "POST api:drill-retry", "DELETE api:drill-detail"} <= set(checked)
-    assert {"POST api:restore-retry", "DELETE api:restore-detail", "POST api:image-retry"} <= set(checked)
+    assert {
+        "POST snapshots:retry",
+        "POST snapshots:restore-retry",
+        "POST snapshots:restore-delete",
+    } <= checked
+    assert {"POST images:retry", "POST policies:drill-retry", "POST policies:drill-delete"} <= checked
+    assert {"GET api:drill-detail", "POST api:drill-retry", "DELETE api:drill-detail"} <= checked
+    assert {"POST api:restore-retry", "DELETE api:restore-detail", "POST api:image-retry"} <= checked

@@ -14,6 +14,7 @@ import pytest
 
 from clouddigit.backends import hypervisor
 from clouddigit.backends.hypervisor import DiskSpec, DomainSpec, HypervisorError
+from clouddigit.backends.hypervisor.guest_freeze import _freeze_domain
 
 HOSTS_DIR = Path(__file__).resolve().parents[2] / "clouddigit" / "backends" / "hosts"
 DHA_1 = f"test://{HOSTS_DIR / 'bd-dha-1-host-1.xml'}"
@@ -245,7 +246,7 @@ def test_unit_fake_domain_freeze_timeout_is_crash_consistent_and_late_freeze_is_
     domain = _HangingAgentDomain()
     started = time.monotonic()
 
-    result = hypervisor._freeze_domain(domain, timeout_seconds=0.2, where="fake domain")
+    result = _freeze_domain(domain, timeout_seconds=0.2, where="fake domain")
 
     assert time.monotonic() - started < 1
     assert (result.frozen, result.consistency) == (False, "crash")
@@ -259,7 +260,7 @@ def test_unit_fake_domain_freeze_error_reports_the_libvirt_message() -> None:
         def fsFreeze(self) -> int:  # noqa: N802 - libvirt's name
             raise libvirt.libvirtError("Guest agent is not responding: QEMU guest agent is not connected")
 
-    result = hypervisor._freeze_domain(RefusingDomain(), timeout_seconds=1, where="fake domain")
+    result = _freeze_domain(RefusingDomain(), timeout_seconds=1, where="fake domain")
 
     assert (result.frozen, result.consistency) == (False, "crash")
     assert "QEMU guest agent is not connected" in result.reason

@@ -11,6 +11,7 @@ import pytest
 
 from clouddigit.backends import hypervisor
 from clouddigit.backends.hypervisor import DiskSpec, DomainSpec, HypervisorError
+from clouddigit.backends.hypervisor.live import _merged_layers
 
 HOSTS_DIR = Path(__file__).resolve().parents[2] / "clouddigit" / "backends" / "hosts"
 DHA_1 = f"test://{HOSTS_DIR / 'bd-dha-1-host-1.xml'}"
@@ -54,4 +55,4 @@ CHAIN = ["/v/active", "/v/s3", "/v/s2", "/v/s1"]
 def test_which_layers_a_block_job_removes(
     top: str | None, base: str | None, merged: list[str] | None
 ) -> None:
-    assert hypervisor._merged_layers(CHAIN, top, base) == merged
+    assert _merged_layers(CHAIN, top, base) == merged

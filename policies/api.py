@@ -202,8 +202,8 @@ class PolicyViewSet(viewsets.ReadOnlyModelViewSet):
 class DrillSerializer(serializers.ModelSerializer):
     policy = serializers.CharField(source="policy.name", read_only=True, allow_null=True)
     project = serializers.StringRelatedField(read_only=True)
-    vm = serializers.PrimaryKeyRelatedField(read_only=True, help_text="None once the VM is gone")
-    snapshot = serializers.PrimaryKeyRelatedField(read_only=True)
+    vm = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True, help_text="None once the VM is gone")
+    snapshot = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     checks = serializers.JSONField(read_only=True, help_text="[{check, ok, detail}]")
     seconds = serializers.FloatField(read_only=True, allow_null=True, help_text="Time to restore")
 

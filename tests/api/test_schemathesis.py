@@ -18,7 +18,7 @@ from django.contrib.auth.models import Group
 from rest_framework.authtoken.models import Token
 
 from clouddigit.compute import services as compute
-from iam.services import grant_role
+from iam.services import add_member, grant_role
 from images import attestation
 from images import services as images
 from images.models import Image
@@ -102,6 +102,7 @@ def tenant(
 
     run(policies.apply_policy, actor=alice, project=prod, text=POLICY)
     Group.objects.create(name="ops")
+    add_member(actor=None, account=prod.account, group_name="ops")
     grant_role(actor=alice, role="snapshot.viewer", account=prod.account, project=prod, group_name="ops")
 
 

@@ -12,7 +12,7 @@ from guardian.shortcuts import assign_perm, get_group_perms, get_user_perms, rem
 from clouddigit.access import require
 from clouddigit.audit.log import audited
 from clouddigit.compute.models import Account, Project
-from clouddigit.compute.permissions import CODENAMES
+from clouddigit.compute.permissions import CODENAMES, Perm
 from clouddigit.errors import Conflict, InvalidRequest, PermissionRefused
 from iam.models import AccountMember, RoleBinding
 from iam.roles import ROLES, permissions_of
@@ -95,7 +95,7 @@ def grant_role(
     username: str = "",
     group_name: str = "",
 ) -> RoleBinding:
-    require(actor, "manage_roles", account, "grant roles")
+    require(actor, Perm.MANAGE_ROLES, account, "grant roles")
     if role not in ROLES:
         raise InvalidRequest(f"Unknown role {role!r}; the roles are {', '.join(ROLES)}.", field="role")
     if project is not None and project.account_id != account.pk:
@@ -124,7 +124,7 @@ def grant_role(
 
 @audited("iam.role.revoke", target="binding")
 def revoke_role(*, actor, binding: RoleBinding) -> None:
-    require(actor, "manage_roles", binding.account, "revoke roles")
+    require(actor, Perm.MANAGE_ROLES, binding.account, "revoke roles")
     if binding.role == "account.admin" and binding.project_id is None:
         admins = RoleBinding.objects.filter(
             account=binding.account, role="account.admin", project__isnull=True

@@ -18,6 +18,7 @@ from clouddigit.audit.log import audited
 from clouddigit.backends import hypervisor, volumes
 from clouddigit.compute import services as compute
 from clouddigit.compute.models import VM
+from clouddigit.compute.permissions import Perm
 from clouddigit.errors import Conflict
 from clouddigit.queueing import enqueue, hypervisor_queue
 from policies import tasks
@@ -41,7 +42,7 @@ def latest_vm_snapshot(vm: VM) -> Snapshot | None:
 
 @audited("policy.drill", target="vm")
 def run_drill(*, actor, vm: VM, policy: Policy | None = None) -> Drill:
-    require(actor, "restore_snapshots", vm.project, "run restore drills")
+    require(actor, Perm.RESTORE_SNAPSHOTS, vm.project, "run restore drills")
     snapshot = latest_vm_snapshot(vm)
     if snapshot is None:
         raise Conflict(f"VM {vm.name} has no available VM snapshot to drill with: take one first.")
@@ -181,7 +182,7 @@ def _region(drill: Drill) -> str:
 @audited("policy.drill.retry", target="drill")
 def retry_drill(*, actor, drill: Drill) -> Drill:
     """Run a failed or interrupted drill again (a failed one from a fresh restore of its snapshot)."""
-    require(actor, "restore_snapshots", drill.project, "run restore drills")
+    require(actor, Perm.RESTORE_SNAPSHOTS, drill.project, "run restore drills")
     if drill.worker_on_it:
         raise Conflict(f"The {drill} is being run now; retry it if it stops making progress.")
     if drill.state == Drill.State.PASSED:
@@ -198,7 +199,7 @@ def retry_drill(*, actor, drill: Drill) -> Drill:
 @audited("policy.drill.delete", target="drill")
 def delete_drill(*, actor, drill: Drill) -> None:
     """Remove a failed drill from the history (its sandbox VM is already gone)."""
-    require(actor, "restore_snapshots", drill.project, "delete restore drills")
+    require(actor, Perm.RESTORE_SNAPSHOTS, drill.project, "delete restore drills")
     if drill.state != Drill.State.FAILED:
         raise Conflict(f"The {drill} is {drill.state}; only a failed drill is deleted.")
     drill.delete()

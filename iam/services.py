@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
 from guardian.shortcuts import assign_perm, get_group_perms, get_user_perms, remove_perm
 
-from clouddigit.access import require
+from clouddigit.access import actor_name, require
 from clouddigit.audit.log import audited
 from clouddigit.compute.models import Account, Project
 from clouddigit.compute.permissions import CODENAMES, Perm
@@ -48,7 +48,7 @@ def _place(actor, account: Account, principal) -> AccountMember:
     member, _ = AccountMember.objects.get_or_create(
         account=account,
         **{kind: principal},
-        defaults={"added_by": actor.get_username() if actor is not None else "system"},
+        defaults={"added_by": actor_name(actor)},
     )
     return member
 
@@ -112,7 +112,7 @@ def grant_role(
                 role=role,
                 account=account,
                 project=project,
-                granted_by=actor.get_username() if actor is not None else "system",
+                granted_by=actor_name(actor),
                 **{kind: principal},
             )
     except IntegrityError:

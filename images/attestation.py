@@ -22,7 +22,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Prefetch, Q
 from django.utils import timezone
 
-from clouddigit.access import can, require
+from clouddigit.access import actor_name, can, require
 from clouddigit.audit.log import Target, audited, record
 from clouddigit.compute.models import Account, Project
 from clouddigit.compute.permissions import Perm
@@ -107,10 +107,6 @@ def _verifies(public_key_b64: str, signature_b64: str, signed: bytes) -> bool:
     return True
 
 
-def _name_of(actor) -> str:
-    return actor.get_username() if actor is not None else "system"
-
-
 # --- Signing keys ----------------------------------------------------------------------------------
 
 
@@ -180,7 +176,7 @@ def revoke_key(*, actor, key: SigningKey) -> SigningKey:
     if key.revoked:
         raise Conflict(f"Signing key {key.name} was already revoked on {key.revoked_at:%Y-%m-%d %H:%M} UTC.")
     key.revoked_at = timezone.now()
-    key.revoked_by = _name_of(actor)
+    key.revoked_by = actor_name(actor)
     key.save(update_fields=["revoked_at", "revoked_by"])
     return key
 
@@ -351,7 +347,7 @@ def set_policy(*, actor, project: Project, mode: str) -> ImagePolicy:
             field="mode",
         )
     policy, _ = ImagePolicy.objects.update_or_create(
-        project=project, defaults={"require_attestation": mode, "updated_by": _name_of(actor)}
+        project=project, defaults={"require_attestation": mode, "updated_by": actor_name(actor)}
     )
     return policy
 

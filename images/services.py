@@ -22,7 +22,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from clouddigit import operations
-from clouddigit.access import require
+from clouddigit.access import actor_name, require
 from clouddigit.audit.log import Target, audited, record
 from clouddigit.audit.models import AuditEntry
 from clouddigit.backends import volumes
@@ -96,21 +96,17 @@ def raise_image_limit(*, actor, project: Project, limit: int, ticket: str) -> Im
     if limit < 1 or limit > 10_000:
         raise InvalidRequest("The limit must be between 1 and 10000.", field="limit")
     return ImageQuota.objects.create(
-        project=project, limit=limit, ticket=ticket.strip(), set_by=_name_of(actor)
+        project=project, limit=limit, ticket=ticket.strip(), set_by=actor_name(actor)
     )
 
 
 # --- Create: upload, promote, copy -------------------------------------------------------------------
 
 
-def _name_of(actor) -> str:
-    return actor.get_username() if actor is not None else "system"
-
-
 def _checklist_tags(tags: dict | None, actor) -> dict:
     """The publisher's tags, with `created-at` set by us and `owner` defaulting to the publisher."""
     tags = check_tags(tags)
-    tags.setdefault("owner", _name_of(actor))
+    tags.setdefault("owner", actor_name(actor))
     tags["created-at"] = timezone.now().strftime("%Y-%m-%d")
     return tags
 
@@ -125,7 +121,7 @@ def _new_image(*, actor, project: Project, region: Region, name: str, **fields) 
     try:
         with transaction.atomic():
             return Image.objects.create(
-                project=project, region=region, name=name, created_by=_name_of(actor), **fields
+                project=project, region=region, name=name, created_by=actor_name(actor), **fields
             )
     except IntegrityError:
         raise Conflict(
@@ -642,7 +638,7 @@ def share_image(*, actor, image: Image, project: Project) -> ImageShare:
     if project.pk == image.project_id:
         raise InvalidRequest(f"Image {image.name} already belongs to {project}.", field="project")
     share, _ = ImageShare.objects.get_or_create(
-        image=image, project=project, defaults={"shared_by": _name_of(actor)}
+        image=image, project=project, defaults={"shared_by": actor_name(actor)}
     )
     return share
 

@@ -22,7 +22,7 @@ from django.conf import settings
 from django.db.models import Case, F, Sum, Value, When
 from django.db.models.functions import Coalesce
 
-from clouddigit.access import require
+from clouddigit.access import actor_name, require
 from clouddigit.audit.log import audited
 from clouddigit.compute.models import Project
 from clouddigit.compute.permissions import Perm
@@ -140,5 +140,5 @@ def raise_storage_quota(*, actor, project: Project, limit_gib: int, ticket: str)
         project=project,
         limit_bytes=limit_gib * GiB,
         ticket=ticket.strip(),
-        set_by=actor.get_username() if actor is not None else "system",
+        set_by=actor_name(actor),
     )

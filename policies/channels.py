@@ -14,7 +14,7 @@ from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 
 from clouddigit import outbound
-from clouddigit.access import require
+from clouddigit.access import actor_name, require
 from clouddigit.audit.log import audited
 from clouddigit.compute.models import Project
 from clouddigit.compute.permissions import Perm
@@ -82,7 +82,7 @@ def create_channel(*, actor, project: Project, name: str, kind: str, target: str
         kind=kind,
         target=_checked_target(kind, target),
         secret=new_secret() if kind == NotificationChannel.Kind.WEBHOOK else "",
-        created_by=actor.get_username() if actor else "system",
+        created_by=actor_name(actor),
     )
     try:
         with transaction.atomic():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clouddigit.access import require
+from clouddigit.access import actor_name, require
 from clouddigit.audit.log import audited
 from clouddigit.compute.models import Project
 from clouddigit.compute.permissions import Perm
@@ -30,7 +30,7 @@ def apply_policy(*, actor, project: Project, text: str) -> Policy:
         defaults={
             "spec": Policy.spec_to_json(parsed),
             "source": text,
-            "applied_by": actor.get_username() if actor else "system",
+            "applied_by": actor_name(actor),
         },
     )
     return policy

@@ -22,7 +22,6 @@ from clouddigit.htmx import redirect_after_post
 from policies import channels, drills, services, simulator
 from policies.api import YAML_CONTENT_TYPE
 from policies.coverage import coverage
-from policies.engine import in_scope
 from policies.forms import ApplyForm, ChannelForm, EditForm
 from policies.models import Drill, NotificationChannel, Policy
 
@@ -150,11 +149,7 @@ def _detail_page(request, policy: Policy, form: EditForm | None = None, status: 
 def drill(request, pk):
     """Run a restore drill now, on the VM in the policy's scope drilled least recently (or the one posted)."""
     policy = get_object_or_404(_policies(request.user), pk=pk)
-    vms = [vm for vm in in_scope(policy) if drills.latest_vm_snapshot(vm) is not None]
-    chosen = next((vm for vm in vms if str(vm.pk) == request.POST.get("vm")), None)
-    if chosen is None and vms:
-        drilled = {d.vm_id: d.started_at for d in policy.drills.all()}
-        chosen = min(vms, key=lambda vm: drilled.get(vm.pk) or timezone.now().replace(year=1))
+    chosen = drills.vm_to_drill(policy, request.POST.get("vm"))
     try:
         if chosen is None:
             raise Conflict(

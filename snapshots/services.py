@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from clouddigit import operations
-from clouddigit.access import require
+from clouddigit.access import actor_name, require
 from clouddigit.audit.log import audited
 from clouddigit.backends import hypervisor, volumes
 from clouddigit.compute import services as compute
@@ -115,7 +115,7 @@ def raise_limit(
         volume=volume,
         limit=limit,
         ticket=ticket.strip(),
-        set_by=actor.get_username() if actor else "system",
+        set_by=actor_name(actor),
     )
 
 
@@ -183,7 +183,7 @@ def create_snapshot(
         tags=tags,
         step="queued for the hypervisor worker",
         step_started_at=timezone.now(),
-        created_by=actor.get_username() if actor else "system",
+        created_by=actor_name(actor),
         **operations.queued(),
     )
     for each in captured:
@@ -494,7 +494,7 @@ def restore_to_volume(*, actor, snapshot: Snapshot, name: str, disk: SnapshotDis
         project=snapshot.project,
         kind=Restore.Kind.VOLUME,
         name=name,
-        requested_by=actor.get_username() if actor else "system",
+        requested_by=actor_name(actor),
         **operations.queued(),
     )
     restore.volume = _new_restored_volume(snapshot, disk, name, bootable=disk.bootable)
@@ -562,7 +562,7 @@ def restore_to_vm(
         name=name,
         vm=vm,
         warnings=warnings,
-        requested_by=actor.get_username() if actor else "system",
+        requested_by=actor_name(actor),
         **operations.queued(),
     )
     for disk in snapshot.disks.select_related("layer"):
@@ -698,7 +698,7 @@ def rollback(*, actor, snapshot: Snapshot, confirm: str) -> Snapshot:
         rollback_of=snapshot,
         step=f"queued: roll back to {snapshot.name}",
         step_started_at=timezone.now(),
-        created_by=actor.get_username() if actor else "system",
+        created_by=actor_name(actor),
         **operations.queued(),
     )
     for disk in disks:

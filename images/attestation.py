@@ -186,7 +186,7 @@ def keys_visible_to(user):
     images (to know whose signatures count) or grant roles (to revoke them)."""
     if not user.is_authenticated:
         return SigningKey.objects.none()
-    attest_accounts = Project.objects.visible_to(user, Perm.ATTEST_IMAGES).values("account")
+    attest_accounts = Account.objects.visible_to(user, Perm.ATTEST_IMAGES).values("pk")
     admin_accounts = Account.objects.holding(user, Perm.MANAGE_ROLES).values("pk")
     return SigningKey.objects.filter(
         Q(owner=user) | Q(account__in=attest_accounts) | Q(account__in=admin_accounts)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -32,10 +31,7 @@ RECENT_WOULD_DENY = 20
 def _key_accounts(user) -> list[str]:
     """Slugs of the accounts where `user` may register a key: attest_images on the account or one of
     its projects."""
-    in_projects = Project.objects.visible_to(user, Perm.ATTEST_IMAGES).values("account")
-    accounts = Account.objects.filter(
-        Q(pk__in=in_projects) | Q(pk__in=Account.objects.holding(user, Perm.ATTEST_IMAGES).values("pk"))
-    )
+    accounts = Account.objects.visible_to(user, Perm.ATTEST_IMAGES)
     return list(accounts.order_by("slug").values_list("slug", flat=True))
 
 

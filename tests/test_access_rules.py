@@ -85,12 +85,13 @@ def test_the_actor_is_named_once(alice):
 
 
 def test_no_record_names_its_actor_by_hand():
+    """`access.actor_name` is the one place that turns an actor into the name a record keeps."""
     by_hand = re.compile(r"get_username\(\) if ")
     found = [
         f"{path.relative_to(ROOT)}:{number}"
         for top in CODE
         for path in sorted((ROOT / top).rglob("*.py"))
         for number, line in enumerate(path.read_text().splitlines(), 1)
-        if by_hand.search(line)
+        if by_hand.search(line) and path != ROOT / "clouddigit" / "access.py"
     ]
     assert found == []

@@ -6,6 +6,7 @@ import django_filters
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
 
+from clouddigit.access import project_by_reference
 from clouddigit.compute.models import Account, Project
 from clouddigit.errors import InvalidRequest
 from iam import services
@@ -72,16 +73,14 @@ def resolve_scope(user, account_slug: str | None, project_ref: str) -> tuple[Acc
     """The account and project a grant names, looked up among what `user` may see (else a clear error)."""
     project = None
     if project_ref:
-        project = Project.objects.visible_to(user).by_reference(project_ref).select_related("account").first()
-        if project is None:
-            raise InvalidRequest(f"There is no project {project_ref!r} that you can see.", field="project")
+        project = project_by_reference(user, project_ref)
         if account_slug and project.account.slug != account_slug:
             raise InvalidRequest(f"Project {project} is not in account {account_slug}.", field="project")
         return project.account, project
     if not account_slug:
         raise InvalidRequest("Name the account (or a project) the role applies to.", field="account")
-    account = Account.objects.filter(slug=account_slug).first()
-    if account is None or not Project.objects.visible_to(user).filter(account=account).exists():
+    account = Account.objects.visible_to(user).filter(slug=account_slug).first()
+    if account is None:
         raise InvalidRequest(f"There is no account {account_slug!r} that you can see.", field="account")
     return account, None
 

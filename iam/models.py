@@ -12,6 +12,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from clouddigit.compute.models import Account, Project
+from clouddigit.compute.permissions import Perm
 from iam.roles import ROLE_CHOICES, ROLES
 
 
@@ -64,8 +65,8 @@ class RoleBindingQuerySet(models.QuerySet):
             return self.none()
         if user.is_superuser:
             return self
-        managed = Account.objects.holding(user, "manage_roles").values("pk")
-        audited = Account.objects.holding(user, "view_audit").values("pk")
+        managed = Account.objects.holding(user, Perm.MANAGE_ROLES).values("pk")
+        audited = Account.objects.holding(user, Perm.VIEW_AUDIT).values("pk")
         return self.filter(
             Q(account__in=managed) | Q(account__in=audited) | Q(user=user) | Q(group__in=user.groups.all())
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clouddigit.compute.permissions import CODENAMES
+from clouddigit.compute.permissions import CODENAMES, Perm
 
 
 @dataclass(frozen=True)
@@ -25,10 +25,10 @@ def _role(name: str, summary: str, *permissions: str, account_only: bool = False
     return Role(name, summary, frozenset(permissions), account_only)
 
 
-IMAGE_VIEWER = ("view_inventory", "view_images")
-IMAGE_PUBLISHER = (*IMAGE_VIEWER, "publish_images")
-SNAPSHOT_VIEWER = ("view_inventory", "view_snapshots")
-SNAPSHOT_OPERATOR = (*SNAPSHOT_VIEWER, "create_snapshots", "restore_snapshots", "delete_snapshots")
+IMAGE_VIEWER = (Perm.VIEW_INVENTORY, Perm.VIEW_IMAGES)
+IMAGE_PUBLISHER = (*IMAGE_VIEWER, Perm.PUBLISH_IMAGES)
+SNAPSHOT_VIEWER = (Perm.VIEW_INVENTORY, Perm.VIEW_SNAPSHOTS)
+SNAPSHOT_OPERATOR = (*SNAPSHOT_VIEWER, Perm.CREATE_SNAPSHOTS, Perm.RESTORE_SNAPSHOTS, Perm.DELETE_SNAPSHOTS)
 
 ROLES = {
     role.name: role
@@ -39,13 +39,13 @@ ROLES = {
             "image.admin",
             "All publisher + share across projects, mark org-shared",
             *IMAGE_PUBLISHER,
-            "share_images",
+            Perm.SHARE_IMAGES,
         ),
         _role(
             "image.cis-attestor",
             "Sign images as CIS-hardened (audit-trail role)",
             *IMAGE_VIEWER,
-            "attest_images",
+            Perm.ATTEST_IMAGES,
         ),
         _role("snapshot.viewer", "List snapshots, read metadata", *SNAPSHOT_VIEWER),
         _role("snapshot.operator", "Create, restore to new and delete snapshots", *SNAPSHOT_OPERATOR),
@@ -53,17 +53,17 @@ ROLES = {
             "snapshot.admin",
             "All operator + roll back, snapshot quotas and policies",
             *SNAPSHOT_OPERATOR,
-            "rollback_snapshots",
-            "manage_snapshot_quotas",
-            "manage_policies",
+            Perm.ROLLBACK_SNAPSHOTS,
+            Perm.MANAGE_SNAPSHOT_QUOTAS,
+            Perm.MANAGE_POLICIES,
         ),
         _role(
             "auditor",
             "Read-only everywhere in the account; audit log and reports",
-            "view_inventory",
-            "view_images",
-            "view_snapshots",
-            "view_audit",
+            Perm.VIEW_INVENTORY,
+            Perm.VIEW_IMAGES,
+            Perm.VIEW_SNAPSHOTS,
+            Perm.VIEW_AUDIT,
             account_only=True,
         ),
         _role(

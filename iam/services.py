@@ -9,10 +9,10 @@ from django.contrib.auth.models import Group
 from django.db import IntegrityError, transaction
 from guardian.shortcuts import assign_perm, get_group_perms, get_user_perms, remove_perm
 
-from clouddigit.access import require
+from clouddigit.access import actor_name, require
 from clouddigit.audit.log import audited
 from clouddigit.compute.models import Account, Project
-from clouddigit.compute.permissions import CODENAMES
+from clouddigit.compute.permissions import CODENAMES, Perm
 from clouddigit.errors import Conflict, InvalidRequest, PermissionRefused
 from iam.models import AccountMember, RoleBinding
 from iam.roles import ROLES, permissions_of
@@ -48,7 +48,7 @@ def _place(actor, account: Account, principal) -> AccountMember:
     member, _ = AccountMember.objects.get_or_create(
         account=account,
         **{kind: principal},
-        defaults={"added_by": actor.get_username() if actor is not None else "system"},
+        defaults={"added_by": actor_name(actor)},
     )
     return member
 
@@ -95,7 +95,7 @@ def grant_role(
     username: str = "",
     group_name: str = "",
 ) -> RoleBinding:
-    require(actor, "manage_roles", account, "grant roles")
+    require(actor, Perm.MANAGE_ROLES, account, "grant roles")
     if role not in ROLES:
         raise InvalidRequest(f"Unknown role {role!r}; the roles are {', '.join(ROLES)}.", field="role")
     if project is not None and project.account_id != account.pk:
@@ -112,7 +112,7 @@ def grant_role(
                 role=role,
                 account=account,
                 project=project,
-                granted_by=actor.get_username() if actor is not None else "system",
+                granted_by=actor_name(actor),
                 **{kind: principal},
             )
     except IntegrityError:
@@ -124,7 +124,7 @@ def grant_role(
 
 @audited("iam.role.revoke", target="binding")
 def revoke_role(*, actor, binding: RoleBinding) -> None:
-    require(actor, "manage_roles", binding.account, "revoke roles")
+    require(actor, Perm.MANAGE_ROLES, binding.account, "revoke roles")
     if binding.role == "account.admin" and binding.project_id is None:
         admins = RoleBinding.objects.filter(
             account=binding.account, role="account.admin", project__isnull=True

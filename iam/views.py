@@ -14,6 +14,7 @@ from clouddigit.access import can
 from clouddigit.audit.log import record
 from clouddigit.audit.models import AuditEntry
 from clouddigit.compute.models import Account
+from clouddigit.compute.permissions import Perm
 from clouddigit.errors import ServiceError
 from clouddigit.htmx import redirect_after_post
 from iam import services
@@ -26,7 +27,7 @@ from iam.roles import ROLES
 def _accounts(user):
     """Accounts whose bindings the user may list: those it administers or audits."""
     return (
-        Account.objects.holding(user, "manage_roles") | Account.objects.holding(user, "view_audit")
+        Account.objects.holding(user, Perm.MANAGE_ROLES) | Account.objects.holding(user, Perm.VIEW_AUDIT)
     ).distinct()
 
 
@@ -48,7 +49,7 @@ def bindings(request, form: GrantForm | None = None, status: int = 200):
         queryset = queryset.filter(account=account)
     filterset = RoleBindingFilter(request.GET, queryset=queryset)
     page = Paginator(filterset.qs, 100).get_page(request.GET.get("page"))
-    can_grant = account is not None and can(request.user, "manage_roles", account)
+    can_grant = account is not None and can(request.user, Perm.MANAGE_ROLES, account)
     if form is None and can_grant:
         form = GrantForm(account=account)
     context = {

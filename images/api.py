@@ -11,14 +11,13 @@ from rest_framework.decorators import action
 from rest_framework.parsers import BaseParser
 from rest_framework.response import Response
 
-from clouddigit.api.base import region_named, valid_data, visible_or_400, visible_project
+from clouddigit.access import project_by_reference
+from clouddigit.api.base import region_named, valid_data, visible_or_400
 from clouddigit.compute.models import Project, Region
 from clouddigit.errors import InvalidRequest
 from images import attestation_api, inspection, launch, services
 from images.filters import ImageAPIFilter
 from images.models import Image, ImageQuota
-
-VIEW_IMAGES = "compute.view_images"
 
 # --- Output -----------------------------------------------------------------------------------------
 
@@ -200,7 +199,7 @@ class ImageViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
         data = valid_data(ImportSerializer, request)
         image = services.start_import(
             actor=request.user,
-            project=visible_project(request.user, data["project"]),
+            project=project_by_reference(request.user, data["project"]),
             region=region_named(data.get("region") or settings.DEFAULT_REGION),
             name=data["name"],
             declared_format=data["format"],
@@ -369,7 +368,7 @@ def _where(request) -> tuple[Project, Region]:
     params = request.query_params
     if not params.get("project") or not params.get("region"):
         raise InvalidRequest("Pass ?project=account/project&region=<region>.", field="project")
-    return visible_project(request.user, params["project"]), region_named(params["region"])
+    return project_by_reference(request.user, params["project"]), region_named(params["region"])
 
 
 class ImageLimitViewSet(mixins.CreateModelMixin, viewsets.GenericViewSet):
@@ -382,7 +381,7 @@ class ImageLimitViewSet(mixins.CreateModelMixin, viewsets.GenericViewSet):
         data = valid_data(LimitSerializer, request)
         quota = services.raise_image_limit(
             actor=request.user,
-            project=visible_project(request.user, data["project"]),
+            project=project_by_reference(request.user, data["project"]),
             limit=data["limit"],
             ticket=data["ticket"],
         )

@@ -22,9 +22,10 @@ from django.db import IntegrityError, transaction
 from django.db.models import Prefetch, Q
 from django.utils import timezone
 
-from clouddigit.access import can, require
+from clouddigit.access import actor_name, can, require
 from clouddigit.audit.log import Target, audited, record
 from clouddigit.compute.models import Account, Project
+from clouddigit.compute.permissions import Perm
 from clouddigit.compute.services import check_name
 from clouddigit.errors import Conflict, InvalidRequest, PermissionRefused, ServiceError
 
@@ -106,19 +107,15 @@ def _verifies(public_key_b64: str, signature_b64: str, signed: bytes) -> bool:
     return True
 
 
-def _name_of(actor) -> str:
-    return actor.get_username() if actor is not None else "system"
-
-
 # --- Signing keys ----------------------------------------------------------------------------------
 
 
 def _may_attest_in(actor, account: Account) -> bool:
     """`attest_images` on the account or on any of its projects: a project-scoped attestor registers
     keys in the account, since keys belong to the account, not to one project."""
-    if can(actor, "attest_images", account):
+    if can(actor, Perm.ATTEST_IMAGES, account):
         return True
-    return Project.objects.visible_to(actor, "attest_images").filter(account=account).exists()
+    return Project.objects.visible_to(actor, Perm.ATTEST_IMAGES).filter(account=account).exists()
 
 
 # The key text is not logged: someone may paste a private key by mistake. The entry's target names the
@@ -132,7 +129,8 @@ def register_key(*, actor, account: Account, name: str, public_key: str) -> Sign
     if not _may_attest_in(actor, account):
         raise PermissionRefused(
             f"You may not register signing keys in {account}: it needs the image.cis-attestor role "
-            "('attest_images') on the account or one of its projects. Ask an admin of the account for one."
+            f"('{Perm.ATTEST_IMAGES.value}') on the account or one of its projects. "
+            "Ask an admin of the account for one."
         )
     name = check_name(name)
     raw = public_key_raw(public_key)
@@ -170,15 +168,15 @@ def register_key(*, actor, account: Account, name: str, public_key: str) -> Sign
 def revoke_key(*, actor, key: SigningKey) -> SigningKey:
     """Revoke a key: every attestation made with it stops counting from now on."""
     owner = actor is not None and actor.pk == key.owner_id
-    if not owner and not can(actor, "manage_roles", key.account):
+    if not owner and not can(actor, Perm.MANAGE_ROLES, key.account):
         raise PermissionRefused(
             f"You may not revoke signing key {key.name} in {key.account}: only its owner or someone who "
-            "may grant roles in the account ('manage_roles') can."
+            f"may grant roles in the account ('{Perm.MANAGE_ROLES.value}') can."
         )
     if key.revoked:
         raise Conflict(f"Signing key {key.name} was already revoked on {key.revoked_at:%Y-%m-%d %H:%M} UTC.")
     key.revoked_at = timezone.now()
-    key.revoked_by = _name_of(actor)
+    key.revoked_by = actor_name(actor)
     key.save(update_fields=["revoked_at", "revoked_by"])
     return key
 
@@ -188,8 +186,8 @@ def keys_visible_to(user):
     images (to know whose signatures count) or grant roles (to revoke them)."""
     if not user.is_authenticated:
         return SigningKey.objects.none()
-    attest_accounts = Project.objects.visible_to(user, "attest_images").values("account")
-    admin_accounts = Account.objects.holding(user, "manage_roles").values("pk")
+    attest_accounts = Account.objects.visible_to(user, Perm.ATTEST_IMAGES).values("pk")
+    admin_accounts = Account.objects.holding(user, Perm.MANAGE_ROLES).values("pk")
     return SigningKey.objects.filter(
         Q(owner=user) | Q(account__in=attest_accounts) | Q(account__in=admin_accounts)
     ).select_related("account", "owner")
@@ -222,7 +220,7 @@ def attest_image(*, actor, image: Image, key: SigningKey, signature: str) -> Att
             f"Image {image.name} is a Cloud Digit {image.get_slot_display().lower()} image; only custom "
             "images of a project are attested."
         )
-    require(actor, "attest_images", image.project, f"attest image {image.name}")
+    require(actor, Perm.ATTEST_IMAGES, image.project, f"attest image {image.name}")
     if actor is None:
         raise InvalidRequest("An attestation is signed by a person; sign it as the attestor.")
     if image.state != Image.State.AVAILABLE:
@@ -320,9 +318,7 @@ def attestation_status(image: Image, file_sha256: str | None = None) -> tuple[At
     Uses `image.attestations.all()`, so a caller listing many images can prefetch them with their keys.
     """
     if image.project_id is None:
-        return None, (
-            f"it is a Cloud Digit {image.slot} image, which a project's attestors cannot sign"
-        )
+        return None, (f"it is a Cloud Digit {image.slot} image, which a project's attestors cannot sign")
     first_reason = ""
     for attestation in image.attestations.all():
         reason = _invalid_because(image, attestation, file_sha256)
@@ -344,14 +340,14 @@ def policy_mode(project: Project) -> str:
 def set_policy(*, actor, project: Project, mode: str) -> ImagePolicy:
     """Set whether VM-create in `project` requires a valid attestation (enforce), records what it would
     deny (audit) or ignores attestations (off)."""
-    require(actor, "manage_image_quotas", project, "set the project's image policy")
+    require(actor, Perm.MANAGE_IMAGE_QUOTAS, project, "set the project's image policy")
     if mode not in ImagePolicy.Attestation.values:
         raise InvalidRequest(
             f"The attestation policy must be one of {', '.join(ImagePolicy.Attestation.values)}.",
             field="mode",
         )
     policy, _ = ImagePolicy.objects.update_or_create(
-        project=project, defaults={"require_attestation": mode, "updated_by": _name_of(actor)}
+        project=project, defaults={"require_attestation": mode, "updated_by": actor_name(actor)}
     )
     return policy
 

@@ -14,9 +14,10 @@ from rest_framework.response import Response
 
 from clouddigit.api.base import valid_data
 from clouddigit.compute.models import Account, Project
+from clouddigit.compute.permissions import Perm
 from clouddigit.errors import InvalidRequest
 from images import attestation
-from images.models import VIEW_IMAGES, Attestation, Image, ImagePolicy, SigningKey
+from images.models import Attestation, Image, ImagePolicy, SigningKey
 
 # --- Signing keys -----------------------------------------------------------------------------------
 
@@ -239,7 +240,7 @@ class ImagePolicyViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = ImagePolicySerializer
 
     def get_queryset(self):
-        projects = Project.objects.visible_to(self.request.user, VIEW_IMAGES).select_related(
+        projects = Project.objects.visible_to(self.request.user, Perm.VIEW_IMAGES).select_related(
             "account", "image_policy"
         )
         if self.request.query_params.get("project"):

@@ -6,21 +6,21 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from clouddigit.access import can
+from clouddigit.access import can, project_by_reference
 from clouddigit.audit.log import record_invalid_form, record_refusal
 from clouddigit.audit.models import AuditEntry
 from clouddigit.compute.models import Account, Project
-from clouddigit.errors import ServiceError
+from clouddigit.compute.permissions import Perm
+from clouddigit.errors import InvalidRequest, ServiceError
 from clouddigit.htmx import redirect_after_post
 from images import attestation
 from images.attestation_forms import AttestForm, PolicyForm, RegisterKeyForm
-from images.models import VIEW_IMAGES, ImagePolicy, SigningKey
+from images.models import ImagePolicy, SigningKey
 from images.views import detail_context, shown, visible_images
 
 RECENT_WOULD_DENY = 20
@@ -31,17 +31,16 @@ RECENT_WOULD_DENY = 20
 def _key_accounts(user) -> list[str]:
     """Slugs of the accounts where `user` may register a key: attest_images on the account or one of
     its projects."""
-    in_projects = Project.objects.visible_to(user, "attest_images").values("account")
-    accounts = Account.objects.filter(
-        Q(pk__in=in_projects) | Q(pk__in=Account.objects.holding(user, "attest_images").values("pk"))
-    )
+    accounts = Account.objects.visible_to(user, Perm.ATTEST_IMAGES)
     return list(accounts.order_by("slug").values_list("slug", flat=True))
 
 
 def _keys_page(request, form: RegisterKeyForm | None = None, status: int = 200):
     accounts = _key_accounts(request.user)
     keys = list(attestation.keys_visible_to(request.user).order_by("account__slug", "name"))
-    admin_accounts = set(Account.objects.holding(request.user, "manage_roles").values_list("pk", flat=True))
+    admin_accounts = set(
+        Account.objects.holding(request.user, Perm.MANAGE_ROLES).values_list("pk", flat=True)
+    )
     context = {
         "keys": [(key, key.owner_id == request.user.pk or key.account_id in admin_accounts) for key in keys],
         "form": form or (RegisterKeyForm(accounts=accounts) if accounts else None),
@@ -132,13 +131,13 @@ def attest(request, pk):
 
 def _policy_project(request, reference: str | None) -> Project | None:
     """The project named (its id), else the header's project; among those whose images the user sees."""
-    projects = Project.objects.visible_to(request.user, VIEW_IMAGES).select_related("account")
     if reference:
-        project = projects.by_reference(reference).first()
-        if project is None:
-            raise Http404("No such project, or you may not see it.")
-        return project
+        try:
+            return project_by_reference(request.user, reference, Perm.VIEW_IMAGES)
+        except InvalidRequest:
+            raise Http404("No such project, or you may not see it.") from None
     scoped = request.scope.project if request.scope else None
+    projects = Project.objects.visible_to(request.user, Perm.VIEW_IMAGES).select_related("account")
     return projects.filter(pk=scoped.pk).first() if scoped else None
 
 
@@ -147,7 +146,7 @@ def _policy_page(request, project: Project | None, form: PolicyForm | None = Non
     if project is not None:
         policy = ImagePolicy.objects.filter(project=project).first()
         mode = policy.require_attestation if policy else ImagePolicy.Attestation.OFF
-        can_set = can(request.user, "manage_image_quotas", project)
+        can_set = can(request.user, Perm.MANAGE_IMAGE_QUOTAS, project)
         context.update(
             policy=policy,
             mode=ImagePolicy.Attestation(mode),
@@ -156,7 +155,7 @@ def _policy_page(request, project: Project | None, form: PolicyForm | None = Non
             or (PolicyForm(initial={"project": project.pk, "attestation": mode}) if can_set else None),
             denied=attestation.would_deny(project),
         )
-        if can(request.user, "view_audit", project):
+        if can(request.user, Perm.VIEW_AUDIT, project):
             context["recorded"] = AuditEntry.objects.filter(
                 project=project, action="image.attestation.would-deny"
             ).order_by("-at")[:RECENT_WOULD_DENY]

@@ -12,6 +12,7 @@ from clouddigit.access import can, require
 from clouddigit.audit.log import audited
 from clouddigit.compute import services as compute
 from clouddigit.compute.models import VM, Project, Region
+from clouddigit.compute.permissions import Perm
 from clouddigit.errors import InvalidRequest
 from images import attestation
 from images.models import Image
@@ -25,7 +26,7 @@ def picker(actor, project: Project, region: Region, show_deprecated: bool = Fals
     offered to the project (platform, its own, shared with it, org-shared in its account), and, for
     any but platform images, with `image.viewer` (view_images) held on the project."""
     images = Image.objects.filter(region=region, state=Image.State.AVAILABLE).offered_to(project)
-    if not can(actor, "view_images", project):
+    if not can(actor, Perm.VIEW_IMAGES, project):
         images = images.filter(project__isnull=True)
     if not show_deprecated:
         images = images.not_deprecated()
@@ -87,7 +88,7 @@ def _reasons(actor, project: Project, region: Region, image: Image, offered: boo
                 f"(Images → {image.name} → Share), or copies it into {project} (→ Copy).",
             )
         )
-    elif image.project_id and not can(actor, "view_images", project):
+    elif image.project_id and not can(actor, Perm.VIEW_IMAGES, project):
         reasons.append(
             Reason(
                 image,
@@ -172,7 +173,7 @@ def launch_vm(
 ) -> VM:
     """A VM whose boot volume is a copy of `image` (grown to `boot_size_bytes`), defined on a host of
     the region; started when `start`."""
-    require(actor, "operate_vms", project, "create VMs")
+    require(actor, Perm.OPERATE_VMS, project, "create VMs")
     compute.check_vm_request(name=name, vpc=vpc, flavor=flavor, tags=tags)  # before copying any bytes
     image = image_named(actor, project, region, str(image.pk))
     minimum = -(-(image.virtual_size or MiB) // MiB) * MiB

@@ -11,17 +11,17 @@ from django.db.models import Q
 from django.utils import timezone
 
 from clouddigit.compute.models import Account, Project, Region, TaggedQuerySet, validate_tags
+from clouddigit.compute.permissions import Perm
 from clouddigit.operations import Leased
 from clouddigit.statemachine import StateMachineMixin
 
 DEFAULT_CUSTOM_IMAGES_PER_PROJECT = 50
-VIEW_IMAGES = "compute.view_images"
 # The hardening checklist's tags; `created-at` is set by the platform, the others by the publisher.
 CHECKLIST_TAGS = ("os-family", "cis-level", "owner", "created-at")
 
 
 class ImageQuerySet(TaggedQuerySet):
-    def visible_to(self, user, perm: str = VIEW_IMAGES) -> ImageQuerySet:
+    def visible_to(self, user, perm: Perm = Perm.VIEW_IMAGES) -> ImageQuerySet:
         """The catalogue a user sees: platform images, their projects' images, images shared with one of
         their projects, and org-shared images of an account they hold `perm` in."""
         if not user.is_authenticated:
@@ -37,7 +37,7 @@ class ImageQuerySet(TaggedQuerySet):
     def shared_with(self, user) -> ImageQuerySet:
         """ "Shared with me": other projects' images shared with (or org-shared into) a project the user
         works in."""
-        projects = Project.objects.visible_to(user, VIEW_IMAGES)
+        projects = Project.objects.visible_to(user, Perm.VIEW_IMAGES)
         return (
             self.visible_to(user)
             .exclude(project__isnull=True)

@@ -22,12 +22,13 @@ from django.db.models import Q
 from django.utils import timezone
 
 from clouddigit import operations
-from clouddigit.access import require
+from clouddigit.access import actor_name, require
 from clouddigit.audit.log import Target, audited, record
 from clouddigit.audit.models import AuditEntry
 from clouddigit.backends import volumes
 from clouddigit.backends.objectstore import ObjectStore
 from clouddigit.compute.models import Project, Region
+from clouddigit.compute.permissions import Perm
 from clouddigit.compute.services import check_name, check_tags
 from clouddigit.errors import Conflict, InvalidRequest, ServiceError
 from clouddigit.queueing import enqueue, hypervisor_queue
@@ -89,27 +90,23 @@ def _check_quota(project: Project) -> None:
 
 @audited("image.quota.raise")
 def raise_image_limit(*, actor, project: Project, limit: int, ticket: str) -> ImageQuota:
-    require(actor, "manage_image_quotas", project, "raise the custom-image limit")
+    require(actor, Perm.MANAGE_IMAGE_QUOTAS, project, "raise the custom-image limit")
     if not ticket.strip():
         raise InvalidRequest("A ticket reference is required to raise a limit.", field="ticket")
     if limit < 1 or limit > 10_000:
         raise InvalidRequest("The limit must be between 1 and 10000.", field="limit")
     return ImageQuota.objects.create(
-        project=project, limit=limit, ticket=ticket.strip(), set_by=_name_of(actor)
+        project=project, limit=limit, ticket=ticket.strip(), set_by=actor_name(actor)
     )
 
 
 # --- Create: upload, promote, copy -------------------------------------------------------------------
 
 
-def _name_of(actor) -> str:
-    return actor.get_username() if actor is not None else "system"
-
-
 def _checklist_tags(tags: dict | None, actor) -> dict:
     """The publisher's tags, with `created-at` set by us and `owner` defaulting to the publisher."""
     tags = check_tags(tags)
-    tags.setdefault("owner", _name_of(actor))
+    tags.setdefault("owner", actor_name(actor))
     tags["created-at"] = timezone.now().strftime("%Y-%m-%d")
     return tags
 
@@ -124,7 +121,7 @@ def _new_image(*, actor, project: Project, region: Region, name: str, **fields) 
     try:
         with transaction.atomic():
             return Image.objects.create(
-                project=project, region=region, name=name, created_by=_name_of(actor), **fields
+                project=project, region=region, name=name, created_by=actor_name(actor), **fields
             )
     except IntegrityError:
         raise Conflict(
@@ -157,7 +154,7 @@ def start_import(
     tags: dict | None = None,
 ) -> Image:
     """A custom image waiting for its bytes (`receive_upload`)."""
-    require(actor, "publish_images", project, "upload images")
+    require(actor, Perm.PUBLISH_IMAGES, project, "upload images")
     if declared_format not in inspection.FORMATS:
         raise ImageUploadFailed(
             f"format {declared_format!r} is not accepted; upload one of {', '.join(inspection.FORMATS)}.",
@@ -218,7 +215,7 @@ def receive_upload(*, actor, image: Image, stream: BinaryIO, length: int | None 
     Refused files leave a FAILED image that says why (the name is reused by the next upload); accepted
     ones go to the region's worker to be converted and stored.
     """
-    require(actor, "publish_images", image.project, f"upload to image {image.name}")
+    require(actor, Perm.PUBLISH_IMAGES, image.project, f"upload to image {image.name}")
     if image.state != Image.State.UPLOADING:
         raise Conflict(f"Image {image.name} is {image.get_state_display().lower()}; it takes no upload now.")
     try:
@@ -314,8 +311,8 @@ def promote_snapshot(
     VM snapshot. The image is the disk's flattened point-in-time view."""
     from snapshots.models import Snapshot
 
-    require(actor, "publish_images", snapshot.project, "promote snapshots to images")
-    require(actor, "view_snapshots", snapshot.project, "promote snapshots to images")
+    require(actor, Perm.PUBLISH_IMAGES, snapshot.project, "promote snapshots to images")
+    require(actor, Perm.VIEW_SNAPSHOTS, snapshot.project, "promote snapshots to images")
     if snapshot.state != Snapshot.State.AVAILABLE:
         raise ImagePromoteFailed(
             f"snapshot {snapshot.name} is {snapshot.get_state_display().lower()}; wait until it is "
@@ -368,8 +365,8 @@ def copy_image(
     region, project = region or image.region, project or image.project
     if project.account_id != image.project.account_id:
         raise cross_account_refused(project.account.slug, image.project.account)
-    require(actor, "view_images", image.project, "copy images")
-    require(actor, "publish_images", project, "copy images into it")
+    require(actor, Perm.VIEW_IMAGES, image.project, "copy images")
+    require(actor, Perm.PUBLISH_IMAGES, project, "copy images into it")
     if image.state != Image.State.AVAILABLE:
         raise Conflict(
             f"Image {image.name} is {image.get_state_display().lower()}; copy it once it is Available."
@@ -413,7 +410,7 @@ def give_up(image: Image, reason: str) -> None:
 @audited("image.retry", target="image")
 def retry_image(*, actor, image: Image) -> Image:
     """Process a failed or interrupted import, promotion or copy again, from its start."""
-    _require_own(actor, image, "publish_images", f"retry image {image.name}")
+    _require_own(actor, image, Perm.PUBLISH_IMAGES, f"retry image {image.name}")
     if image.worker_on_it:
         raise Conflict(
             f"Image {image.name} is being processed now ({image.step}); retry it if it stops making progress."
@@ -589,7 +586,7 @@ def _require_own(actor, image: Image, perm: str, doing: str) -> None:
 
 @audited("image.tag", target="image")
 def set_tags(*, actor, image: Image, tags: dict) -> Image:
-    _require_own(actor, image, "publish_images", f"tag image {image.name}")
+    _require_own(actor, image, Perm.PUBLISH_IMAGES, f"tag image {image.name}")
     tags = check_tags(tags)
     tags["created-at"] = image.tags.get("created-at") or image.created_at.strftime("%Y-%m-%d")
     image.tags = tags
@@ -603,7 +600,7 @@ def set_visibility(*, actor, image: Image, visibility: str) -> Image:
         raise InvalidRequest(
             f"Visibility must be one of {', '.join(Image.Visibility.values)}.", field="visibility"
         )
-    _require_own(actor, image, "share_images", f"change who can use image {image.name}")
+    _require_own(actor, image, Perm.SHARE_IMAGES, f"change who can use image {image.name}")
     image.visibility = visibility
     image.save(update_fields=["visibility", "updated_at"])
     return image
@@ -635,27 +632,27 @@ def cross_account_refused(account_slug: str, home) -> InvalidRequest:
 
 @audited("image.share", target="image")
 def share_image(*, actor, image: Image, project: Project) -> ImageShare:
-    _require_own(actor, image, "share_images", f"share image {image.name}")
+    _require_own(actor, image, Perm.SHARE_IMAGES, f"share image {image.name}")
     if project.account_id != image.project.account_id:
         raise cross_account_refused(project.account.slug, image.project.account)
     if project.pk == image.project_id:
         raise InvalidRequest(f"Image {image.name} already belongs to {project}.", field="project")
     share, _ = ImageShare.objects.get_or_create(
-        image=image, project=project, defaults={"shared_by": _name_of(actor)}
+        image=image, project=project, defaults={"shared_by": actor_name(actor)}
     )
     return share
 
 
 @audited("image.unshare", target="image")
 def unshare_image(*, actor, image: Image, project: Project) -> None:
-    _require_own(actor, image, "share_images", f"stop sharing image {image.name}")
+    _require_own(actor, image, Perm.SHARE_IMAGES, f"stop sharing image {image.name}")
     ImageShare.objects.filter(image=image, project=project).delete()
 
 
 @audited("image.deprecate", target="image")
 def deprecate_image(*, actor, image: Image, at: datetime | None = None, note: str = "") -> Image:
     """Hide the image from the VM-create picker from `at` on (now by default); VMs keep running."""
-    _require_own(actor, image, "publish_images", f"deprecate image {image.name}")
+    _require_own(actor, image, Perm.PUBLISH_IMAGES, f"deprecate image {image.name}")
     image.deprecated_at = at or timezone.now()
     image.deprecation_note = note[:300]
     image.save(update_fields=["deprecated_at", "deprecation_note", "updated_at"])
@@ -664,7 +661,7 @@ def deprecate_image(*, actor, image: Image, at: datetime | None = None, note: st
 
 @audited("image.undeprecate", target="image")
 def undeprecate_image(*, actor, image: Image) -> Image:
-    _require_own(actor, image, "publish_images", f"un-deprecate image {image.name}")
+    _require_own(actor, image, Perm.PUBLISH_IMAGES, f"un-deprecate image {image.name}")
     image.deprecated_at = None
     image.deprecation_note = ""
     image.save(update_fields=["deprecated_at", "deprecation_note", "updated_at"])
@@ -675,7 +672,7 @@ def undeprecate_image(*, actor, image: Image) -> Image:
 def delete_image(*, actor, image: Image) -> None:
     """Remove the image from the catalogue and its bytes from the object store. VMs already created
     from it keep their own copy of its bytes."""
-    _require_own(actor, image, "publish_images", f"delete image {image.name}")
+    _require_own(actor, image, Perm.PUBLISH_IMAGES, f"delete image {image.name}")
     # Conditional: a worker that claims it from now on finds no row; one already on it keeps it.
     live = Q(claimed_by__gt="", lease_until__gte=timezone.now())
     if not Image.objects.filter(pk=image.pk).exclude(live).delete()[0]:

@@ -22,9 +22,10 @@ from django.conf import settings
 from django.db.models import Case, F, Sum, Value, When
 from django.db.models.functions import Coalesce
 
-from clouddigit.access import require
+from clouddigit.access import actor_name, require
 from clouddigit.audit.log import audited
 from clouddigit.compute.models import Project
+from clouddigit.compute.permissions import Perm
 from clouddigit.errors import InvalidRequest, ServiceError
 from images.models import Image, StorageQuota
 
@@ -129,7 +130,7 @@ def check_not_full(*, project: Project, what: str) -> None:
 def raise_storage_quota(*, actor, project: Project, limit_gib: int, ticket: str) -> StorageQuota:
     """Set the project's storage quota, for a support ticket. It covers snapshots and images, so it
     takes the rights to raise both kinds of limit."""
-    for perm in ("manage_snapshot_quotas", "manage_image_quotas"):
+    for perm in (Perm.MANAGE_SNAPSHOT_QUOTAS, Perm.MANAGE_IMAGE_QUOTAS):
         require(actor, perm, project, "raise the storage quota")
     if not ticket.strip():
         raise InvalidRequest("A ticket reference is required to raise a quota.", field="ticket")
@@ -139,5 +140,5 @@ def raise_storage_quota(*, actor, project: Project, limit_gib: int, ticket: str)
         project=project,
         limit_bytes=limit_gib * GiB,
         ticket=ticket.strip(),
-        set_by=actor.get_username() if actor is not None else "system",
+        set_by=actor_name(actor),
     )

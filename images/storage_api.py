@@ -7,7 +7,8 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from clouddigit.api.base import valid_data, visible_project
+from clouddigit.access import project_by_reference
+from clouddigit.api.base import valid_data
 from clouddigit.errors import InvalidRequest
 from images import storage
 
@@ -49,7 +50,7 @@ class StorageQuotaViewSet(viewsets.GenericViewSet):
         """Set the project's storage quota for a support ticket (needs the rights to raise both snapshot
         and image limits); answers the project's usage against the new quota."""
         data = valid_data(RaiseStorageQuotaSerializer, request)
-        project = visible_project(request.user, data["project"])
+        project = project_by_reference(request.user, data["project"])
         storage.raise_storage_quota(
             actor=request.user, project=project, limit_gib=data["limit_gib"], ticket=data["ticket"]
         )
@@ -65,5 +66,5 @@ class StorageQuotaViewSet(viewsets.GenericViewSet):
         reference = request.query_params.get("project", "")
         if not reference:
             raise InvalidRequest("Name the project with ?project=account/project.", field="project")
-        project = visible_project(request.user, reference)
+        project = project_by_reference(request.user, reference)
         return Response(StorageUsageSerializer(storage.usage(project)).data)

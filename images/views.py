@@ -15,10 +15,11 @@ from django.urls import resolve, reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
-from clouddigit.access import can
+from clouddigit.access import can, project_by_reference
 from clouddigit.audit.log import form_errors, record_invalid_form, record_refusal
 from clouddigit.compute.models import Project, Region
-from clouddigit.errors import PermissionRefused, ServiceError
+from clouddigit.compute.permissions import Perm
+from clouddigit.errors import InvalidRequest, PermissionRefused, ServiceError
 from clouddigit.htmx import redirect_after_post, render_page_or_fragment
 from clouddigit.listing import PAGE_SIZE, in_scope
 from images import launch, services
@@ -50,14 +51,10 @@ def _scope_project(request) -> Project | None:
 
 def _project_named(request, reference: str | None) -> Project:
     """The project a form was shown for (it says so), not whatever the switcher says now in another tab."""
-    project = None
-    if reference:
-        project = (
-            Project.objects.visible_to(request.user).by_reference(reference).select_related("account").first()
-        )
-    if project is None:
-        raise Http404("No such project, or you may not see it.")
-    return project
+    try:
+        return project_by_reference(request.user, reference or "")
+    except InvalidRequest:
+        raise Http404("No such project, or you may not see it.") from None
 
 
 # --- Catalogue ---------------------------------------------------------------------------------------
@@ -95,10 +92,10 @@ def _catalogue_page(request, limit_form: LimitForm | None = None, status: int = 
         "hardened": [image for image in platform if image.slot == Image.Slot.HARDENED],
         "page": page,
         "query": query.urlencode(),
-        "can_upload": project is not None and can(request.user, "publish_images", project),
+        "can_upload": project is not None and can(request.user, Perm.PUBLISH_IMAGES, project),
     }
     if project is not None and not shared:
-        can_raise = can(request.user, "manage_image_quotas", project)
+        can_raise = can(request.user, Perm.MANAGE_IMAGE_QUOTAS, project)
         context.update(
             quota_used=Image.objects.counting_against_quota(project).count(),
             quota_limit=services.image_limit(project),
@@ -151,8 +148,8 @@ def _input_kept(image: Image) -> bool:
 
 def detail_context(request, image: Image, **forms) -> dict:
     project = image.project
-    can_publish = project is not None and can(request.user, "publish_images", project)
-    can_share = project is not None and can(request.user, "share_images", project)
+    can_publish = project is not None and can(request.user, Perm.PUBLISH_IMAGES, project)
+    can_share = project is not None and can(request.user, Perm.SHARE_IMAGES, project)
     other_region = next(
         (slug for slug, _ in CopyForm().fields["region"].choices if slug != image.region_id), ""
     )
@@ -383,7 +380,7 @@ def _upload_page(
         "project": project,
         "error": error,
         "hint": hint,
-        "can_upload": project is not None and can(request.user, "publish_images", project),
+        "can_upload": project is not None and can(request.user, Perm.PUBLISH_IMAGES, project),
         "max_upload_bytes": services.max_upload_bytes(),
     }
     return render(request, "images/upload.html", context, status=status)
@@ -599,7 +596,7 @@ def _launch_page(
         "reasons": launch.why_missing(request.user, project, region, why)
         if why and project and region
         else [],
-        "can_launch": project is not None and can(request.user, "operate_vms", project),
+        "can_launch": project is not None and can(request.user, Perm.OPERATE_VMS, project),
     }
     if fragment:
         return render_page_or_fragment(request, "images/launch.html", fragment, context)

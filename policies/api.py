@@ -15,7 +15,7 @@ from rest_framework import mixins, renderers, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from clouddigit.api.base import visible_project
+from clouddigit.access import project_by_reference
 from clouddigit.compute.api import ProjectReferenceFilter
 from policies import drills, services, simulator
 from policies.models import Drill, Policy
@@ -144,7 +144,7 @@ class PolicyViewSet(viewsets.ReadOnlyModelViewSet):
         (200). An invalid policy is a 400 `InvalidPolicy` naming the line and field; nothing is saved."""
         data = ApplySerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        project = visible_project(request.user, data.validated_data["project"])
+        project = project_by_reference(request.user, data.validated_data["project"])
         existing = set(project.snapshot_policies.values_list("pk", flat=True))
         policy = services.apply_policy(actor=request.user, project=project, text=data.validated_data["yaml"])
         code = status.HTTP_200_OK if policy.pk in existing else status.HTTP_201_CREATED
@@ -177,7 +177,7 @@ class PolicyViewSet(viewsets.ReadOnlyModelViewSet):
         each is still kept at the end. Runs the scheduler's own code on a simulated clock; saves nothing."""
         data = SimulateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        project = visible_project(request.user, data.validated_data["project"])
+        project = project_by_reference(request.user, data.validated_data["project"])
         outcome = simulator.simulate(
             actor=request.user,
             project=project,
@@ -202,7 +202,9 @@ class PolicyViewSet(viewsets.ReadOnlyModelViewSet):
 class DrillSerializer(serializers.ModelSerializer):
     policy = serializers.CharField(source="policy.name", read_only=True, allow_null=True)
     project = serializers.StringRelatedField(read_only=True)
-    vm = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True, help_text="None once the VM is gone")
+    vm = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True, help_text="None once the VM is gone"
+    )
     snapshot = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
     checks = serializers.JSONField(read_only=True, help_text="[{check, ok, detail}]")
     seconds = serializers.FloatField(read_only=True, allow_null=True, help_text="Time to restore")

@@ -14,9 +14,10 @@ from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 
 from clouddigit import outbound
-from clouddigit.access import require
+from clouddigit.access import actor_name, require
 from clouddigit.audit.log import audited
 from clouddigit.compute.models import Project
+from clouddigit.compute.permissions import Perm
 from clouddigit.errors import Conflict, InvalidRequest
 from policies.models import NotificationChannel
 from policies.spec import NAME_RE
@@ -64,7 +65,7 @@ def _checked_target(kind: str, target: str) -> str:
 
 @audited("policy.channel.create", secret=("target",))
 def create_channel(*, actor, project: Project, name: str, kind: str, target: str) -> NotificationChannel:
-    require(actor, "manage_policies", project, "add notification channels")
+    require(actor, Perm.MANAGE_POLICIES, project, "add notification channels")
     name = name.strip()
     if not NAME_RE.match(name):
         raise InvalidRequest(
@@ -81,7 +82,7 @@ def create_channel(*, actor, project: Project, name: str, kind: str, target: str
         kind=kind,
         target=_checked_target(kind, target),
         secret=new_secret() if kind == NotificationChannel.Kind.WEBHOOK else "",
-        created_by=actor.get_username() if actor else "system",
+        created_by=actor_name(actor),
     )
     try:
         with transaction.atomic():
@@ -94,7 +95,7 @@ def create_channel(*, actor, project: Project, name: str, kind: str, target: str
 @audited("policy.channel.rotate-secret", target="channel")
 def rotate_secret(*, actor, channel: NotificationChannel) -> NotificationChannel:
     """A new signing secret; the old one stops working at once (receivers must change theirs)."""
-    require(actor, "manage_policies", channel.project, "change notification channels")
+    require(actor, Perm.MANAGE_POLICIES, channel.project, "change notification channels")
     if channel.kind != NotificationChannel.Kind.WEBHOOK:
         raise InvalidRequest(f"{channel.name} is an email channel: only webhooks are signed.")
     channel.secret = new_secret()
@@ -105,5 +106,5 @@ def rotate_secret(*, actor, channel: NotificationChannel) -> NotificationChannel
 @audited("policy.channel.delete", target="channel")
 def delete_channel(*, actor, channel: NotificationChannel) -> None:
     """Policies naming it keep their notify_channel; their next notification records it as missing."""
-    require(actor, "manage_policies", channel.project, "delete notification channels")
+    require(actor, Perm.MANAGE_POLICIES, channel.project, "delete notification channels")
     channel.delete()

@@ -7,17 +7,18 @@ volume reads back the snapshot's checksum, records the time to restore, then rem
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
 
 from clouddigit import operations
-from clouddigit.access import require
+from clouddigit.access import actor_name, require
 from clouddigit.audit.log import audited
 from clouddigit.backends import hypervisor, volumes
 from clouddigit.compute import services as compute
 from clouddigit.compute.models import VM
+from clouddigit.compute.permissions import Perm
 from clouddigit.errors import Conflict
 from clouddigit.queueing import enqueue, hypervisor_queue
 from policies import tasks
@@ -39,9 +40,21 @@ def latest_vm_snapshot(vm: VM) -> Snapshot | None:
     )
 
 
+def vm_to_drill(policy: Policy, asked: str | None = None) -> VM | None:
+    """The VM a drill of `policy` restores: the one `asked` for (its id) when it is in the policy's scope
+    and has a VM snapshot, else such a VM drilled least recently; None when no VM in scope has one."""
+    vms = [vm for vm in in_scope(policy) if latest_vm_snapshot(vm) is not None]
+    chosen = next((vm for vm in vms if str(vm.pk) == asked), None)
+    if chosen is None and vms:
+        drilled = {d.vm_id: d.started_at for d in policy.drills.all()}
+        never = datetime.min.replace(tzinfo=UTC)
+        chosen = min(vms, key=lambda vm: drilled.get(vm.pk) or never)
+    return chosen
+
+
 @audited("policy.drill", target="vm")
 def run_drill(*, actor, vm: VM, policy: Policy | None = None) -> Drill:
-    require(actor, "restore_snapshots", vm.project, "run restore drills")
+    require(actor, Perm.RESTORE_SNAPSHOTS, vm.project, "run restore drills")
     snapshot = latest_vm_snapshot(vm)
     if snapshot is None:
         raise Conflict(f"VM {vm.name} has no available VM snapshot to drill with: take one first.")
@@ -52,7 +65,7 @@ def run_drill(*, actor, vm: VM, policy: Policy | None = None) -> Drill:
         vm_name=vm.name,
         snapshot=snapshot,
         snapshot_name=snapshot.name,
-        requested_by=actor.get_username() if actor else "system",
+        requested_by=actor_name(actor),
         **operations.queued(),
     )
     enqueue(tasks.drill, str(drill.pk), queue=hypervisor_queue(vm.region_id))
@@ -181,7 +194,7 @@ def _region(drill: Drill) -> str:
 @audited("policy.drill.retry", target="drill")
 def retry_drill(*, actor, drill: Drill) -> Drill:
     """Run a failed or interrupted drill again (a failed one from a fresh restore of its snapshot)."""
-    require(actor, "restore_snapshots", drill.project, "run restore drills")
+    require(actor, Perm.RESTORE_SNAPSHOTS, drill.project, "run restore drills")
     if drill.worker_on_it:
         raise Conflict(f"The {drill} is being run now; retry it if it stops making progress.")
     if drill.state == Drill.State.PASSED:
@@ -198,7 +211,7 @@ def retry_drill(*, actor, drill: Drill) -> Drill:
 @audited("policy.drill.delete", target="drill")
 def delete_drill(*, actor, drill: Drill) -> None:
     """Remove a failed drill from the history (its sandbox VM is already gone)."""
-    require(actor, "restore_snapshots", drill.project, "delete restore drills")
+    require(actor, Perm.RESTORE_SNAPSHOTS, drill.project, "delete restore drills")
     if drill.state != Drill.State.FAILED:
         raise Conflict(f"The {drill} is {drill.state}; only a failed drill is deleted.")
     drill.delete()
@@ -211,10 +224,6 @@ def due(now: datetime) -> None:
         last = policy.drills.order_by("-started_at").first()
         if last is not None and now - last.started_at < EVERY:
             continue
-        drilled = {d.vm_id: d.started_at for d in policy.drills.all()}
-        candidates = [vm for vm in in_scope(policy) if latest_vm_snapshot(vm) is not None]
-        if candidates:
-            vm = min(
-                candidates, key=lambda each: drilled.get(each.pk) or datetime.min.replace(tzinfo=now.tzinfo)
-            )
+        vm = vm_to_drill(policy)
+        if vm is not None:
             run_drill(actor=None, vm=vm, policy=policy)

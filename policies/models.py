@@ -8,16 +8,14 @@ from datetime import time
 from django.db import models
 from django.utils import timezone
 
-from clouddigit.compute.models import Project
+from clouddigit.compute.models import Project, ProjectScopedQuerySet
+from clouddigit.compute.permissions import Perm
 from clouddigit.operations import Leased
 from policies.spec import PolicySpec, Slot
 
 
-class PolicyQuerySet(models.QuerySet):
-    def visible_to(self, user) -> PolicyQuerySet:
-        return self.filter(
-            project__in=Project.objects.visible_to(user, "compute.view_snapshots").values("pk")
-        )
+class PolicyQuerySet(ProjectScopedQuerySet):
+    view_perm = Perm.VIEW_SNAPSHOTS
 
 
 class Policy(models.Model):
@@ -128,11 +126,8 @@ class SlotRun(models.Model):
         return f"{self.policy} {self.vm_id} {self.slot_at:%Y-%m-%d %H:%M} {self.klass}: {self.outcome}"
 
 
-class NotificationChannelQuerySet(models.QuerySet):
-    def visible_to(self, user) -> NotificationChannelQuerySet:
-        return self.filter(
-            project__in=Project.objects.visible_to(user, "compute.view_snapshots").values("pk")
-        )
+class NotificationChannelQuerySet(ProjectScopedQuerySet):
+    view_perm = Perm.VIEW_SNAPSHOTS
 
 
 class NotificationChannel(models.Model):
@@ -214,11 +209,8 @@ class Notification(models.Model):
         return f"{self.policy} {self.slot_at:%Y-%m-%d %H:%M} {self.kind}: {self.channel_name}"
 
 
-class DrillQuerySet(models.QuerySet):
-    def visible_to(self, user) -> DrillQuerySet:
-        return self.filter(
-            project__in=Project.objects.visible_to(user, "compute.view_snapshots").values("pk")
-        )
+class DrillQuerySet(ProjectScopedQuerySet):
+    view_perm = Perm.VIEW_SNAPSHOTS
 
 
 class Drill(Leased):

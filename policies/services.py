@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from clouddigit.access import require
+from clouddigit.access import actor_name, require
 from clouddigit.audit.log import audited
 from clouddigit.compute.models import Project
+from clouddigit.compute.permissions import Perm
 from clouddigit.errors import InvalidRequest
 from policies import spec as policy_spec
 from policies.models import Policy
@@ -17,7 +18,7 @@ MAX_YAML_BYTES = 64 * 1024
 @audited("policy.apply")
 def apply_policy(*, actor, project: Project, text: str) -> Policy:
     """Create the policy named in the YAML, or replace it: nothing is saved unless all of it is valid."""
-    require(actor, "manage_policies", project, "apply snapshot policies")
+    require(actor, Perm.MANAGE_POLICIES, project, "apply snapshot policies")
     if len(text.encode()) > MAX_YAML_BYTES:
         raise policy_spec.PolicyError(
             f"The policy is larger than {MAX_YAML_BYTES // 1024} KiB.", field="yaml"
@@ -29,7 +30,7 @@ def apply_policy(*, actor, project: Project, text: str) -> Policy:
         defaults={
             "spec": Policy.spec_to_json(parsed),
             "source": text,
-            "applied_by": actor.get_username() if actor else "system",
+            "applied_by": actor_name(actor),
         },
     )
     return policy
@@ -49,7 +50,7 @@ SNAPSHOT_CHOICES = {
 @audited("policy.delete", target="policy")
 def delete_policy(*, actor, policy: Policy, snapshots: str) -> None:
     """Deleting a policy says what becomes of its snapshots: `keep`, `retain` or `delete`."""
-    require(actor, "manage_policies", policy.project, "delete snapshot policies")
+    require(actor, Perm.MANAGE_POLICIES, policy.project, "delete snapshot policies")
     if snapshots not in SNAPSHOT_CHOICES:
         choices = "; ".join(f"{key}: {text}" for key, text in SNAPSHOT_CHOICES.items())
         raise InvalidRequest(f"Say what becomes of the policy's snapshots: {choices}.", field="snapshots")

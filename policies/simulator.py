@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from clouddigit.access import require
 from clouddigit.compute.models import Project
+from clouddigit.compute.permissions import Perm
 from policies import engine
 from policies.models import Policy, SlotRun
 from policies.schedule import slots_between
@@ -78,7 +79,7 @@ def _row(snapshot: Snapshot) -> dict:
 
 
 def simulate(*, actor, project: Project, text: str, start: datetime | None = None, days: int = 0) -> Outcome:
-    require(actor, "view_snapshots", project, "simulate snapshot policies")
+    require(actor, Perm.VIEW_SNAPSHOTS, project, "simulate snapshot policies")
     spec = parse(text)
     if not 0 <= days <= MAX_DAYS:
         raise PolicyError(f"Simulate between 0 and {MAX_DAYS} days.", field="days")

@@ -13,15 +13,15 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from clouddigit.access import can
+from clouddigit.access import can, project_by_reference
 from clouddigit.audit.log import record_invalid_form, record_refusal
 from clouddigit.compute.models import Project
-from clouddigit.errors import Conflict, ServiceError
+from clouddigit.compute.permissions import Perm
+from clouddigit.errors import Conflict, InvalidRequest, ServiceError
 from clouddigit.htmx import redirect_after_post
 from policies import channels, drills, services, simulator
 from policies.api import YAML_CONTENT_TYPE
 from policies.coverage import coverage
-from policies.engine import in_scope
 from policies.forms import ApplyForm, ChannelForm, EditForm
 from policies.models import Drill, NotificationChannel, Policy
 
@@ -54,7 +54,7 @@ def _list_page(
     preview=None,
 ):
     policies = _policies(request.user).filter(project=project) if project else Policy.objects.none()
-    can_manage = project is not None and can(request.user, "manage_policies", project)
+    can_manage = project is not None and can(request.user, Perm.MANAGE_POLICIES, project)
     rows = [(policy, policy.parsed) for policy in policies.order_by("name")]
     channel_rows = []
     if project is not None:
@@ -83,10 +83,10 @@ def _posted_project(request) -> Project:
     """The project the form was shown for (it says so), not whatever the switcher says now in another tab."""
     reference = request.POST.get("project")
     if reference:
-        project = Project.objects.visible_to(request.user).by_reference(reference).first()
-        if project is None:
-            raise Http404("No such project, or you may not see it.")
-        return project
+        try:
+            return project_by_reference(request.user, reference)
+        except InvalidRequest:
+            raise Http404("No such project, or you may not see it.") from None
     project = request.scope.project if request.scope else None
     if project is None:
         raise Http404("You have no project to do this in.")
@@ -119,7 +119,7 @@ PREVIEW_DAYS = 30
 
 
 def _detail_page(request, policy: Policy, form: EditForm | None = None, status: int = 200):
-    can_manage = can(request.user, "manage_policies", policy.project)
+    can_manage = can(request.user, Perm.MANAGE_POLICIES, policy.project)
     spec = policy.parsed
     context = {
         "policy": policy,
@@ -139,7 +139,7 @@ def _detail_page(request, policy: Policy, form: EditForm | None = None, status: 
             .values_list("seconds", flat=True)[:20]
         )[::-1],
         "delete_choices": services.SNAPSHOT_CHOICES,
-        "can_drill": can(request.user, "restore_snapshots", policy.project),
+        "can_drill": can(request.user, Perm.RESTORE_SNAPSHOTS, policy.project),
     }
     return render(request, "policies/detail.html", context, status=status)
 
@@ -149,11 +149,7 @@ def _detail_page(request, policy: Policy, form: EditForm | None = None, status: 
 def drill(request, pk):
     """Run a restore drill now, on the VM in the policy's scope drilled least recently (or the one posted)."""
     policy = get_object_or_404(_policies(request.user), pk=pk)
-    vms = [vm for vm in in_scope(policy) if drills.latest_vm_snapshot(vm) is not None]
-    chosen = next((vm for vm in vms if str(vm.pk) == request.POST.get("vm")), None)
-    if chosen is None and vms:
-        drilled = {d.vm_id: d.started_at for d in policy.drills.all()}
-        chosen = min(vms, key=lambda vm: drilled.get(vm.pk) or timezone.now().replace(year=1))
+    chosen = drills.vm_to_drill(policy, request.POST.get("vm"))
     try:
         if chosen is None:
             raise Conflict(

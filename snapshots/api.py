@@ -11,9 +11,9 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from clouddigit.access import project_by_reference
 from clouddigit.api.base import valid_data, visible_or_400
-from clouddigit.compute.models import VM, Project, Volume
-from clouddigit.errors import InvalidRequest
+from clouddigit.compute.models import VM, Volume
 from snapshots import diagnosis, services
 from snapshots.filters import NEWEST_FIRST, SnapshotFilter
 from snapshots.models import Restore, Snapshot, SnapshotDisk, SnapshotLimit
@@ -379,14 +379,7 @@ class SnapshotLimitViewSet(mixins.CreateModelMixin, viewsets.GenericViewSet):
     def create(self, request, *args, **kwargs):
         data = valid_data(LimitRequestSerializer, request)
         user = request.user
-        project = None
-        if data.get("project"):
-            visible = Project.objects.visible_to(user).by_reference(data["project"])
-            project = visible.select_related("account").first()
-            if project is None:
-                raise InvalidRequest(
-                    f"There is no project {data['project']!r} that you can see.", field="project"
-                )
+        project = project_by_reference(user, data["project"]) if data.get("project") else None
         limit = services.raise_limit(
             actor=user,
             limit=data["limit"],

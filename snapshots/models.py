@@ -7,7 +7,17 @@ import uuid
 from django.db import models
 from django.utils import timezone
 
-from clouddigit.compute.models import VM, Layer, Project, Region, TaggedQuerySet, Volume, validate_tags
+from clouddigit.compute.models import (
+    VM,
+    Layer,
+    Project,
+    ProjectScopedQuerySet,
+    Region,
+    TaggedQuerySet,
+    Volume,
+    validate_tags,
+)
+from clouddigit.compute.permissions import Perm
 from clouddigit.operations import Leased
 from clouddigit.statemachine import StateMachineMixin
 
@@ -15,8 +25,7 @@ DEFAULT_SNAPSHOTS_PER_VOLUME = 100
 
 
 class SnapshotQuerySet(TaggedQuerySet):
-    def visible_to(self, user, perm: str = "compute.view_snapshots") -> SnapshotQuerySet:
-        return self.filter(project__in=Project.objects.visible_to(user, perm).values("pk"))
+    view_perm = Perm.VIEW_SNAPSHOTS
 
 
 class Snapshot(StateMachineMixin, Leased):
@@ -120,12 +129,10 @@ class SnapshotDisk(models.Model):
         return f"{self.snapshot} / {self.volume_name}"
 
 
-class RestoreQuerySet(models.QuerySet):
-    def visible_to(self, user) -> RestoreQuerySet:
-        """Restores are seen through their project, with the permission to see its snapshots."""
-        return self.filter(
-            project__in=Project.objects.visible_to(user, "compute.view_snapshots").values("pk")
-        )
+class RestoreQuerySet(ProjectScopedQuerySet):
+    """Restores are seen through their project, with the permission to see its snapshots."""
+
+    view_perm = Perm.VIEW_SNAPSHOTS
 
 
 class Restore(StateMachineMixin, Leased):

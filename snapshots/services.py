@@ -19,12 +19,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from clouddigit import operations
-from clouddigit.access import require
+from clouddigit.access import actor_name, require
 from clouddigit.audit.log import audited
 from clouddigit.backends import hypervisor, volumes
 from clouddigit.compute import services as compute
 from clouddigit.compute.flavors import FLAVORS
 from clouddigit.compute.models import VM, Project, Volume
+from clouddigit.compute.permissions import Perm
 from clouddigit.errors import Conflict, InvalidRequest, ServiceError
 from clouddigit.queueing import enqueue, hypervisor_queue
 from images import storage
@@ -104,7 +105,7 @@ def raise_limit(
     scope = volume.project if volume else project
     if scope is None:
         raise InvalidRequest("Name the project or the volume whose limit to raise.", field="project")
-    require(actor, "manage_snapshot_quotas", scope, "raise snapshot limits")
+    require(actor, Perm.MANAGE_SNAPSHOT_QUOTAS, scope, "raise snapshot limits")
     if not ticket.strip():
         raise InvalidRequest("A ticket reference is required to raise a limit.", field="ticket")
     if limit < 1 or limit > 10_000:
@@ -114,7 +115,7 @@ def raise_limit(
         volume=volume,
         limit=limit,
         ticket=ticket.strip(),
-        set_by=actor.get_username() if actor else "system",
+        set_by=actor_name(actor),
     )
 
 
@@ -156,7 +157,7 @@ def create_snapshot(
     if (volume is None) == (vm is None):
         raise InvalidRequest("Snapshot either one volume or one VM.", field="volume")
     source = vm or volume
-    require(actor, "create_snapshots", source.project, "create snapshots")
+    require(actor, Perm.CREATE_SNAPSHOTS, source.project, "create snapshots")
     if consistency not in Snapshot.Consistency.values:
         raise InvalidRequest("Consistency is 'application' or 'crash'.", field="consistency")
     tags = compute.check_tags(tags)
@@ -182,7 +183,7 @@ def create_snapshot(
         tags=tags,
         step="queued for the hypervisor worker",
         step_started_at=timezone.now(),
-        created_by=actor.get_username() if actor else "system",
+        created_by=actor_name(actor),
         **operations.queued(),
     )
     for each in captured:
@@ -302,7 +303,7 @@ def resume(snapshot: Snapshot) -> None:
 @audited("snapshot.retry", target="snapshot")
 def retry(*, actor, snapshot: Snapshot) -> Snapshot:
     """Queue the interrupted or failed operation again; it picks up where it stopped."""
-    require(actor, "create_snapshots", snapshot.project, "retry snapshot operations")
+    require(actor, Perm.CREATE_SNAPSHOTS, snapshot.project, "retry snapshot operations")
     if snapshot.origin == Snapshot.Origin.SAFETY and snapshot.completed_at is None:
         if snapshot.rollback_of_id is None:
             raise Conflict(
@@ -377,7 +378,7 @@ def measure_all() -> None:
 def set_tags(
     *, actor, snapshot: Snapshot, add: dict | None = None, remove: list[str] | None = None
 ) -> Snapshot:
-    require(actor, "create_snapshots", snapshot.project, "tag snapshots")
+    require(actor, Perm.CREATE_SNAPSHOTS, snapshot.project, "tag snapshots")
     tags = {**snapshot.tags, **compute.check_tags(add)}
     for key in remove or []:
         tags.pop(key, None)
@@ -389,7 +390,7 @@ def set_tags(
 @audited("snapshot.hold", target="snapshot")
 def set_hold(*, actor, snapshot: Snapshot, hold: bool) -> Snapshot:
     """Pin (or release) a snapshot: retention and the rolling limit never delete a held snapshot."""
-    require(actor, "create_snapshots", snapshot.project, "pin snapshots")
+    require(actor, Perm.CREATE_SNAPSHOTS, snapshot.project, "pin snapshots")
     Snapshot.objects.filter(pk=snapshot.pk).update(hold=hold)
     snapshot.hold = hold
     return snapshot
@@ -414,7 +415,7 @@ def _in_use(snapshot: Snapshot) -> str:
 @audited("snapshot.delete", target="snapshot")
 def delete_snapshot(*, actor, snapshot: Snapshot) -> Snapshot:
     """Merge the snapshot's layers away; every other snapshot and the volumes read back the same."""
-    require(actor, "delete_snapshots", snapshot.project, "delete snapshots")
+    require(actor, Perm.DELETE_SNAPSHOTS, snapshot.project, "delete snapshots")
     busy = _in_use(snapshot)
     if busy:
         raise Conflict(
@@ -475,7 +476,7 @@ def _require_available(snapshot: Snapshot) -> None:
 @audited("snapshot.restore", target="snapshot")
 def restore_to_volume(*, actor, snapshot: Snapshot, name: str, disk: SnapshotDisk | None = None) -> Restore:
     """A new volume with the snapshot's data; the original volume is untouched."""
-    require(actor, "restore_snapshots", snapshot.project, "restore snapshots")
+    require(actor, Perm.RESTORE_SNAPSHOTS, snapshot.project, "restore snapshots")
     _require_available(snapshot)
     disks = list(snapshot.disks.select_related("layer"))
     if disk is None:
@@ -493,7 +494,7 @@ def restore_to_volume(*, actor, snapshot: Snapshot, name: str, disk: SnapshotDis
         project=snapshot.project,
         kind=Restore.Kind.VOLUME,
         name=name,
-        requested_by=actor.get_username() if actor else "system",
+        requested_by=actor_name(actor),
         **operations.queued(),
     )
     restore.volume = _new_restored_volume(snapshot, disk, name, bootable=disk.bootable)
@@ -529,7 +530,7 @@ def restore_to_vm(
     acknowledge_warnings: bool = False,
 ) -> Restore:
     """A new VM from a VM snapshot: its volumes restored with the same devices, then started."""
-    require(actor, "restore_snapshots", snapshot.project, "restore snapshots")
+    require(actor, Perm.RESTORE_SNAPSHOTS, snapshot.project, "restore snapshots")
     _require_available(snapshot)
     if snapshot.kind != Snapshot.Kind.VM:
         raise InvalidRequest("Only a VM snapshot restores to a new VM; restore this one to a new volume.")
@@ -561,7 +562,7 @@ def restore_to_vm(
         name=name,
         vm=vm,
         warnings=warnings,
-        requested_by=actor.get_username() if actor else "system",
+        requested_by=actor_name(actor),
         **operations.queued(),
     )
     for disk in snapshot.disks.select_related("layer"):
@@ -620,7 +621,7 @@ def resume_restore(restore: Restore) -> None:
 @audited("snapshot.restore.retry", target="restore")
 def retry_restore(*, actor, restore: Restore) -> Restore:
     """Go on with a failed or interrupted restore: the files it made are reused."""
-    require(actor, "restore_snapshots", restore.project, "retry restores")
+    require(actor, Perm.RESTORE_SNAPSHOTS, restore.project, "retry restores")
     if restore.worker_on_it:
         raise Conflict(f"The {restore} is being worked on now; retry it if it stops making progress.")
     if restore.state == Restore.State.FAILED:
@@ -636,7 +637,7 @@ def retry_restore(*, actor, restore: Restore) -> Restore:
 @audited("snapshot.restore.delete", target="restore")
 def delete_restore(*, actor, restore: Restore) -> None:
     """Remove a failed restore and what it had made (the new volume, or the new VM and its volumes)."""
-    require(actor, "restore_snapshots", restore.project, "delete restores")
+    require(actor, Perm.RESTORE_SNAPSHOTS, restore.project, "delete restores")
     if restore.state != Restore.State.FAILED:
         raise Conflict(
             f"The {restore} is {restore.state}; only a failed restore is deleted (a finished one's volume or "
@@ -662,7 +663,7 @@ def rollback_confirmation(snapshot: Snapshot) -> str:
 def rollback(*, actor, snapshot: Snapshot, confirm: str) -> Snapshot:
     """Revert the volume (or every volume of the stopped VM) to the snapshot. Not undoable, except that
     a safety snapshot of the current state is kept for 24 hours first. Returns that safety snapshot."""
-    require(actor, "rollback_snapshots", snapshot.project, "roll back volumes")
+    require(actor, Perm.ROLLBACK_SNAPSHOTS, snapshot.project, "roll back volumes")
     _require_available(snapshot)
     expected = rollback_confirmation(snapshot)
     if confirm != expected:
@@ -697,7 +698,7 @@ def rollback(*, actor, snapshot: Snapshot, confirm: str) -> Snapshot:
         rollback_of=snapshot,
         step=f"queued: roll back to {snapshot.name}",
         step_started_at=timezone.now(),
-        created_by=actor.get_username() if actor else "system",
+        created_by=actor_name(actor),
         **operations.queued(),
     )
     for disk in disks:

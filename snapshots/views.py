@@ -14,6 +14,7 @@ from clouddigit.access import can
 from clouddigit.audit.log import Target, record, record_refusal
 from clouddigit.audit.models import AuditEntry
 from clouddigit.compute.models import VM, Volume, parse_tag
+from clouddigit.compute.permissions import Perm
 from clouddigit.errors import ServiceError
 from clouddigit.htmx import redirect_after_post, render_page_or_fragment
 from clouddigit.listing import in_scope, list_page
@@ -46,10 +47,10 @@ def snapshot_context(request, snapshot: Snapshot, **forms) -> dict:
         "findings": diagnosis.diagnose(snapshot),
         "warnings": services.restore_warnings(snapshot, None),
         "confirmation": services.rollback_confirmation(snapshot) if snapshot.disks.exists() else "",
-        "can_operate": can(request.user, "restore_snapshots", project),
-        "can_delete": can(request.user, "delete_snapshots", project),
-        "can_rollback": can(request.user, "rollback_snapshots", project),
-        "can_tag": can(request.user, "create_snapshots", project),
+        "can_operate": can(request.user, Perm.RESTORE_SNAPSHOTS, project),
+        "can_delete": can(request.user, Perm.DELETE_SNAPSHOTS, project),
+        "can_rollback": can(request.user, Perm.ROLLBACK_SNAPSHOTS, project),
+        "can_tag": can(request.user, Perm.CREATE_SNAPSHOTS, project),
         "restore_volume_form": forms.get("restore_volume_form") or RestoreVolumeForm(),
         "restore_vm_form": forms.get("restore_vm_form")
         or RestoreVMForm(initial={"vpc": snapshot.vm_definition.get("vpc", "")}),

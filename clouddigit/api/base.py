@@ -6,7 +6,7 @@ from django_filters.rest_framework import DjangoFilterBackend
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
 
-from clouddigit.compute.models import Project, Region
+from clouddigit.compute.models import Region
 from clouddigit.errors import InvalidRequest, NotFound
 
 
@@ -84,14 +84,6 @@ def visible_or_400(queryset, pk, *, field: str, what: str):
     if found is None:
         raise InvalidRequest(f"There is no {what} {pk} that you can see.", field=field)
     return found
-
-
-def visible_project(user, reference: str, *, perm: str = "compute.view_inventory", field: str = "project"):
-    """The project `reference` (an id or `account/project`) names among those the caller may see."""
-    project = Project.objects.visible_to(user, perm).by_reference(reference).select_related("account").first()
-    if project is None:
-        raise InvalidRequest(f"There is no project {reference!r} that you can see.", field=field)
-    return project
 
 
 def region_named(slug: str, field: str = "region") -> Region:

@@ -11,12 +11,11 @@ from dataclasses import dataclass
 
 from django.db import models, transaction
 
+from clouddigit.access import actor_name
 from clouddigit.audit.context import source_ip
 from clouddigit.audit.models import AuditEntry
 from clouddigit.compute.models import Account, Project
 from clouddigit.errors import ServiceError
-
-SYSTEM = "system"
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def record(
     authenticated = actor is not None and actor.is_authenticated
     return AuditEntry.objects.create(
         actor_id=actor.pk if authenticated else None,
-        actor_name=actor.get_username() if authenticated else (SYSTEM if actor is None else "anonymous"),
+        actor_name=actor_name(actor),
         action=action,
         outcome=outcome,
         target_type=target.type,

@@ -7,6 +7,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from clouddigit.compute.models import Account, Project
+from clouddigit.compute.permissions import Perm
 
 
 class ImmutableEntry(Exception):
@@ -27,7 +28,7 @@ class AuditEntryQuerySet(models.QuerySet):
             return self.none()
         if user.is_superuser:
             return self
-        accounts = Account.objects.holding(user, "view_audit").values("pk")
+        accounts = Account.objects.holding(user, Perm.VIEW_AUDIT).values("pk")
         return self.filter(Q(account__in=accounts) | Q(account__isnull=True, actor_id=user.pk))
 
 

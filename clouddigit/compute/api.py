@@ -9,7 +9,8 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from clouddigit.api.base import region_named, valid_data, visible_project
+from clouddigit.access import project_by_reference
+from clouddigit.api.base import region_named, valid_data
 from clouddigit.compute import services
 from clouddigit.compute.filters import VMFilter, VolumeFilter
 from clouddigit.compute.models import VM, Project, Region, Volume
@@ -138,7 +139,7 @@ class VMViewSet(viewsets.ReadOnlyModelViewSet):
         from images import launch
 
         data = valid_data(VMCreateSerializer, request)
-        project = visible_project(request.user, data["project"])
+        project = project_by_reference(request.user, data["project"])
         region = region_named(data.get("region") or settings.DEFAULT_REGION)
         vm = launch.launch_vm(
             actor=request.user,

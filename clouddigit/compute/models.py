@@ -13,10 +13,9 @@ from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
 from clouddigit.compute.flavors import FLAVOR_CHOICES, FLAVORS
-from clouddigit.compute.permissions import PERMISSIONS
+from clouddigit.compute.permissions import PERMISSIONS, Perm
 from clouddigit.statemachine import StateMachineMixin
 
-VIEW_INVENTORY = "compute.view_inventory"
 TAG_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._:/-]{0,62}$")
 
 
@@ -52,16 +51,29 @@ def parse_tag(text: str) -> tuple[str, str]:
 
 
 class AccountQuerySet(models.QuerySet):
-    def holding(self, user, perm: str) -> AccountQuerySet:
+    def holding(self, user, perm: Perm) -> AccountQuerySet:
         """Accounts on which `user` holds `perm` account-wide (not only in one project)."""
         if not user.is_authenticated:
             return self.none()
         if user.is_superuser:
             return self
-        codename = perm.split(".", 1)[-1]
+        return self.filter(pk__in=_granted(user, perm, Account))
+
+    def visible_to(self, user, perm: Perm = Perm.VIEW_INVENTORY) -> AccountQuerySet:
+        """Accounts where `user` holds `perm`, account-wide or in one of their projects."""
         return self.filter(
-            pk__in=get_objects_for_user(user, codename, klass=Account, accept_global_perms=False).values("pk")
+            Q(pk__in=self.holding(user, perm).values("pk"))
+            | Q(pk__in=Project.objects.visible_to(user, perm).values("account"))
         )
+
+
+def _granted(user, perm: Perm, klass):
+    """The primary keys of `klass` rows on which `user` holds `perm` (guardian, no global permissions).
+
+    Project and Account share permission codenames; the bare codename makes guardian resolve it against
+    `klass`'s content type."""
+    codename = Perm(perm).value
+    return get_objects_for_user(user, codename, klass=klass, accept_global_perms=False).values("pk")
 
 
 class Account(models.Model):
@@ -79,18 +91,15 @@ class Account(models.Model):
 
 
 class ProjectQuerySet(models.QuerySet):
-    def visible_to(self, user, perm: str = VIEW_INVENTORY) -> ProjectQuerySet:
+    def visible_to(self, user, perm: Perm = Perm.VIEW_INVENTORY) -> ProjectQuerySet:
         """Projects where `user` holds `perm`, on the project itself or on its account."""
         if not user.is_authenticated:
             return self.none()
         if user.is_superuser:
             return self
-        # Project and Account share permission codenames; the bare codename makes guardian resolve it
-        # against `klass`'s content type.
-        codename = perm.split(".", 1)[-1]
-        projects = get_objects_for_user(user, codename, klass=Project, accept_global_perms=False)
-        accounts = get_objects_for_user(user, codename, klass=Account, accept_global_perms=False)
-        return self.filter(Q(pk__in=projects.values("pk")) | Q(account__in=accounts.values("pk")))
+        return self.filter(
+            Q(pk__in=_granted(user, perm, Project)) | Q(account__in=_granted(user, perm, Account))
+        )
 
     def by_reference(self, reference: str) -> ProjectQuerySet:
         """A project named as its id or as `account/project`."""
@@ -158,17 +167,22 @@ class Host(models.Model):
         return self.name
 
 
-class TaggedQuerySet(models.QuerySet):
+class ProjectScopedQuerySet(models.QuerySet):
+    """Rows that belong to a project: seen by whoever holds `perm` (by default the model's
+    `view_perm`) on the project or its account."""
+
+    view_perm = Perm.VIEW_INVENTORY
+
+    def visible_to(self, user, perm: Perm | None = None):
+        return self.filter(project__in=Project.objects.visible_to(user, perm or self.view_perm).values("pk"))
+
+
+class TaggedQuerySet(ProjectScopedQuerySet):
     """Rows with a `tags` map (VMs, volumes, snapshots)."""
 
     def with_tag(self, key: str, value: str) -> TaggedQuerySet:
         validate_tags({key: value})  # also makes the key safe to use in a lookup
         return self.filter(**{f"tags__{key}": value})
-
-
-class InventoryQuerySet(TaggedQuerySet):
-    def visible_to(self, user, perm: str = VIEW_INVENTORY) -> InventoryQuerySet:
-        return self.filter(project__in=Project.objects.visible_to(user, perm).values("pk"))
 
 
 class VM(StateMachineMixin, models.Model):
@@ -204,7 +218,7 @@ class VM(StateMachineMixin, models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = InventoryQuerySet.as_manager()
+    objects = TaggedQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -279,7 +293,7 @@ class Volume(StateMachineMixin, models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = InventoryQuerySet.as_manager()
+    objects = TaggedQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]

@@ -19,6 +19,7 @@ from clouddigit.backends import hypervisor, volumes
 from clouddigit.compute import tasks
 from clouddigit.compute.flavors import FLAVORS
 from clouddigit.compute.models import VM, Host, Project, Region, Volume, validate_tags
+from clouddigit.compute.permissions import Perm
 from clouddigit.errors import BackendUnavailable, Conflict, InvalidRequest
 from clouddigit.queueing import enqueue, hypervisor_queue
 
@@ -105,7 +106,7 @@ def create_volume(
 ) -> Volume:
     """A new volume backed by its own qcow2 file under the region's volume folder: empty, or a copy of
     the standalone qcow2 file `source_path` (an image) grown to `size_bytes`."""
-    require(actor, "operate_vms", project, "create volumes")
+    require(actor, Perm.OPERATE_VMS, project, "create volumes")
     name = check_name(name)
     tags = check_tags(tags)
     if size_bytes <= 0 or size_bytes % 2**20:
@@ -176,7 +177,7 @@ def create_vm(
     """A stopped VM with a fresh boot volume attached as `vda` (`sda` on bare metal): empty, or a copy
     of the image file `boot_source_path`."""
     name, vpc, tags = check_vm_request(name=name, vpc=vpc, flavor=flavor, tags=tags)
-    require(actor, "operate_vms", project, "create VMs")
+    require(actor, Perm.OPERATE_VMS, project, "create VMs")
     host = place(region)
     try:
         with transaction.atomic():
@@ -213,7 +214,7 @@ def create_vm(
 
 @audited("compute.volume.attach", target="volume")
 def attach_volume(*, actor, volume: Volume, vm: VM, device: str) -> Volume:
-    require(actor, "operate_vms", vm.project, f"attach volumes to VM {vm.name}")
+    require(actor, Perm.OPERATE_VMS, vm.project, f"attach volumes to VM {vm.name}")
     if volume.project_id != vm.project_id or volume.region_id != vm.region_id:
         raise InvalidRequest("A volume attaches only to a VM of its own project and region.", field="vm")
     volume.transition(Volume.State.ATTACHED, vm=vm, device=device)
@@ -245,7 +246,7 @@ def domain_spec(vm: VM) -> hypervisor.DomainSpec:
 
 @audited("compute.vm.start", target="vm")
 def start_vm(*, actor, vm: VM) -> VM:
-    require(actor, "operate_vms", vm.project, f"start VM {vm.name}")
+    require(actor, Perm.OPERATE_VMS, vm.project, f"start VM {vm.name}")
     vm.transition(VM.State.STARTING, last_error="")
     enqueue(tasks.apply_power_state, str(vm.id), queue=hypervisor_queue(vm.region_id))
     return vm
@@ -253,7 +254,7 @@ def start_vm(*, actor, vm: VM) -> VM:
 
 @audited("compute.vm.stop", target="vm")
 def stop_vm(*, actor, vm: VM) -> VM:
-    require(actor, "operate_vms", vm.project, f"stop VM {vm.name}")
+    require(actor, Perm.OPERATE_VMS, vm.project, f"stop VM {vm.name}")
     vm.transition(VM.State.STOPPING, last_error="")
     enqueue(tasks.apply_power_state, str(vm.id), queue=hypervisor_queue(vm.region_id))
     return vm

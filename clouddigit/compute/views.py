@@ -12,6 +12,7 @@ from clouddigit.backends import volumes as volume_files
 from clouddigit.compute import services
 from clouddigit.compute.filters import VMFilter, VolumeFilter
 from clouddigit.compute.models import VM, Volume
+from clouddigit.compute.permissions import Perm
 from clouddigit.errors import ServiceError
 from clouddigit.htmx import render_page_or_fragment
 from clouddigit.listing import in_scope, list_page
@@ -45,7 +46,7 @@ def vm_detail(request, pk):
     context = {
         "vm": vm,
         "volumes": vm.volumes.order_by("device"),
-        "can_operate": can(request.user, "operate_vms", vm.project),
+        "can_operate": can(request.user, Perm.OPERATE_VMS, vm.project),
         **_snapshots_of(request.user, vm.project, vm=vm),
     }
     response = render_page_or_fragment(request, "compute/vm_detail.html", "power", context)
@@ -100,7 +101,7 @@ def volume_detail(request, pk):
         "chain": chain,
         "file_error": file_error,
         "snapshot_limit": snapshot_limit(volume),
-        "can_raise_limit": can(request.user, "manage_snapshot_quotas", volume.project),
+        "can_raise_limit": can(request.user, Perm.MANAGE_SNAPSHOT_QUOTAS, volume.project),
         **_snapshots_of(request.user, volume.project, disks__volume=volume),
     }
     return render(request, "compute/volume_detail.html", context)
@@ -110,6 +111,6 @@ def _snapshots_of(user, project, **lookup) -> dict:
     """The newest snapshots of a VM or volume, and the form to take one (snapshots app)."""
     return {
         "snapshots": Snapshot.objects.visible_to(user).filter(**lookup).distinct()[:10],
-        "can_snapshot": can(user, "create_snapshots", project),
+        "can_snapshot": can(user, Perm.CREATE_SNAPSHOTS, project),
         "snapshot_form": CreateForm(),
     }

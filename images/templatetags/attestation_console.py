@@ -6,6 +6,7 @@ from django import template
 from django.db.models import Prefetch, prefetch_related_objects
 
 from clouddigit.access import can
+from clouddigit.compute.permissions import Perm
 from clouddigit.signing import message
 from images import attestation
 from images.attestation_forms import AttestForm
@@ -38,7 +39,7 @@ def attestation_panel(context, image: Image):
     may_attest = (
         image.project_id is not None
         and image.state == Image.State.AVAILABLE
-        and can(request.user, "attest_images", image.project)
+        and can(request.user, Perm.ATTEST_IMAGES, image.project)
     )
     if may_attest:
         keys = own_keys(request.user, image)

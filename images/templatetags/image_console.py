@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import template
 
 from clouddigit.access import can
+from clouddigit.compute.permissions import Perm
 from images.forms import PromoteForm
 
 register = template.Library()
@@ -23,6 +24,6 @@ def promote_form(context, snapshot):
         "snapshot": snapshot,
         "form": form,
         "disk_count": len(disks),
-        "can_promote": can(request.user, "publish_images", snapshot.project),
+        "can_promote": can(request.user, Perm.PUBLISH_IMAGES, snapshot.project),
         "csrf_token": context.get("csrf_token"),
     }

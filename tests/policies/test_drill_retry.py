@@ -72,7 +72,7 @@ def test_a_failed_drill_shows_why_and_its_owner_runs_it_again(
     client,
     alice,
     policy,
-    db01,
+    db01,  # noqa: F811
     django_capture_on_commit_callbacks,  # noqa: F811
 ):
     drill = _drill(policy, db01)
@@ -161,7 +161,7 @@ def test_the_owner_retries_and_deletes_a_failed_drill_through_the_api(
     operator,
     charlie,
     policy,
-    db01,
+    db01,  # noqa: F811
     django_capture_on_commit_callbacks,  # noqa: F811
 ):
     drill = _drill(policy, db01)

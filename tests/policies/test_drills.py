@@ -83,3 +83,19 @@ def test_the_drill_history_shows_the_time_to_restore_trend(
             client.post(reverse("policies:drill", args=[policy.pk]))
     page = client.get(reverse("policies:detail", args=[policy.pk])).content.decode()
     assert '<svg class="spark"' in page and "Time to restore, oldest to newest" in page
+
+
+def test_a_drill_takes_the_vm_asked_for_else_the_one_drilled_least_recently(
+    db01, make_vm, prod, django_capture_on_commit_callbacks
+):
+    policy = apply_policy(actor=None, project=prod, text=POLICY.format(when_stopped="skip"))
+    web = make_vm(prod, "web-01", tags={"env": "prod"})
+    with django_capture_on_commit_callbacks(execute=True):
+        compute.start_vm(actor=None, vm=web)
+        snapshots.create_snapshot(actor=None, vm=VM.objects.get(pk=web.pk), name="web-01-nightly")
+    first = drills.vm_to_drill(policy)
+    drills.run_drill(actor=None, vm=first, policy=policy)  # queued only: its drill row is what counts
+    other = drills.vm_to_drill(policy)
+    assert {first, other} == {db01, web}
+    assert drills.vm_to_drill(policy, str(first.pk)) == first
+    assert drills.vm_to_drill(policy, "not-in-scope") == other

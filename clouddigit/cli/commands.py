@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,7 +220,8 @@ def show_snapshot(args: argparse.Namespace) -> None:
 
 def delete_snapshot(args: argparse.Namespace) -> None:
     client = Client.from_environment()
-    snapshot = client.delete(_snapshot_url(client, args)) or {}
+    query = urllib.parse.urlencode({"confirm": args.confirm})
+    snapshot = client.delete(f"{_snapshot_url(client, args)}?{query}") or {}
     print(
         f"Deleting snapshot {snapshot.get('name')} ({snapshot.get('id')}): its data merges into the "
         "snapshots and volumes that still need it, in the background"
@@ -391,7 +393,8 @@ def simulate_policy(args: argparse.Namespace) -> None:
 def delete_policy(args: argparse.Namespace) -> None:
     client = Client.from_environment()
     policy_id = _policy_id(client, args.name, args.project)
-    client.delete(f"{POLICIES.path}{policy_id}/?snapshots={args.snapshots}")
+    query = urllib.parse.urlencode({"snapshots": args.snapshots, "confirm": args.confirm})
+    client.delete(f"{POLICIES.path}{policy_id}/?{query}")
     print(f"Deleted snapshot policy {args.name} ({args.snapshots} its snapshots)")
 
 

@@ -146,12 +146,15 @@ def add_snapshot_commands(snapshots: Subcommands) -> None:
     add_snapshot_command(
         snapshots, "show", "a snapshot's details: disks, consistency, sizes, restores", commands.show_snapshot
     )
-    add_snapshot_command(
+    delete_one = add_snapshot_command(
         snapshots,
         "delete",
         "delete a snapshot (its data merges away in the background)",
         commands.delete_snapshot,
         output=False,
+    )
+    delete_one.add_argument(
+        "--confirm", required=True, metavar="NAME", help="the snapshot's name: its data is gone for good"
     )
     hold = add_snapshot_command(
         snapshots, "hold", "pin a snapshot so that retention never deletes it", commands.hold_snapshot
@@ -220,6 +223,9 @@ def add_policy_commands(policies: Subcommands) -> None:
     delete.add_argument("name", metavar="NAME")
     delete.add_argument("--project", metavar="ACCOUNT/PROJECT")
     delete.add_argument("--snapshots", required=True, choices=["keep", "retain", "delete"])
+    delete.add_argument(
+        "--confirm", default="", metavar="NAME", help="the policy's name, to delete its snapshots with it"
+    )
     delete.set_defaults(handler=commands.delete_policy, parser=delete)
 
     simulate = policies.add_parser(

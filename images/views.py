@@ -93,9 +93,10 @@ def _catalogue_page(request, limit_form: LimitForm | None = None, status: int = 
         "page": page,
         "query": query.urlencode(),
         "can_upload": project is not None and can(request.user, "publish_images", project),
-        # Promoting starts from a snapshot's page: a publisher who sees no snapshots is told why.
-        "can_see_snapshots": project is not None and can(request.user, "view_snapshots", project),
     }
+    if project is not None and not page.paginator.count:
+        # Promoting starts from a snapshot's page: a publisher who sees no snapshots is told why.
+        context["can_see_snapshots"] = can(request.user, "view_snapshots", project)
     if project is not None and not shared:
         can_raise = can(request.user, "manage_image_quotas", project)
         context.update(

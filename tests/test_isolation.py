@@ -228,7 +228,8 @@ def test_every_url_keeps_accounts_apart(world, alice, bob, charlie):
                         before = AuditEntry.objects.filter(
                             actor_name=person.username, outcome="refused"
                         ).count()
-                        response = getattr(_client(person, api), method)(url)
+                        # As htmx posts a destructive form once its dialog is answered (console.act).
+                        response = getattr(_client(person, api), method)(url, {"confirmed": "yes"})
                         assert _refused(response, person, before), (
                             f"{method.upper()} {url} as {person.username}: {response.status_code}, no refusal"
                         )

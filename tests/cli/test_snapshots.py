@@ -178,7 +178,7 @@ def test_show_restore_tag_and_delete(cli, alice, data_volume):
     assert disk[:4] == ["-", "data-01", "false", "16MiB"] and len(disk[6]) == 64
     assert "\nRESTORES\n" in text and "data-01-copy  volume  done" in text
 
-    deleted = cli(alice, "compute", "snapshot", "delete", "--snapshot", snapshot_id)
+    deleted = cli(alice, "compute", "snapshot", "delete", "--snapshot", snapshot_id, "--confirm", "before")
     assert deleted.code == 0, deleted.err
     assert deleted.out.startswith(f"Deleting snapshot before ({snapshot_id}): ")
     assert not Snapshot.objects.filter(pk=snapshot_id).exists()

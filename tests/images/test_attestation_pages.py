@@ -88,9 +88,7 @@ def test_a_wrong_signature_is_shown_at_the_form(dana, image, dana_key):
         reverse("images:attest", args=[image.pk]), {"key": dana_key.pk, "signature": signature}
     )
     assert response.status_code == 400
-    assert "The signature does not verify with key dana-laptop" in html.unescape(
-        response.content.decode()
-    )
+    assert "The signature does not verify with key dana-laptop" in html.unescape(response.content.decode())
     assert not Attestation.objects.exists()
 
 

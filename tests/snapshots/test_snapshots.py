@@ -90,7 +90,12 @@ def test_random_creates_writes_and_deletes_never_change_a_surviving_snapshot(run
             )
         else:
             victim = rng.choice(sorted(alive))
-            run(services.delete_snapshot, actor=operator, snapshot=(doomed := Snapshot.objects.get(pk=victim)), confirm=doomed.name)
+            run(
+                services.delete_snapshot,
+                actor=operator,
+                snapshot=(doomed := Snapshot.objects.get(pk=victim)),
+                confirm=doomed.name,
+            )
             del alive[victim]
             for snapshot_id, recorded in alive.items():
                 layer = Snapshot.objects.get(pk=snapshot_id).disks.get().layer
@@ -99,7 +104,12 @@ def test_random_creates_writes_and_deletes_never_change_a_surviving_snapshot(run
                 )
     live = volumes.checksum(Volume.objects.get(pk=data_volume.pk).path)
     for snapshot_id in sorted(alive):
-        run(services.delete_snapshot, actor=operator, snapshot=(doomed := Snapshot.objects.get(pk=snapshot_id)), confirm=doomed.name)
+        run(
+            services.delete_snapshot,
+            actor=operator,
+            snapshot=(doomed := Snapshot.objects.get(pk=snapshot_id)),
+            confirm=doomed.name,
+        )
     data_volume.refresh_from_db()
     assert volumes.checksum(data_volume.path) == live
     assert data_volume.backing_layer is None  # every layer merged away: one standalone file again

@@ -92,8 +92,9 @@ def test_revoke_asks_first_without_javascript(client, alice, prod, dave):
     assert f'hx-post="{url}" hx-confirm="Revoke image.viewer from user dave?"' in page
 
     asked = client.post(url)
-    assert asked.status_code == 200 and "Revoke image.viewer from user dave on project acme/prod?" in asked.content.decode()
-    assert 'name="confirmed" value="yes"' in asked.content.decode()
+    question = asked.content.decode()
+    assert asked.status_code == 200 and "Revoke image.viewer from user dave on project acme/prod?" in question
+    assert 'name="confirmed" value="yes"' in question
     assert RoleBinding.objects.filter(pk=binding.pk).exists()
 
     done = client.post(url, {"confirmed": "yes"})

@@ -44,8 +44,13 @@ def test_a_grant_to_an_unknown_user_says_why_at_the_form(browser, live_server, a
     _shot(page, "iam-grant-refused.png")
 
 
-def test_revoke_asks_and_deleting_a_held_snapshot_asks_for_its_name(  # noqa: F811
-    browser, live_server, alice, prod, make_vm, django_user_model
+def test_revoke_asks_and_deleting_a_held_snapshot_asks_for_its_name(
+    browser,  # noqa: F811
+    live_server,
+    alice,
+    prod,
+    make_vm,
+    django_user_model,
 ):
     django_user_model.objects.create_user("dave", password="dave-pass")
     add_member(actor=None, account=prod.account, username="dave")
@@ -81,8 +86,12 @@ def test_revoke_asks_and_deleting_a_held_snapshot_asks_for_its_name(  # noqa: F8
     assert not Snapshot.objects.filter(pk=snapshot.pk, state=Snapshot.State.AVAILABLE).exists()
 
 
-def test_a_snapshot_page_refreshes_once_its_snapshot_and_restores_settle(  # noqa: F811
-    browser, live_server, alice, prod, make_vm
+def test_a_snapshot_page_refreshes_once_its_snapshot_and_restores_settle(
+    browser,  # noqa: F811
+    live_server,
+    alice,
+    prod,
+    make_vm,
 ):
     vm = make_vm(prod, "db-01")
     snapshot = services.create_snapshot(actor=None, vm=VM.objects.get(pk=vm.pk), name="db-01-now")

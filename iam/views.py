@@ -1,22 +1,18 @@
 from __future__ import annotations
 
-from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import Http404
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from clouddigit.access import can
-from clouddigit.audit.log import record
-from clouddigit.audit.models import AuditEntry
 from clouddigit.compute.models import Account
 from clouddigit.compute.permissions import Perm
-from clouddigit.errors import ServiceError
-from clouddigit.htmx import redirect_after_post
+from clouddigit.console import act
 from iam import services
 from iam.api import RoleBindingFilter
 from iam.forms import GrantForm
@@ -71,30 +67,23 @@ def grant(request):
     if account is None:
         raise Http404("You administer no account.")
     form = GrantForm(request.POST, account=account)
-    if not form.is_valid():
-        record(
-            actor=request.user,
-            action="iam.role.grant",
-            outcome=AuditEntry.Outcome.REFUSED,
-            message="; ".join(
-                f"{field or 'form'}: {' '.join(errors)}" for field, errors in form.errors.items()
-            ),
-        )
-        return bindings(request, form=form, status=400)
-    try:
-        binding = services.grant_role(
+    return act(
+        request,
+        action="iam.role.grant",
+        target=account,
+        run=lambda: services.grant_role(
             actor=request.user,
             role=form.cleaned_data["role"],
             account=account,
             project=form.project,
             username=form.cleaned_data["user"],
             group_name=form.cleaned_data["group"],
-        )
-    except ServiceError as error:
-        form.add_error(error.field if error.field in form.fields else None, error.message)
-        return bindings(request, form=form, status=error.status)
-    messages.success(request, f"Granted {binding}.")
-    return redirect_after_post(request, f"{reverse('iam:bindings')}?account={account.slug}")
+        ),
+        page=lambda: bindings(request, form=form),
+        form=form,
+        success=lambda binding: f"Granted {binding}.",
+        then=f"{reverse('iam:bindings')}?account={account.slug}",
+    )
 
 
 @login_required
@@ -102,14 +91,16 @@ def grant(request):
 def revoke(request, pk):
     binding = get_object_or_404(RoleBinding.objects.visible_to(request.user), pk=pk)
     account = binding.account
-    try:
-        services.revoke_role(actor=request.user, binding=binding)
-        messages.success(
-            request, f"Revoked {binding.role} from {binding.principal_label} on {binding.scope_label}."
-        )
-    except ServiceError as error:
-        messages.error(request, str(error))
-    return redirect(f"{reverse('iam:bindings')}?account={account.slug}")
+    return act(
+        request,
+        action="iam.role.revoke",
+        target=binding,
+        run=lambda: services.revoke_role(actor=request.user, binding=binding),
+        page=lambda: bindings(request),
+        success=f"Revoked {binding.role} from {binding.principal_label} on {binding.scope_label}.",
+        then=f"{reverse('iam:bindings')}?account={account.slug}",
+        confirm=f"Revoke {binding.role} from {binding.principal_label} on {binding.scope_label}?",
+    )
 
 
 @login_required

@@ -4,7 +4,6 @@ images.attestation, as the API and the CLI do."""
 
 from __future__ import annotations
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import get_object_or_404, render
@@ -12,16 +11,15 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from clouddigit.access import can, project_by_reference
-from clouddigit.audit.log import record_invalid_form, record_refusal
 from clouddigit.audit.models import AuditEntry
 from clouddigit.compute.models import Account, Project
 from clouddigit.compute.permissions import Perm
-from clouddigit.errors import InvalidRequest, ServiceError
-from clouddigit.htmx import redirect_after_post
+from clouddigit.console import act
+from clouddigit.errors import InvalidRequest
 from images import attestation
 from images.attestation_forms import AttestForm, PolicyForm, RegisterKeyForm
 from images.models import ImagePolicy, SigningKey
-from images.views import detail_context, shown, visible_images
+from images.views import detail_context, visible_images
 
 RECENT_WOULD_DENY = 20
 
@@ -57,37 +55,37 @@ def signing_keys(request):
 @require_POST
 def register_signing_key(request):
     form = RegisterKeyForm(request.POST, accounts=_key_accounts(request.user))
-    if not form.is_valid():
-        record_invalid_form(actor=request.user, action="image.signing-key.register", target=None, form=form)
-        return _keys_page(request, form, status=400)
-    account = Account.objects.get(slug=form.cleaned_data["account"])
-    try:
-        key = attestation.register_key(
+    return act(
+        request,
+        action="image.signing-key.register",
+        target=None,
+        run=lambda: attestation.register_key(
             actor=request.user,
-            account=account,
+            account=Account.objects.get(slug=form.cleaned_data["account"]),
             name=form.cleaned_data["name"],
             public_key=form.cleaned_data["public_key"],
-        )
-    except ServiceError as error:
-        form.add_error(error.field if error.field in form.fields else None, shown(error))
-        return _keys_page(request, form, status=error.status)
-    messages.success(request, f"Registered signing key {key.name} ({key.fingerprint[:16]}) in {account}.")
-    return redirect_after_post(request, reverse("iam:signing-keys"))
+        ),
+        page=lambda: _keys_page(request, form),
+        form=form,
+        success=lambda key: f"Registered signing key {key.name} ({key.fingerprint[:16]}) in {key.account}.",
+        then=reverse("iam:signing-keys"),
+    )
 
 
 @login_required
 @require_POST
 def revoke_signing_key(request, pk):
     key = get_object_or_404(attestation.keys_visible_to(request.user), pk=pk)
-    try:
-        attestation.revoke_key(actor=request.user, key=key)
-    except ServiceError as error:
-        messages.error(request, shown(error))
-    else:
-        messages.success(
-            request, f"Revoked signing key {key.name}: attestations made with it no longer count."
-        )
-    return redirect_after_post(request, reverse("iam:signing-keys"))
+    return act(
+        request,
+        action="image.signing-key.revoke",
+        target=key,
+        run=lambda: attestation.revoke_key(actor=request.user, key=key),
+        page=lambda: _keys_page(request),
+        success=f"Revoked signing key {key.name}: attestations made with it no longer count.",
+        then=reverse("iam:signing-keys"),
+        confirm=f"Revoke {key.name}? Every attestation made with it stops counting.",
+    )
 
 
 # --- Attesting on an image's page --------------------------------------------------------------------
@@ -105,25 +103,23 @@ def own_keys(user, image):
 def attest(request, pk):
     image = get_object_or_404(visible_images(request.user), pk=pk)
     form = AttestForm(request.POST, keys=own_keys(request.user, image))
-    if form.is_valid():
-        try:
-            attestation.attest_image(
-                actor=request.user,
-                image=image,
-                key=form.cleaned_data["key"],
-                signature=form.cleaned_data["signature"],
-            )
-        except ServiceError as error:
-            form.add_error(error.field if error.field in form.fields else None, shown(error))
-            status = error.status
-        else:
-            messages.success(request, f"{image.name} is attested as CIS level {image.cis_level}.")
-            return redirect_after_post(request, reverse("images:detail", args=[image.pk]) + "#attestation")
-    else:
-        record_invalid_form(actor=request.user, action="image.attest", target=image, form=form)
-        status = 400
-    context = {**detail_context(request, image), "attest_form": form}
-    return render(request, "images/detail.html", context, status=status)
+    return act(
+        request,
+        action="image.attest",
+        target=image,
+        run=lambda: attestation.attest_image(
+            actor=request.user,
+            image=image,
+            key=form.cleaned_data["key"],
+            signature=form.cleaned_data["signature"],
+        ),
+        page=lambda: render(
+            request, "images/detail.html", {**detail_context(request, image), "attest_form": form}
+        ),
+        form=form,
+        success=lambda result: f"{image.name} is attested as CIS level {image.cis_level}.",
+        then=reverse("images:detail", args=[image.pk]) + "#attestation",
+    )
 
 
 # --- The project's image policy ----------------------------------------------------------------------
@@ -174,15 +170,17 @@ def set_image_policy(request):
         raise Http404("The form names no project.")
     project = _policy_project(request, request.POST["project"])
     form = PolicyForm(request.POST)
-    if not form.is_valid():
-        record_invalid_form(actor=request.user, action="image.policy.set", target=project, form=form)
-        return _policy_page(request, project, form, status=400)
-    try:
-        attestation.set_policy(actor=request.user, project=project, mode=form.cleaned_data["attestation"])
-    except ServiceError as error:
-        record_refusal(actor=request.user, action="image.policy.set", target=project, error=error)
-        messages.error(request, shown(error))
-        return _policy_page(request, project, status=error.status)
-    mode = ImagePolicy.Attestation(form.cleaned_data["attestation"])
-    messages.success(request, f"Image policy of {project}: {mode.label}.")
-    return redirect_after_post(request, f"{reverse('images:policy')}?project={project.pk}")
+    return act(
+        request,
+        action="image.policy.set",
+        target=project,
+        run=lambda: attestation.set_policy(
+            actor=request.user, project=project, mode=form.cleaned_data["attestation"]
+        ),
+        page=lambda: _policy_page(request, project, form),
+        form=form,
+        success=lambda result: (
+            f"Image policy of {project}: {ImagePolicy.Attestation(form.cleaned_data['attestation']).label}."
+        ),
+        then=f"{reverse('images:policy')}?project={project.pk}",
+    )

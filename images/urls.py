@@ -21,9 +21,9 @@ urlpatterns = [
     path("<uuid:pk>/share/", views.share, name="share"),
     path("<uuid:pk>/unshare/", views.unshare, name="unshare"),
     path("<uuid:pk>/deprecate/", views.deprecate, name="deprecate"),
-    path("<uuid:pk>/undeprecate/", views.undeprecate, name="undeprecate"),
+    path("<uuid:pk>/undeprecate/", views.image_button, {"action": "undeprecate"}, name="undeprecate"),
     path("<uuid:pk>/copy/", views.copy, name="copy"),
-    path("<uuid:pk>/retry/", views.retry, name="retry"),
-    path("<uuid:pk>/delete/", views.delete, name="delete"),
+    path("<uuid:pk>/retry/", views.image_button, {"action": "retry"}, name="retry"),
+    path("<uuid:pk>/delete/", views.image_button, {"action": "delete"}, name="delete"),
     path("<uuid:pk>/attest/", attestation_views.attest, name="attest"),
 ]

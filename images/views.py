@@ -19,7 +19,8 @@ from clouddigit.access import can, project_by_reference
 from clouddigit.audit.log import form_errors, record_invalid_form, record_refusal
 from clouddigit.compute.models import Project, Region
 from clouddigit.compute.permissions import Perm
-from clouddigit.errors import InvalidRequest, PermissionRefused, ServiceError
+from clouddigit.console import act, settle
+from clouddigit.errors import InvalidRequest, ServiceError
 from clouddigit.htmx import redirect_after_post, render_page_or_fragment
 from clouddigit.listing import PAGE_SIZE, in_scope
 from images import launch, services
@@ -36,13 +37,9 @@ from images.forms import (
     VisibilityForm,
 )
 from images.models import Image
+from snapshots.models import Snapshot
 
 BUSY = {Image.State.UPLOADING, Image.State.PROCESSING}
-
-
-def shown(error: ServiceError) -> str:
-    """A refusal as the CLI prints it, so the text a user searches for is the same everywhere."""
-    return f"ERROR: {error}"
 
 
 def _scope_project(request) -> Project | None:
@@ -94,6 +91,9 @@ def _catalogue_page(request, limit_form: LimitForm | None = None, status: int = 
         "query": query.urlencode(),
         "can_upload": project is not None and can(request.user, Perm.PUBLISH_IMAGES, project),
     }
+    if project is not None and not page.paginator.count:
+        # Promoting starts from a snapshot's page: a publisher who sees no snapshots is told why.
+        context["can_see_snapshots"] = can(request.user, Perm.VIEW_SNAPSHOTS, project)
     if project is not None and not shared:
         can_raise = can(request.user, Perm.MANAGE_IMAGE_QUOTAS, project)
         context.update(
@@ -112,22 +112,21 @@ def _catalogue_page(request, limit_form: LimitForm | None = None, status: int = 
 def raise_limit(request):
     project = _project_named(request, request.POST.get("project"))
     form = LimitForm(request.POST)
-    if not form.is_valid():
-        record_invalid_form(actor=request.user, action="image.quota.raise", target=project, form=form)
-        return _catalogue_page(request, limit_form=form, status=400)
-    try:
-        services.raise_image_limit(
+    return act(
+        request,
+        action="image.quota.raise",
+        target=project,
+        run=lambda: services.raise_image_limit(
             actor=request.user,
             project=project,
             limit=form.cleaned_data["limit"],
             ticket=form.cleaned_data["ticket"],
-        )
-    except ServiceError as error:
-        record_refusal(actor=request.user, action="image.quota.raise", target=project, error=error)
-        form.add_error(error.field if error.field in form.fields else None, shown(error))
-        return _catalogue_page(request, limit_form=form, status=error.status)
-    messages.success(request, f"{project} may now keep {form.cleaned_data['limit']} custom images.")
-    return redirect_after_post(request, reverse("images:catalogue"))
+        ),
+        page=lambda: _catalogue_page(request, limit_form=form),
+        form=form,
+        success=lambda result: f"{project} may now keep {form.cleaned_data['limit']} custom images.",
+        then=reverse("images:catalogue"),
+    )
 
 
 # --- One image ---------------------------------------------------------------------------------------
@@ -177,45 +176,36 @@ def image_detail(request, pk):
     response = render_page_or_fragment(
         request, "images/detail.html", "status", detail_context(request, image)
     )
-    if request.htmx and not request.htmx.boosted and image.state not in BUSY:
-        response.status_code = 286  # settled: htmx stops polling
-    return response
+    return settle(request, response, settled=image.state not in BUSY)
 
 
-def _act(request, image: Image, operation, success, *, action: str, form=None, form_key: str = "", then=None):
-    """Run a service from a posted form. A mistake shows the page again with the message at the form
-    the user used (with the service's status); success redirects (post/redirect/get)."""
-    if form is not None and not form.is_valid():
-        record_invalid_form(actor=request.user, action=action, target=image, form=form)
-        context = detail_context(request, image, **{form_key: form})
-        return render(request, "images/detail.html", context, status=400)
-    try:
-        result = operation()
-    except ServiceError as error:
-        record_refusal(actor=request.user, action=action, target=image, error=error)
-        if form is not None and not isinstance(error, PermissionRefused):
-            form.add_error(error.field if error.field in form.fields else None, shown(error))
-            context = detail_context(request, image, **{form_key: form})
-            return render(request, "images/detail.html", context, status=error.status)
-        messages.error(request, shown(error))
-        if form is not None:  # a refusal: the form may not even be shown to this user
-            return render(request, "images/detail.html", detail_context(request, image), status=error.status)
-        return redirect_after_post(request, reverse("images:detail", args=[image.pk]))
-    messages.success(request, success(result))
-    return redirect_after_post(request, then(result) if then else reverse("images:detail", args=[image.pk]))
+def _on_image(request, pk, *, action: str, run, success, form=None, form_key="", then=None, confirm=""):
+    """An action from an image's page: its errors show on that page, at the form used."""
+    image = get_object_or_404(visible_images(request.user), pk=pk)
+    forms = {form_key: form} if form is not None else {}
+    return act(
+        request,
+        action=action,
+        target=image,
+        run=lambda: run(image),
+        page=lambda: render(request, "images/detail.html", detail_context(request, image, **forms)),
+        success=lambda result: success(image, result),
+        then=then or reverse("images:detail", args=[image.pk]),
+        form=form,
+        confirm=confirm.format(image=image),
+    )
 
 
 @login_required
 @require_POST
 def set_tags(request, pk):
-    image = get_object_or_404(visible_images(request.user), pk=pk)
     form = TagsForm(request.POST)
-    return _act(
+    return _on_image(
         request,
-        image,
-        lambda: services.set_tags(actor=request.user, image=image, tags=form.cleaned_data["tags"]),
-        lambda result: f"Tags of {image.name} updated.",
+        pk,
         action="image.tag",
+        run=lambda image: services.set_tags(actor=request.user, image=image, tags=form.cleaned_data["tags"]),
+        success=lambda image, result: f"Tags of {image.name} updated.",
         form=form,
         form_key="tags_form",
     )
@@ -224,16 +214,15 @@ def set_tags(request, pk):
 @login_required
 @require_POST
 def set_visibility(request, pk):
-    image = get_object_or_404(visible_images(request.user), pk=pk)
     form = VisibilityForm(request.POST)
-    return _act(
+    return _on_image(
         request,
-        image,
-        lambda: services.set_visibility(
+        pk,
+        action="image.visibility",
+        run=lambda image: services.set_visibility(
             actor=request.user, image=image, visibility=form.cleaned_data["visibility"]
         ),
-        lambda result: f"{image.name} is now visible to: {result.get_visibility_display()}.",
-        action="image.visibility",
+        success=lambda image, result: f"{image.name} is now visible to: {result.get_visibility_display()}.",
         form=form,
         form_key="visibility_form",
     )
@@ -242,18 +231,17 @@ def set_visibility(request, pk):
 @login_required
 @require_POST
 def share(request, pk):
-    image = get_object_or_404(visible_images(request.user), pk=pk)
     form = ShareForm(request.POST)
-    return _act(
+    return _on_image(
         request,
-        image,
-        lambda: services.share_image(
+        pk,
+        action="image.share",
+        run=lambda image: services.share_image(
             actor=request.user,
             image=image,
             project=services.sibling_project(image, form.cleaned_data["project"]),
         ),
-        lambda result: f"{image.name} is shared with {result.project}.",
-        action="image.share",
+        success=lambda image, result: f"{image.name} is shared with {result.project}.",
         form=form,
         form_key="share_form",
     )
@@ -262,18 +250,19 @@ def share(request, pk):
 @login_required
 @require_POST
 def unshare(request, pk):
-    image = get_object_or_404(visible_images(request.user), pk=pk)
     form = ShareForm(request.POST)
-    return _act(
+    return _on_image(
         request,
-        image,
-        lambda: services.unshare_image(
+        pk,
+        action="image.unshare",
+        run=lambda image: services.unshare_image(
             actor=request.user,
             image=image,
             project=services.sibling_project(image, form.cleaned_data["project"]),
         ),
-        lambda result: f"{image.name} is no longer shared with {form.cleaned_data['project']}.",
-        action="image.unshare",
+        success=lambda image, result: (
+            f"{image.name} is no longer shared with {form.cleaned_data['project']}."
+        ),
         form=form,
         form_key="share_form",
     )
@@ -282,19 +271,18 @@ def unshare(request, pk):
 @login_required
 @require_POST
 def deprecate(request, pk):
-    image = get_object_or_404(visible_images(request.user), pk=pk)
     form = DeprecateForm(request.POST)
-    return _act(
+    return _on_image(
         request,
-        image,
-        lambda: services.deprecate_image(
+        pk,
+        action="image.deprecate",
+        run=lambda image: services.deprecate_image(
             actor=request.user, image=image, at=form.cleaned_data["at"], note=form.cleaned_data["note"]
         ),
-        lambda result: (
+        success=lambda image, result: (
             f"{image.name} is deprecated from {result.deprecated_at:%Y-%m-%d %H:%M} UTC: the "
             "VM-create picker hides it; running VMs are not affected."
         ),
-        action="image.deprecate",
         form=form,
         form_key="deprecate_form",
     )
@@ -302,26 +290,13 @@ def deprecate(request, pk):
 
 @login_required
 @require_POST
-def undeprecate(request, pk):
-    image = get_object_or_404(visible_images(request.user), pk=pk)
-    return _act(
-        request,
-        image,
-        lambda: services.undeprecate_image(actor=request.user, image=image),
-        lambda result: f"{image.name} is no longer deprecated.",
-        action="image.undeprecate",
-    )
-
-
-@login_required
-@require_POST
 def copy(request, pk):
-    image = get_object_or_404(visible_images(request.user), pk=pk)
     form = CopyForm(request.POST)
-    return _act(
+    return _on_image(
         request,
-        image,
-        lambda: services.copy_image(
+        pk,
+        action="image.copy",
+        run=lambda image: services.copy_image(
             actor=request.user,
             image=image,
             region=Region.objects.get(pk=form.cleaned_data["region"]),
@@ -330,38 +305,50 @@ def copy(request, pk):
             else None,
             name=form.cleaned_data["name"],
         ),
-        lambda result: f"Copying {image.name} to {result.project} ({result.region_id}) as {result.name}.",
-        action="image.copy",
+        success=lambda image, result: (
+            f"Copying {image.name} to {result.project} ({result.region_id}) as {result.name}."
+        ),
         form=form,
         form_key="copy_form",
         then=lambda result: reverse("images:detail", args=[result.pk]),
     )
 
 
-@login_required
-@require_POST
-def retry(request, pk):
-    image = get_object_or_404(visible_images(request.user), pk=pk)
-    return _act(
-        request,
-        image,
-        lambda: services.retry_image(actor=request.user, image=image),
-        lambda result: f"Queued {image.name} again: it is processed from its start.",
-        action="image.retry",
-    )
+# Buttons without a form on an image's page: (service, audit action, message, question asked first).
+IMAGE_BUTTONS = {
+    "undeprecate": (
+        services.undeprecate_image,
+        "image.undeprecate",
+        "{image.name} is no longer deprecated.",
+        "",
+    ),
+    "retry": (
+        services.retry_image,
+        "image.retry",
+        "Queued {image.name} again: it is processed from its start.",
+        "",
+    ),
+    "delete": (
+        services.delete_image,
+        "image.delete",
+        "Deleted image {image.name}; VMs created from it keep their own copy.",
+        "Delete image {image.name}? VMs created from it keep their own copy.",
+    ),
+}
 
 
 @login_required
 @require_POST
-def delete(request, pk):
-    image = get_object_or_404(visible_images(request.user), pk=pk)
-    return _act(
+def image_button(request, pk, action):
+    service, audit_action, success, confirm = IMAGE_BUTTONS[action]
+    return _on_image(
         request,
-        image,
-        lambda: services.delete_image(actor=request.user, image=image),
-        lambda result: f"Deleted image {image.name}; VMs created from it keep their own copy.",
-        action="image.delete",
-        then=lambda result: reverse("images:catalogue"),
+        pk,
+        action=audit_action,
+        run=lambda image: service(actor=request.user, image=image),
+        success=lambda image, result: success.format(image=image),
+        then=reverse("images:catalogue") if action == "delete" else None,
+        confirm=confirm,
     )
 
 
@@ -482,7 +469,7 @@ def _upload(request, limit: UploadLimit):
         if image is not None:
             image.refresh_from_db()
         hint = image.hint if image is not None else ""
-        return _upload_page(request, form, project, error=shown(error), hint=hint, status=error.status)
+        return _upload_page(request, form, project, error=error.message, hint=hint, status=error.status)
     detail_url = reverse("images:detail", args=[image.pk])
     if _wants_json(request):
         body = {
@@ -532,39 +519,34 @@ def upload_file(request, pk):
 @login_required
 @require_POST
 def promote(request, snapshot_pk):
-    from snapshots.models import Snapshot
+    from snapshots.views import snapshot_page
 
     snapshot = get_object_or_404(
         Snapshot.objects.visible_to(request.user).select_related("project__account", "region"), pk=snapshot_pk
     )
     form = PromoteForm(request.POST, disks=snapshot.disks.all())
-    if not form.is_valid():
-        record_invalid_form(actor=request.user, action="image.promote", target=snapshot, form=form)
-        return _snapshot_page(request, snapshot, form, status=400)
-    try:
-        image = services.promote_snapshot(
+
+    def page():
+        # The page shown is the snapshot's: the navigation says so too.
+        request.resolver_match = resolve(reverse("snapshots:detail", args=[snapshot.pk]))
+        return snapshot_page(request, snapshot, promote_form=form)
+
+    return act(
+        request,
+        action="image.promote",
+        target=snapshot,
+        run=lambda: services.promote_snapshot(
             actor=request.user,
             snapshot=snapshot,
             name=form.cleaned_data["name"],
             device=form.cleaned_data.get("device", ""),
             description=form.cleaned_data["description"],
-        )
-    except ServiceError as error:
-        record_refusal(actor=request.user, action="image.promote", target=snapshot, error=error)
-        form.add_error(error.field if error.field in form.fields else None, shown(error))
-        return _snapshot_page(request, snapshot, form, status=error.status)
-    messages.success(request, f"Promoting {snapshot.name} to image {image.name}.")
-    return redirect_after_post(request, reverse("images:detail", args=[image.pk]))
-
-
-def _snapshot_page(request, snapshot, form: PromoteForm, status: int):
-    """The snapshot's page again, with the promote form's error where the user acted."""
-    from snapshots.views import snapshot_context
-
-    # The page shown is the snapshot's: the navigation says so too.
-    request.resolver_match = resolve(reverse("snapshots:detail", args=[snapshot.pk]))
-    context = {**snapshot_context(request, snapshot), "promote_form": form}
-    return render(request, "snapshots/detail.html", context, status=status)
+        ),
+        page=page,
+        form=form,
+        success=lambda image: f"Promoting {snapshot.name} to image {image.name}.",
+        then=lambda image: reverse("images:detail", args=[image.pk]),
+    )
 
 
 # --- Create a VM from an image ----------------------------------------------------------------------
@@ -636,29 +618,36 @@ def _launch(request):
     project = _project_named(request, request.POST.get("project"))
     form = LaunchForm(request.POST)
     region = Region.objects.filter(pk=request.POST.get("region") or "").first()
-    if not form.is_valid():
-        record_invalid_form(
-            actor=request.user, action="compute.vm.create-from-image", target=project, form=form
-        )
-        return _launch_page(request, form, project, region, status=400)
-    data = form.cleaned_data
-    try:
-        image = launch.image_named(request.user, project, region, data["image"])
-        vm = launch.launch_vm(
-            actor=request.user,
-            project=project,
-            region=region,
-            image=image,
-            name=data["name"],
-            flavor=data["flavor"],
-            vpc=data["vpc"],
-            boot_size_bytes=form.boot_size_bytes,
-            start=data["start"],
-        )
-    except ServiceError as error:
-        record_refusal(actor=request.user, action="compute.vm.create-from-image", target=project, error=error)
-        field = {"boot_size_bytes": "boot_gib"}.get(error.field or "", error.field)
-        form.add_error(field if field in form.fields else None, shown(error))
-        return _launch_page(request, form, project, region, status=error.status)
-    messages.success(request, f"Creating VM {vm.name} from image {image.name}.")
-    return redirect_after_post(request, reverse("compute:vm-detail", args=[vm.pk]))
+
+    chosen = {}
+
+    def run():
+        data = form.cleaned_data
+        image = chosen["image"] = launch.image_named(request.user, project, region, data["image"])
+        try:
+            return launch.launch_vm(
+                actor=request.user,
+                project=project,
+                region=region,
+                image=image,
+                name=data["name"],
+                flavor=data["flavor"],
+                vpc=data["vpc"],
+                boot_size_bytes=form.boot_size_bytes,
+                start=data["start"],
+            )
+        except ServiceError as error:
+            if error.field == "boot_size_bytes":
+                error.field = "boot_gib"  # the form asks in GiB
+            raise
+
+    return act(
+        request,
+        action="compute.vm.create-from-image",
+        target=project,
+        run=run,
+        page=lambda: _launch_page(request, form, project, region),
+        form=form,
+        success=lambda vm: f"Creating VM {vm.name} from image {chosen['image'].name}.",
+        then=lambda vm: reverse("compute:vm-detail", args=[vm.pk]),
+    )

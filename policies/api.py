@@ -158,14 +158,20 @@ class PolicyViewSet(viewsets.ReadOnlyModelViewSet):
                 required=True,
                 enum=list(services.SNAPSHOT_CHOICES),
                 description="what becomes of the policy's snapshots",
-            )
+            ),
+            OpenApiParameter(
+                "confirm", str, description="the policy's name, to confirm deleting its snapshots"
+            ),
         ],
         responses={204: None},
     )
     def destroy(self, request, pk=None):
         """Delete a policy, saying what becomes of its snapshots: `?snapshots=keep|retain|delete`."""
         services.delete_policy(
-            actor=request.user, policy=self.get_object(), snapshots=request.query_params.get("snapshots", "")
+            actor=request.user,
+            policy=self.get_object(),
+            snapshots=request.query_params.get("snapshots", ""),
+            confirm=request.query_params.get("confirm", ""),
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 

@@ -53,7 +53,7 @@ class LiveEffects:
         )
 
     def delete(self, snapshot: Snapshot) -> None:
-        snapshots.delete_snapshot(actor=None, snapshot=snapshot)
+        snapshots.delete_snapshot(actor=None, snapshot=snapshot, confirm=snapshot.name)
 
 
 LIVE = LiveEffects()

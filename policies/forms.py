@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
+from clouddigit.console import ConfirmForm
 from policies.models import NotificationChannel
 from policies.services import MAX_YAML_BYTES
 
@@ -63,3 +64,10 @@ class ChannelForm(forms.Form):
         help_text="The webhook's http(s) URL at a public address (Slack incoming webhook or compatible), "
         "or email addresses separated by commas",
     )
+
+
+class DeleteForm(ConfirmForm):
+    """What becomes of the policy's snapshots; deleting them asks for the policy's name. Both are
+    checked by the service, whose refusal says what to choose or type."""
+
+    snapshots = forms.CharField(required=False)

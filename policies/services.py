@@ -48,12 +48,19 @@ SNAPSHOT_CHOICES = {
 
 
 @audited("policy.delete", target="policy")
-def delete_policy(*, actor, policy: Policy, snapshots: str) -> None:
-    """Deleting a policy says what becomes of its snapshots: `keep`, `retain` or `delete`."""
+def delete_policy(*, actor, policy: Policy, snapshots: str, confirm: str = "") -> None:
+    """Deleting a policy says what becomes of its snapshots: `keep`, `retain` or `delete`. Deleting
+    them destroys data: `confirm` is then the policy's name, typed by the user."""
     require(actor, Perm.MANAGE_POLICIES, policy.project, "delete snapshot policies")
     if snapshots not in SNAPSHOT_CHOICES:
         choices = "; ".join(f"{key}: {text}" for key, text in SNAPSHOT_CHOICES.items())
         raise InvalidRequest(f"Say what becomes of the policy's snapshots: {choices}.", field="snapshots")
+    if snapshots == "delete" and confirm != policy.name:
+        raise InvalidRequest(
+            f"Deleting the policy with its snapshots destroys every point in time it took. "
+            f"Type {policy.name!r} to confirm.",
+            field="confirm",
+        )
     owned = Snapshot.objects.filter(
         project=policy.project, policy_name=policy.name, origin=Snapshot.Origin.POLICY
     )
@@ -64,5 +71,5 @@ def delete_policy(*, actor, policy: Policy, snapshots: str) -> None:
         owned.update(origin=Snapshot.Origin.MANUAL)
     else:
         for snapshot in owned.exclude(state=Snapshot.State.DELETING):
-            delete_snapshot(actor=actor, snapshot=snapshot)
+            delete_snapshot(actor=actor, snapshot=snapshot, confirm=snapshot.name)
     policy.delete()

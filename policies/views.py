@@ -5,24 +5,22 @@ notifications sent about it."""
 
 from __future__ import annotations
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from clouddigit.access import can, project_by_reference
-from clouddigit.audit.log import record_invalid_form, record_refusal
 from clouddigit.compute.models import Project
 from clouddigit.compute.permissions import Perm
+from clouddigit.console import act
 from clouddigit.errors import Conflict, InvalidRequest, ServiceError
-from clouddigit.htmx import redirect_after_post
 from policies import channels, drills, services, simulator
 from policies.api import YAML_CONTENT_TYPE
 from policies.coverage import coverage
-from policies.forms import ApplyForm, ChannelForm, EditForm
+from policies.forms import ApplyForm, ChannelForm, DeleteForm, EditForm
 from policies.models import Drill, NotificationChannel, Policy
 
 ACTION = "policy.apply"
@@ -32,17 +30,11 @@ def _policies(user):
     return Policy.objects.visible_to(user).select_related("project__account")
 
 
-def _show_error(form, field: str, error: ServiceError) -> None:
-    """A mistake in the policy shows at the field the user gave it in; a refusal above the form."""
-    form.add_error(field if error.field else None, error.message)
-
-
-def _applied(request, policy: Policy, replaced: Policy | None = None):
+def _applied(policy: Policy, replaced: Policy | None = None) -> str:
     note = ""
     if replaced is not None and replaced.pk != policy.pk:
         note = f" (the YAML names {policy.name}; {replaced.name} is unchanged)"
-    messages.success(request, f"Applied snapshot policy {policy.name} to {policy.project}{note}.")
-    return redirect("policies:detail", pk=policy.pk)
+    return f"Applied snapshot policy {policy.name} to {policy.project}{note}."
 
 
 def _list_page(
@@ -98,27 +90,41 @@ def _posted_project(request) -> Project:
 def apply(request):
     project = _posted_project(request)
     form = ApplyForm(request.POST, request.FILES)
+    if "preview" in request.POST:
+        return _preview(request, project, form)
+    return act(
+        request,
+        action=ACTION,
+        target=project,
+        run=lambda: services.apply_policy(
+            actor=request.user, project=project, text=form.cleaned_data["text"]
+        ),
+        page=lambda: _list_page(request, project, form),
+        form=form,
+        success=_applied,
+        then=lambda policy: reverse("policies:detail", args=[policy.pk]),
+    )
+
+
+def _preview(request, project: Project, form: ApplyForm):
+    """The prune simulator: what this policy would keep, delete and create; nothing is saved, so
+    nothing is audited."""
     if not form.is_valid():
-        record_invalid_form(actor=request.user, action=ACTION, target=project, form=form)
         return _list_page(request, project, form, status=400)
     try:
-        if "preview" in request.POST:
-            # The prune simulator: what this policy would keep, delete and create; nothing is saved.
-            outcome = simulator.simulate(
-                actor=request.user, project=project, text=form.cleaned_data["text"], days=PREVIEW_DAYS
-            )
-            return _list_page(request, project, form, preview=outcome)
-        policy = services.apply_policy(actor=request.user, project=project, text=form.cleaned_data["text"])
+        outcome = simulator.simulate(
+            actor=request.user, project=project, text=form.cleaned_data["text"], days=PREVIEW_DAYS
+        )
     except ServiceError as error:
-        _show_error(form, form.source_field, error)
+        form.add_error(form.source_field if error.field else None, error.message)
         return _list_page(request, project, form, status=error.status)
-    return _applied(request, policy)
+    return _list_page(request, project, form, preview=outcome)
 
 
 PREVIEW_DAYS = 30
 
 
-def _detail_page(request, policy: Policy, form: EditForm | None = None, status: int = 200):
+def _detail_page(request, policy: Policy, form: EditForm | None = None, status: int = 200, delete_form=None):
     can_manage = can(request.user, Perm.MANAGE_POLICIES, policy.project)
     spec = policy.parsed
     context = {
@@ -139,6 +145,7 @@ def _detail_page(request, policy: Policy, form: EditForm | None = None, status: 
             .values_list("seconds", flat=True)[:20]
         )[::-1],
         "delete_choices": services.SNAPSHOT_CHOICES,
+        "delete_form": delete_form or DeleteForm(),
         "can_drill": can(request.user, Perm.RESTORE_SNAPSHOTS, policy.project),
     }
     return render(request, "policies/detail.html", context, status=status)
@@ -149,61 +156,56 @@ def _detail_page(request, policy: Policy, form: EditForm | None = None, status: 
 def drill(request, pk):
     """Run a restore drill now, on the VM in the policy's scope drilled least recently (or the one posted)."""
     policy = get_object_or_404(_policies(request.user), pk=pk)
-    chosen = drills.vm_to_drill(policy, request.POST.get("vm"))
-    try:
+
+    def run():
+        chosen = drills.vm_to_drill(policy, request.POST.get("vm"))
         if chosen is None:
             raise Conflict(
                 "No VM in this policy's scope has an available VM snapshot yet; "
                 "a drill restores the latest one."
             )
-        result = drills.run_drill(actor=request.user, vm=chosen, policy=policy)
-        messages.success(
-            request, f"Drill started: restoring {result.snapshot_name} of {result.vm_name} to a sandbox VM."
-        )
-    except ServiceError as error:
-        messages.error(request, str(error))
-    return redirect(f"{reverse('policies:detail', args=[policy.pk])}#drills")
+        return drills.run_drill(actor=request.user, vm=chosen, policy=policy)
 
-
-def _drill_act(request, pk, operation, success: str, action: str):
-    """Retry or delete a drill from its row in its policy's drill history; the answer goes back there."""
-    drill = get_object_or_404(Drill.objects.visible_to(request.user).select_related("project"), pk=pk)
-    then = (
-        f"{reverse('policies:detail', args=[drill.policy_id])}#drills"
-        if drill.policy_id
-        else reverse("policies:list")
-    )
-    try:
-        operation(drill)
-    except ServiceError as error:
-        record_refusal(actor=request.user, action=action, target=drill, error=error)
-        messages.error(request, str(error))
-    else:
-        messages.success(request, success.format(drill=drill))
-    return redirect_after_post(request, then)
-
-
-@login_required
-@require_POST
-def drill_retry(request, pk):
-    return _drill_act(
+    return act(
         request,
-        pk,
-        lambda drill: drills.retry_drill(actor=request.user, drill=drill),
-        "Running the drill of {drill.vm_name} again.",
-        "policy.drill.retry",
+        action="policy.drill",
+        target=policy,
+        run=run,
+        page=lambda: _detail_page(request, policy),
+        success=lambda result: (
+            f"Drill started: restoring {result.snapshot_name} of {result.vm_name} to a sandbox VM."
+        ),
+        then=f"{reverse('policies:detail', args=[policy.pk])}#drills",
     )
 
 
-@login_required
-@require_POST
-def drill_delete(request, pk):
-    return _drill_act(
-        request,
-        pk,
-        lambda drill: drills.delete_drill(actor=request.user, drill=drill),
+# A drill's Retry and Delete sit in its row of its policy's drill history: (service, message, question).
+DRILL_ACTIONS = {
+    "retry": (drills.retry_drill, "Running the drill of {drill.vm_name} again.", ""),
+    "delete": (
+        drills.delete_drill,
         "Deleted the failed drill of {drill.vm_name} from the history.",
-        "policy.drill.delete",
+        "Delete the failed drill of {drill.vm_name}? Its result leaves the history.",
+    ),
+}
+
+
+@login_required
+@require_POST
+def drill_action(request, pk, action):
+    drill = get_object_or_404(Drill.objects.visible_to(request.user).select_related("project"), pk=pk)
+    service, success, confirm = DRILL_ACTIONS[action]
+    policy = _policies(request.user).filter(pk=drill.policy_id).first()
+    then = f"{reverse('policies:detail', args=[policy.pk])}#drills" if policy else reverse("policies:list")
+    return act(
+        request,
+        action=f"policy.drill.{action}",
+        target=drill,
+        run=lambda: service(actor=request.user, drill=drill),
+        page=lambda: _detail_page(request, policy) if policy else policy_list(request),
+        success=success.format(drill=drill),
+        then=then,
+        confirm=confirm.format(drill=drill),
     )
 
 
@@ -217,17 +219,18 @@ def policy_detail(request, pk):
 def edit(request, pk):
     policy = get_object_or_404(_policies(request.user), pk=pk)
     form = EditForm(request.POST)
-    if not form.is_valid():
-        record_invalid_form(actor=request.user, action=ACTION, target=policy, form=form)
-        return _detail_page(request, policy, form, status=400)
-    try:
-        applied = services.apply_policy(
+    return act(
+        request,
+        action=ACTION,
+        target=policy,
+        run=lambda: services.apply_policy(
             actor=request.user, project=policy.project, text=form.cleaned_data["yaml"]
-        )
-    except ServiceError as error:
-        _show_error(form, "yaml", error)
-        return _detail_page(request, policy, form, status=error.status)
-    return _applied(request, applied, replaced=policy)
+        ),
+        page=lambda: _detail_page(request, policy, form),
+        form=form,
+        success=lambda applied: _applied(applied, replaced=policy),
+        then=lambda applied: reverse("policies:detail", args=[applied.pk]),
+    )
 
 
 @login_required
@@ -251,67 +254,94 @@ def _show_secret_once(request, channel: NotificationChannel) -> None:
     request.session[NEW_SECRET] = {"channel": channel.name, "secret": channel.secret}
 
 
+def _channel(request, pk) -> NotificationChannel:
+    return get_object_or_404(
+        NotificationChannel.objects.visible_to(request.user).select_related("project__account"), pk=pk
+    )
+
+
 @login_required
 @require_POST
 def channel_create(request):
     project = _posted_project(request)
     form = ChannelForm(request.POST)
-    if not form.is_valid():
-        record_invalid_form(actor=request.user, action="policy.channel.create", target=project, form=form)
-        return _list_page(request, project, channel_form=form, status=400)
-    try:
+
+    def run():
         channel = channels.create_channel(actor=request.user, project=project, **form.cleaned_data)
-    except ServiceError as error:
-        form.add_error(error.field if error.field in form.fields else None, error.message)
-        return _list_page(request, project, channel_form=form, status=error.status)
-    messages.success(request, f"Added notification channel {channel.name} to {project}.")
-    if channel.secret:
-        _show_secret_once(request, channel)
-    return redirect(_channels_url())
+        if channel.secret:
+            _show_secret_once(request, channel)
+        return channel
+
+    return act(
+        request,
+        action="policy.channel.create",
+        target=project,
+        run=run,
+        page=lambda: _list_page(request, project, channel_form=form),
+        form=form,
+        success=lambda channel: f"Added notification channel {channel.name} to {project}.",
+        then=_channels_url(),
+    )
 
 
 @login_required
 @require_POST
 def channel_rotate_secret(request, pk):
-    channel = get_object_or_404(
-        NotificationChannel.objects.visible_to(request.user).select_related("project__account"), pk=pk
-    )
-    try:
+    channel = _channel(request, pk)
+
+    def run():
         channels.rotate_secret(actor=request.user, channel=channel)
-    except ServiceError as error:
-        messages.error(request, error.message)
-    else:
-        messages.success(request, f"Gave notification channel {channel.name} a new signing secret.")
         _show_secret_once(request, channel)
-    return redirect_after_post(request, _channels_url())
+
+    return act(
+        request,
+        action="policy.channel.rotate-secret",
+        target=channel,
+        run=run,
+        page=lambda: _list_page(request, channel.project),
+        success=f"Gave notification channel {channel.name} a new signing secret.",
+        then=_channels_url(),
+        confirm=f"Give {channel.name} a new signing secret? Its receiver must then verify with the new one.",
+    )
 
 
 @login_required
 @require_POST
 def channel_delete(request, pk):
-    channel = get_object_or_404(
-        NotificationChannel.objects.visible_to(request.user).select_related("project__account"), pk=pk
-    )
+    channel = _channel(request, pk)
     project, name = channel.project, channel.name
-    try:
-        channels.delete_channel(actor=request.user, channel=channel)
-    except ServiceError as error:
-        messages.error(request, error.message)
-        return _list_page(request, project, status=error.status)
-    messages.success(request, f"Deleted notification channel {name} from {project}.")
-    return redirect(_channels_url())
+    return act(
+        request,
+        action="policy.channel.delete",
+        target=channel,
+        run=lambda: channels.delete_channel(actor=request.user, channel=channel),
+        page=lambda: _list_page(request, project),
+        success=f"Deleted notification channel {name} from {project}.",
+        then=_channels_url(),
+        confirm=f"Delete notification channel {name}? Policies that use it send no more notifications.",
+    )
 
 
 @login_required
 @require_POST
 def delete(request, pk):
     policy = get_object_or_404(_policies(request.user), pk=pk)
-    try:
-        services.delete_policy(actor=request.user, policy=policy, snapshots=request.POST.get("snapshots", ""))
-    except ServiceError as error:
-        messages.error(request, str(error))
-        return redirect("policies:detail", pk=policy.pk)
-    messages.success(
-        request, f"Policy {policy.name}: {services.SNAPSHOT_CHOICES[request.POST['snapshots']]}."
+    form = DeleteForm(request.POST)
+    return act(
+        request,
+        action="policy.delete",
+        target=policy,
+        run=lambda: services.delete_policy(
+            actor=request.user,
+            policy=policy,
+            snapshots=form.cleaned_data["snapshots"],
+            confirm=form.cleaned_data["confirm"],
+        ),
+        page=lambda: _detail_page(request, policy, delete_form=form),
+        form=form,
+        success=lambda result: (
+            f"Deleted policy {policy.name}: {services.SNAPSHOT_CHOICES[form.cleaned_data['snapshots']]}."
+        ),
+        then=reverse("policies:list"),
+        confirm=f"Delete snapshot policy {policy.name}?",
     )
-    return redirect("policies:list")

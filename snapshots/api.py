@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from django.db.models import Prefetch
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -264,10 +264,19 @@ class SnapshotViewSet(viewsets.ReadOnlyModelViewSet):
         )
         return self._snapshot(snapshot)
 
-    @extend_schema(request=None, responses={202: SnapshotDetailSerializer})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("confirm", str, required=True, description="the snapshot's name, to confirm")
+        ],
+        request=None,
+        responses={202: SnapshotDetailSerializer},
+    )
     def destroy(self, request, *args, **kwargs):
-        """Delete: the snapshot is `deleting` while its layers merge into their children."""
-        snapshot = services.delete_snapshot(actor=request.user, snapshot=self.get_object())
+        """Delete: the snapshot is `deleting` while its layers merge into their children.
+        `?confirm=NAME` repeats the snapshot's name: its point in time is gone for good."""
+        snapshot = services.delete_snapshot(
+            actor=request.user, snapshot=self.get_object(), confirm=request.query_params.get("confirm", "")
+        )
         return self._snapshot(snapshot)
 
     @extend_schema(request=RestoreToVolumeSerializer, responses={202: RestoreSerializer})

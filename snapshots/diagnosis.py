@@ -139,4 +139,4 @@ def sweep() -> None:
         hold=False,
     )
     for snapshot in expired:
-        services.delete_snapshot(actor=None, snapshot=snapshot)
+        services.delete_snapshot(actor=None, snapshot=snapshot, confirm=snapshot.name)

@@ -30,10 +30,6 @@ class RestoreVMForm(forms.Form):
     )
 
 
-class RollbackForm(forms.Form):
-    confirm = forms.CharField(label="Type the name to confirm")
-
-
 class TagForm(forms.Form):
     add = forms.CharField(required=False, label="Add tag (key=value)")
     remove = forms.CharField(required=False, label="Remove tag (key)")

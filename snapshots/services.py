@@ -95,7 +95,7 @@ def _make_room(volume: Volume) -> None:
             "created by a policy, so none is rotated out. Delete a snapshot you no longer need, or ask an "
             "admin to raise the limit with a ticket reference."
         )
-    delete_snapshot(actor=None, snapshot=oldest)
+    delete_snapshot(actor=None, snapshot=oldest, confirm=oldest.name)
 
 
 @audited("snapshot.limit.raise")
@@ -413,9 +413,18 @@ def _in_use(snapshot: Snapshot) -> str:
 
 
 @audited("snapshot.delete", target="snapshot")
-def delete_snapshot(*, actor, snapshot: Snapshot) -> Snapshot:
-    """Merge the snapshot's layers away; every other snapshot and the volumes read back the same."""
+def delete_snapshot(*, actor, snapshot: Snapshot, confirm: str) -> Snapshot:
+    """Merge the snapshot's layers away; every other snapshot and the volumes read back the same.
+    `confirm` is the snapshot's name, typed by the user: its point in time is gone for good (retention
+    and the rolling limit confirm with the name they chose)."""
     require(actor, Perm.DELETE_SNAPSHOTS, snapshot.project, "delete snapshots")
+    if confirm != snapshot.name:
+        pinned = " although it is pinned" if snapshot.hold else ""
+        raise InvalidRequest(
+            f"Deleting a snapshot destroys its point in time for good{pinned}. "
+            f"Type {snapshot.name!r} to confirm.",
+            field="confirm",
+        )
     busy = _in_use(snapshot)
     if busy:
         raise Conflict(

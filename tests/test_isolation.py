@@ -302,7 +302,9 @@ def _write(world, walk: Walk, method: str, actor: str, permission_refusals: list
         # Each write in a savepoint of its own: alice's first write (a revoke, a delete) must not change
         # what her next one finds.
         with transaction.atomic():
-            response = getattr(_client(person, walk.api), method)(url, BODIES.get(walk.name, {}))
+            # As htmx posts a destructive form once its dialog is answered (clouddigit.console.act).
+            body = {"confirmed": "yes", **BODIES.get(walk.name, {})}
+            response = getattr(_client(person, walk.api), method)(url, body)
             refused = person is not None and _refusals(person) > before
             transaction.set_rollback(True)
         if actor == "anonymous":

@@ -215,7 +215,9 @@ def test_every_operation_survives_a_sigkill_at_every_step(
             str(d.pk): d.checksum for s in state["taken"] for d in Snapshot.objects.get(pk=s).disks.all()
         }
         state["live"] = _checksums(vm)
-        return snapshots.delete_snapshot(actor=None, snapshot=Snapshot.objects.get(pk=state["deleted"])).pk
+        return snapshots.delete_snapshot(
+            actor=None, snapshot=(doomed := Snapshot.objects.get(pk=state["deleted"])), confirm=doomed.name
+        ).pk
 
     def deleted_ok(pk):
         assert not Snapshot.objects.filter(pk=pk).exists()

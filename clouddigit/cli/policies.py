@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import urllib.parse
 from pathlib import Path
 
 from clouddigit.cli.client import Client, CLIError
@@ -100,6 +101,9 @@ def add_commands(policies: Subcommands) -> None:
     delete.add_argument("name", metavar="NAME")
     delete.add_argument("--project", metavar="ACCOUNT/PROJECT")
     delete.add_argument("--snapshots", required=True, choices=["keep", "retain", "delete"])
+    delete.add_argument(
+        "--confirm", default="", metavar="NAME", help="the policy's name, to delete its snapshots with it"
+    )
     delete.set_defaults(handler=delete_policy, parser=delete)
 
     simulate = policies.add_parser(
@@ -194,7 +198,8 @@ def simulate_policy(args: argparse.Namespace) -> None:
 def delete_policy(args: argparse.Namespace) -> None:
     client = Client.from_environment()
     policy_id = _policy_id(client, args.name, args.project)
-    client.delete(f"{POLICIES.path}{policy_id}/?snapshots={args.snapshots}")
+    query = urllib.parse.urlencode({"snapshots": args.snapshots, "confirm": args.confirm})
+    client.delete(f"{POLICIES.path}{policy_id}/?{query}")
     print(f"Deleted snapshot policy {args.name} ({args.snapshots} its snapshots)")
 
 

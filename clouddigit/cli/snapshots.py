@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import urllib.parse
 from typing import Any
 
 from clouddigit.cli.client import Client
@@ -107,12 +108,15 @@ def add_commands(snapshots: Subcommands) -> None:
     add_snapshot_command(
         snapshots, "show", "a snapshot's details: disks, consistency, sizes, restores", show_snapshot
     )
-    add_snapshot_command(
+    delete_one = add_snapshot_command(
         snapshots,
         "delete",
         "delete a snapshot (its data merges away in the background)",
         delete_snapshot,
         output=False,
+    )
+    delete_one.add_argument(
+        "--confirm", required=True, metavar="NAME", help="the snapshot's name: its data is gone for good"
     )
     hold = add_snapshot_command(
         snapshots, "hold", "pin a snapshot so that retention never deletes it", hold_snapshot
@@ -231,7 +235,8 @@ def show_snapshot(args: argparse.Namespace) -> None:
 
 def delete_snapshot(args: argparse.Namespace) -> None:
     client = Client.from_environment()
-    snapshot = client.delete(snapshot_url(client, args)) or {}
+    query = urllib.parse.urlencode({"confirm": args.confirm})
+    snapshot = client.delete(f"{snapshot_url(client, args)}?{query}") or {}
     print(
         f"Deleting snapshot {snapshot.get('name')} ({snapshot.get('id')}): its data merges into the "
         "snapshots and volumes that still need it, in the background"

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from clouddigit.access import can
@@ -13,7 +13,7 @@ from clouddigit.compute import services
 from clouddigit.compute.filters import VMFilter, VolumeFilter
 from clouddigit.compute.models import VM, Volume
 from clouddigit.compute.permissions import Perm
-from clouddigit.errors import ServiceError
+from clouddigit.console import act, settle
 from clouddigit.htmx import render_page_or_fragment
 from clouddigit.listing import in_scope, list_page
 from snapshots.forms import CreateForm
@@ -38,34 +38,46 @@ def vm_list(request):
     )
 
 
-@login_required
-def vm_detail(request, pk):
-    vm = get_object_or_404(
-        VM.objects.visible_to(request.user).select_related("project__account", "region", "host"), pk=pk
-    )
-    context = {
+def _vms(user):
+    return VM.objects.visible_to(user).select_related("project__account", "region", "host")
+
+
+def vm_context(request, vm: VM, snapshot_form: CreateForm | None = None) -> dict:
+    return {
         "vm": vm,
         "volumes": vm.volumes.order_by("device"),
         "can_operate": can(request.user, Perm.OPERATE_VMS, vm.project),
-        **_snapshots_of(request.user, vm.project, vm=vm),
+        **_snapshots_of(request.user, vm.project, snapshot_form, vm=vm),
     }
-    response = render_page_or_fragment(request, "compute/vm_detail.html", "power", context)
-    if request.htmx and not request.htmx.boosted and not vm.in_transition:
-        response.status_code = 286  # tells htmx to stop polling: the VM has settled
-    return response
+
+
+@login_required
+def vm_detail(request, pk):
+    vm = get_object_or_404(_vms(request.user), pk=pk)
+    response = render_page_or_fragment(request, "compute/vm_detail.html", "power", vm_context(request, vm))
+    return settle(request, response, settled=not vm.in_transition)
+
+
+POWER = {
+    "start": (services.start_vm, "compute.vm.start"),
+    "stop": (services.stop_vm, "compute.vm.stop"),
+}
 
 
 @login_required
 @require_POST
 def vm_power(request, pk, action):
-    vm = get_object_or_404(VM.objects.visible_to(request.user).select_related("project__account"), pk=pk)
-    operation = {"start": services.start_vm, "stop": services.stop_vm}[action]
-    try:
-        operation(actor=request.user, vm=vm)
-        messages.success(request, f"VM {vm.name} is {vm.get_state_display().lower()}.")
-    except ServiceError as error:
-        messages.error(request, str(error))
-    return redirect("compute:vm-detail", pk=vm.pk)
+    vm = get_object_or_404(_vms(request.user), pk=pk)
+    operation, audit_action = POWER[action]
+    return act(
+        request,
+        action=audit_action,
+        target=vm,
+        run=lambda: operation(actor=request.user, vm=vm),
+        page=lambda: render(request, "compute/vm_detail.html", vm_context(request, vm)),
+        success=lambda result: f"VM {vm.name} is {vm.get_state_display().lower()}.",
+        then=reverse("compute:vm-detail", args=[vm.pk]),
+    )
 
 
 @login_required
@@ -76,11 +88,7 @@ def volume_list(request):
     )
 
 
-@login_required
-def volume_detail(request, pk):
-    volume = get_object_or_404(
-        Volume.objects.visible_to(request.user).select_related("project__account", "region", "vm"), pk=pk
-    )
+def volume_context(request, volume: Volume, snapshot_form=None, limit_form=None) -> dict:
     chain, file_error = [], ""
     try:
         layers = volume_files.backing_chain(volume.path)
@@ -96,21 +104,29 @@ def volume_detail(request, pk):
             }
             for layer in layers
         ]
-    context = {
+    return {
         "volume": volume,
         "chain": chain,
         "file_error": file_error,
         "snapshot_limit": snapshot_limit(volume),
         "can_raise_limit": can(request.user, Perm.MANAGE_SNAPSHOT_QUOTAS, volume.project),
-        **_snapshots_of(request.user, volume.project, disks__volume=volume),
+        "limit_form": limit_form,
+        **_snapshots_of(request.user, volume.project, snapshot_form, disks__volume=volume),
     }
-    return render(request, "compute/volume_detail.html", context)
 
 
-def _snapshots_of(user, project, **lookup) -> dict:
+@login_required
+def volume_detail(request, pk):
+    volume = get_object_or_404(
+        Volume.objects.visible_to(request.user).select_related("project__account", "region", "vm"), pk=pk
+    )
+    return render(request, "compute/volume_detail.html", volume_context(request, volume))
+
+
+def _snapshots_of(user, project, snapshot_form: CreateForm | None, **lookup) -> dict:
     """The newest snapshots of a VM or volume, and the form to take one (snapshots app)."""
     return {
         "snapshots": Snapshot.objects.visible_to(user).filter(**lookup).distinct()[:10],
         "can_snapshot": can(user, Perm.CREATE_SNAPSHOTS, project),
-        "snapshot_form": CreateForm(),
+        "snapshot_form": snapshot_form or CreateForm(),
     }

@@ -82,7 +82,7 @@ def test_snapshot_create_restore_and_merge(operator, make_vm, prod, dha, no_queu
     started = time.perf_counter()
     subprocess.run(["cp", layer_path, str(tmp_path / "copy.qcow2")], check=True)
     cp_seconds = time.perf_counter() - started
-    services.delete_snapshot(actor=operator, snapshot=Snapshot.objects.get(pk=second.pk))
+    services.delete_snapshot(actor=operator, snapshot=Snapshot.objects.get(pk=second.pk), confirm=second.name)
     started = time.perf_counter()
     services.finish_delete(str(second.pk))
     merge_seconds = time.perf_counter() - started

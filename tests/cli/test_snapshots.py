@@ -193,7 +193,9 @@ def test_show_restore_tag_and_delete(live_cli, alice, data_volume):
     assert disk[:4] == ["-", "data-01", "false", "16MiB"] and len(disk[6]) == 64
     assert "\nRESTORES\n" in text and "data-01-copy  volume  done" in text
 
-    deleted = live_cli(alice, "compute", "snapshot", "delete", "--snapshot", snapshot_id)
+    deleted = live_cli(
+        alice, "compute", "snapshot", "delete", "--snapshot", snapshot_id, "--confirm", "before"
+    )
     assert deleted.code == 0, deleted.err
     assert deleted.out.startswith(f"Deleting snapshot before ({snapshot_id}): ")
     assert not Snapshot.objects.filter(pk=snapshot_id).exists()

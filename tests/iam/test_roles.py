@@ -138,7 +138,7 @@ def test_admin_grants_and_revokes_in_the_console(client, alice, prod, django_use
     effective = client.get(reverse("iam:effective", args=["dave"])).content.decode()
     assert "publish_images" in effective and "acme/prod" in effective
 
-    client.post(reverse("iam:revoke", args=[binding.pk]))
+    client.post(reverse("iam:revoke", args=[binding.pk]), {"confirmed": "yes"})
     assert not RoleBinding.objects.filter(user__username="dave").exists()
 
 

@@ -18,7 +18,7 @@ from images.models import Image, ImageShare
 from snapshots import services as snapshot_services
 
 MiB = 2**20
-VMDK_REFUSAL = "ERROR: ImageUploadFailed: format 'qcow2' but file has VMDK signature"
+VMDK_REFUSAL = "format 'qcow2' but file has VMDK signature"
 
 
 def _image(project, region, name, **fields) -> Image:
@@ -182,9 +182,7 @@ def test_tags_sharing_and_deprecation_from_the_image_page(client, alice, catalog
     assert ImageShare.objects.filter(image=image, project=sandbox).exists()
     other = client.post(reverse("images:share", args=[image.pk]), {"project": "globex/main"})
     assert other.status_code == 400
-    assert "ERROR: NotYetSupported: Sharing with another account (globex) is not yet supported" in (
-        other.content.decode()
-    )
+    assert "Sharing with another account (globex) is not yet supported" in (other.content.decode())
     client.post(reverse("images:unshare", args=[image.pk]), {"project": "acme/sandbox"})
     assert not ImageShare.objects.filter(image=image).exists()
 
@@ -220,12 +218,12 @@ def test_a_publisher_may_not_share(client, bob, catalogue, sandbox):
     assert "Save tags" in page and "Share with a project" not in page and "need the image.admin role" in page
     refused = client.post(reverse("images:share", args=[image.pk]), {"project": "acme/sandbox"})
     assert refused.status_code == 403
-    assert "ERROR: PermissionDenied: You may not share image golden-web in acme/prod" in _text(refused)
+    assert "You may not share image golden-web in acme/prod" in _text(refused)
 
 
 def test_delete_goes_back_to_the_catalogue(client, alice, catalogue, image_stores):
     client.force_login(alice)
-    response = client.post(reverse("images:delete", args=[catalogue["custom"].pk]))
+    response = client.post(reverse("images:delete", args=[catalogue["custom"].pk]), {"confirmed": "yes"})
     assert response["Location"] == reverse("images:catalogue")
     assert not Image.objects.filter(pk=catalogue["custom"].pk).exists()
 
@@ -372,8 +370,8 @@ def test_promoting_a_multi_disk_vm_snapshot_without_a_disk_is_refused_where_the_
     )
     assert response.status_code == 409
     page = response.content.decode()
-    assert "ERROR: ImagePromoteFailed: snapshot has multiple volumes attached (vda, vdb)" in page
-    assert page.index("ImagePromoteFailed") > page.index('id="promote"')
+    assert "snapshot has multiple volumes attached (vda, vdb)" in page
+    assert page.index("snapshot has multiple volumes attached") > page.index('id="promote"')
     assert not Image.objects.filter(name="db-base").exists()
 
     promoted = client.post(
@@ -437,7 +435,7 @@ def test_creating_a_vm_from_an_image_elsewhere_says_why_at_the_picker(client, al
     )
     assert response.status_code == 400
     page = response.content.decode()
-    assert "ERROR: InvalidRequest: The image is in region bd-ctg-1, not bd-dha-1." in page
+    assert "The image is in region bd-ctg-1, not bd-dha-1." in page
     assert not prod.vms.filter(name="web-01").exists()
 
 

@@ -40,7 +40,7 @@ def test_a_failed_promotion_shows_why_and_its_owner_retries_it(client, alice, pr
     page = client.get(detail).content.decode()
     assert NO_SPACE in page
     assert f'action="{retry_url}"' in page
-    assert f'hx-post="{delete_url}" hx-confirm="Delete image db-base?"' in page
+    assert f'hx-post="{delete_url}" hx-confirm="Delete image db-base? VMs created' in page
 
     response = client.post(retry_url)  # the queued step is not run here: no worker
     assert response["Location"] == detail
@@ -79,7 +79,7 @@ def test_a_lost_image_offers_retry_and_delete(client, alice, prod, dha):
     page = client.get(detail).content.decode()
     assert "worker stopped answering" in page and retry_url in page and delete_url in page
 
-    response = client.post(delete_url, HTTP_HX_REQUEST="true")
+    response = client.post(delete_url, {"confirmed": "yes"}, HTTP_HX_REQUEST="true")
     assert response.status_code == 204 and response["HX-Location"] == reverse("images:catalogue")
     assert not Image.objects.filter(pk=lost.pk).exists()
 

@@ -94,7 +94,7 @@ def test_a_failed_drill_shows_why_and_its_owner_runs_it_again(
 def test_deleting_a_failed_drill_removes_it_from_the_history(client, alice, policy, db01):  # noqa: F811
     drill = _drill(policy, db01)
     client.force_login(alice)
-    response = client.post(_urls(drill)[1], HTTP_HX_REQUEST="true")
+    response = client.post(_urls(drill)[1], {"confirmed": "yes"}, HTTP_HX_REQUEST="true")
     assert response.status_code == 204
     assert response["HX-Location"] == reverse("policies:detail", args=[policy.pk]) + "#drills"
     assert not Drill.objects.filter(pk=drill.pk).exists()
@@ -123,7 +123,7 @@ def test_a_viewer_sees_the_reason_but_no_buttons_and_is_refused(client, viewer, 
     client.force_login(viewer)
     page = _page(client, policy)
     assert DID_NOT_BOOT in page and retry_url not in page and delete_url not in page
-    refused = client.post(delete_url, follow=True)
+    refused = client.post(delete_url, {"confirmed": "yes"}, follow=True)
     assert "You may not delete restore drills" in refused.content.decode()
     assert Drill.objects.filter(pk=drill.pk).exists()
 

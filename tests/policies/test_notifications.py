@@ -381,7 +381,7 @@ def test_an_admin_adds_and_deletes_a_channel_on_the_policies_page(client, alice,
     delete = reverse("policies:channel-delete", args=[channel.pk])
     assert f'action="{delete}"' in page
 
-    response = client.post(delete)
+    response = client.post(delete, {"confirmed": "yes"})
 
     assert response.status_code == 302 and not NotificationChannel.objects.exists()
     entries = AuditEntry.objects.filter(action__startswith="policy.channel.").order_by("at")
@@ -449,7 +449,7 @@ def test_an_operator_sees_the_channels_but_may_not_change_them(client, operator,
         CHANNELS, {"project": str(prod.pk), "name": "mine", "kind": "email", "target": "o@acme.example"}
     )
     assert created.status_code == 403 and "manage_policies" in created.content.decode()
-    deleted = client.post(reverse("policies:channel-delete", args=[channel.pk]))
+    deleted = client.post(reverse("policies:channel-delete", args=[channel.pk]), {"confirmed": "yes"})
     assert deleted.status_code == 403 and "manage_policies" in deleted.content.decode()
 
     assert list(NotificationChannel.objects.values_list("name", flat=True)) == ["slack-ops"]
@@ -665,7 +665,7 @@ def test_an_admin_gives_a_webhook_a_new_secret_shown_once(client, alice, operato
     rotate = reverse("policies:channel-rotate-secret", args=[channel.pk])
     assert f'action="{rotate}"' in console(client, alice, prod).get(LIST).content.decode()
 
-    response = client.post(rotate, follow=True)
+    response = client.post(rotate, {"confirmed": "yes"}, follow=True)
 
     channel.refresh_from_db()
     assert channel.secret != old and len(channel.secret) == 64
@@ -676,7 +676,9 @@ def test_an_admin_gives_a_webhook_a_new_secret_shown_once(client, alice, operato
     entry = AuditEntry.objects.get(action="policy.channel.rotate-secret")
     assert entry.outcome == "success" and channel.secret not in str(entry.detail) + entry.message
 
-    refused = client.post(reverse("policies:channel-rotate-secret", args=[mail.pk]), follow=True)
+    refused = client.post(
+        reverse("policies:channel-rotate-secret", args=[mail.pk]), {"confirmed": "yes"}, follow=True
+    )
     assert "mail is an email channel: only webhooks are signed." in refused.content.decode()
     with pytest.raises(PermissionRefused):
         rotate_secret(actor=operator, channel=channel)

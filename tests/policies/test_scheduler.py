@@ -238,8 +238,11 @@ def test_deleting_a_policy_says_what_becomes_of_its_snapshots(
         engine.tick(datetime(2026, 1, 3, 21, 30, tzinfo=UTC))
     with pytest.raises(InvalidRequest, match="Say what becomes"):
         delete_policy(actor=None, policy=policy, snapshots="")
+    if choice == "delete":
+        with pytest.raises(InvalidRequest, match=f"Type '{policy.name}' to confirm"):
+            delete_policy(actor=None, policy=policy, snapshots=choice, confirm="")
     with django_capture_on_commit_callbacks(execute=True):
-        delete_policy(actor=None, policy=policy, snapshots=choice)
+        delete_policy(actor=None, policy=policy, snapshots=choice, confirm=policy.name)
     assert Policy.objects.count() == policies_left
     assert Snapshot.objects.count() == snapshots_left
     if origin:

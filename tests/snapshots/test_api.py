@@ -322,9 +322,21 @@ def test_rollback_needs_the_right_confirmation_and_answers_the_safety_snapshot(
     assert Snapshot.objects.get(pk=safety["id"]).state == Snapshot.State.AVAILABLE
 
 
+def test_delete_without_the_typed_name_is_refused(operator, taken):
+    response = api(operator).delete(f"{SNAPSHOTS}{taken.pk}/?confirm=wrong")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": "InvalidRequest",
+        "message": "Deleting a snapshot destroys its point in time for good. Type 'taken' to confirm.",
+        "field": "confirm",
+    }
+    assert Snapshot.objects.get(pk=taken.pk).state == Snapshot.State.AVAILABLE
+
+
 def test_delete_answers_202_and_the_snapshot_goes(operator, taken, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        response = api(operator).delete(f"{SNAPSHOTS}{taken.pk}/")
+        response = api(operator).delete(f"{SNAPSHOTS}{taken.pk}/?confirm=taken")
 
     assert response.status_code == 202 and response.json()["state"] == "deleting"
     assert api(operator).get(f"{SNAPSHOTS}{taken.pk}/").status_code == 404
@@ -334,7 +346,7 @@ def test_delete_answers_202_and_the_snapshot_goes(operator, taken, django_captur
 def test_a_creating_snapshot_cannot_be_deleted_yet(operator, data_volume):
     snapshot = queued(operator, volume=data_volume)
 
-    response = api(operator).delete(f"{SNAPSHOTS}{snapshot.pk}/")
+    response = api(operator).delete(f"{SNAPSHOTS}{snapshot.pk}/?confirm={snapshot.name}")
 
     assert response.status_code == 409 and response.json()["code"] == "Conflict"
 

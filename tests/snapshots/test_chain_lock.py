@@ -75,7 +75,7 @@ def test_deleting_a_snapshot_waits_for_a_measurement_of_the_same_chain(two_snaps
 
     measuring, errors = _in_thread(services.measure, str(second.pk))
     _wait_for_qemu_img("convert", second_layer.path)  # the checksum reads the second layer
-    services.delete_snapshot(actor=None, snapshot=first)
+    services.delete_snapshot(actor=None, snapshot=first, confirm=first.name)
     services.finish_delete(str(first.pk))
     measuring.join()
 
@@ -91,7 +91,7 @@ def test_deleting_a_snapshot_waits_for_a_measurement_of_the_same_chain(two_snaps
 def test_measuring_a_snapshot_waits_for_a_delete_merging_into_it(two_snapshots):
     first, second = two_snapshots
     second_layer = second.disks.get().layer
-    services.delete_snapshot(actor=None, snapshot=first)
+    services.delete_snapshot(actor=None, snapshot=first, confirm=first.name)
 
     deleting, errors = _in_thread(services.finish_delete, str(first.pk))
     _wait_for_qemu_img("rebase", second_layer.path)  # the merge rewrites the second layer

@@ -128,7 +128,7 @@ def test_a_delete_killed_after_the_first_merge_is_completed_by_retry(operator, d
     live = volumes.checksum(data_volume.path)
     first_layer = Snapshot.objects.get(pk=first.pk).disks.get().layer
 
-    services.delete_snapshot(actor=operator, snapshot=Snapshot.objects.get(pk=first.pk))
+    services.delete_snapshot(actor=operator, snapshot=Snapshot.objects.get(pk=first.pk), confirm=first.name)
     killed = _killed_worker("finish_delete", str(first.pk), function="volumes.rebase", when="after", n=1)
     assert killed == -9  # the child file is merged, its row and the layer's are not
     assert Layer.objects.filter(pk=first_layer.pk).exists()  # the row still says what is left to do

@@ -68,7 +68,7 @@ def test_delete_goes_back_to_the_list(client, alice, db01, django_capture_on_com
     client.force_login(alice)
     _, snapshot = _take(client, db01, django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(reverse("snapshots:delete", args=[snapshot.pk]))
+        response = client.post(reverse("snapshots:delete", args=[snapshot.pk]), {"confirm": snapshot.name})
     assert response["Location"] == reverse("snapshots:list")
     assert not Snapshot.objects.filter(pk=snapshot.pk).exists()
 

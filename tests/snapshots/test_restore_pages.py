@@ -80,7 +80,10 @@ def test_deleting_a_failed_restore_removes_the_volume_it_began(client, alice, ta
     restore = _failed(taken)
     _, delete_url = _urls(restore)
     client.force_login(alice)
-    response = client.post(delete_url, HTTP_HX_REQUEST="true")
+    asked = client.post(delete_url)  # without JavaScript a page asks first
+    assert "Delete the failed restore to db-01-copy?" in asked.content.decode()
+    assert Restore.objects.filter(pk=restore.pk).exists()
+    response = client.post(delete_url, {"confirmed": "yes"}, HTTP_HX_REQUEST="true")
     assert response.status_code == 204
     assert response["HX-Location"] == reverse("snapshots:detail", args=[taken.pk]) + "#restores"
     assert not Restore.objects.filter(pk=restore.pk).exists()
@@ -143,14 +146,18 @@ def test_a_failed_snapshot_shows_why_and_only_its_owner_may_retry_it(
     assert retry_url not in _page(client, snapshot)
 
 
-def test_a_failed_snapshot_asks_before_it_is_deleted(client, alice, taken):
+def test_a_failed_snapshot_asks_for_its_name_before_it_is_deleted(client, alice, taken):
     Snapshot.objects.filter(pk=taken.pk).update(state=Snapshot.State.ERROR, last_error="disk full")
     client.force_login(alice)
     delete_url = reverse("snapshots:delete", args=[taken.pk])
-    # htmx asks only for a request it makes itself: the form must post through htmx.
-    assert f'hx-post="{delete_url}" hx-confirm="Delete snapshot db-01-nightly?"' in _page(client, taken)
+    assert "Type <code>db-01-nightly</code> to confirm" in _page(client, taken)
+
+    refused = client.post(delete_url, {"confirm": ""}, HTTP_HX_REQUEST="true")
+    assert refused.status_code == 400 and refused["HX-Retarget"] == "body"
+    assert "Type &#x27;db-01-nightly&#x27; to confirm." in refused.content.decode()
+    assert Snapshot.objects.get(pk=taken.pk).state == Snapshot.State.ERROR
 
     # Posted through htmx, the answer says where to go instead of a redirect followed inside the request.
-    response = client.post(delete_url, HTTP_HX_REQUEST="true")
+    response = client.post(delete_url, {"confirm": "db-01-nightly"}, HTTP_HX_REQUEST="true")
     assert response.status_code == 204 and response["HX-Location"] == reverse("snapshots:list")
     assert Snapshot.objects.get(pk=taken.pk).state == Snapshot.State.DELETING

@@ -90,7 +90,12 @@ def test_random_creates_writes_and_deletes_never_change_a_surviving_snapshot(run
             )
         else:
             victim = rng.choice(sorted(alive))
-            run(services.delete_snapshot, actor=operator, snapshot=Snapshot.objects.get(pk=victim))
+            run(
+                services.delete_snapshot,
+                actor=operator,
+                snapshot=(doomed := Snapshot.objects.get(pk=victim)),
+                confirm=doomed.name,
+            )
             del alive[victim]
             for snapshot_id, recorded in alive.items():
                 layer = Snapshot.objects.get(pk=snapshot_id).disks.get().layer
@@ -99,7 +104,12 @@ def test_random_creates_writes_and_deletes_never_change_a_surviving_snapshot(run
                 )
     live = volumes.checksum(Volume.objects.get(pk=data_volume.pk).path)
     for snapshot_id in sorted(alive):
-        run(services.delete_snapshot, actor=operator, snapshot=Snapshot.objects.get(pk=snapshot_id))
+        run(
+            services.delete_snapshot,
+            actor=operator,
+            snapshot=(doomed := Snapshot.objects.get(pk=snapshot_id)),
+            confirm=doomed.name,
+        )
     data_volume.refresh_from_db()
     assert volumes.checksum(data_volume.path) == live
     assert data_volume.backing_layer is None  # every layer merged away: one standalone file again
@@ -135,7 +145,7 @@ def test_restored_volume_keeps_the_snapshot_layer_needed(run, operator, data_vol
 
     copy = Volume.objects.get(name="copy")
     before = volumes.checksum(copy.path)
-    run(services.delete_snapshot, actor=operator, snapshot=snapshot)
+    run(services.delete_snapshot, actor=operator, snapshot=snapshot, confirm=snapshot.name)
     copy.refresh_from_db()
     assert volumes.checksum(copy.path) == before and copy.backing_layer is None
 
@@ -221,7 +231,7 @@ def test_a_snapshot_being_restored_cannot_be_deleted(operator, run, data_volume)
     snapshot.refresh_from_db()
     services.restore_to_volume(actor=operator, snapshot=snapshot, name="slow-restore")  # task not run yet
     with pytest.raises(Conflict, match="a restore to slow-restore .* is reading it"):
-        services.delete_snapshot(actor=operator, snapshot=snapshot)
+        services.delete_snapshot(actor=operator, snapshot=snapshot, confirm=snapshot.name)
 
 
 def test_the_rolling_limit_rotates_policy_snapshots_but_never_manual_ones(
@@ -246,7 +256,7 @@ def test_an_outsider_cannot_reach_another_accounts_snapshot(run, operator, charl
     snapshot = run(services.create_snapshot, actor=operator, volume=data_volume)
     assert not Snapshot.objects.visible_to(charlie).exists()
     for attempt in (
-        lambda: services.delete_snapshot(actor=charlie, snapshot=snapshot),
+        lambda: services.delete_snapshot(actor=charlie, snapshot=snapshot, confirm=snapshot.name),
         lambda: services.restore_to_volume(actor=charlie, snapshot=snapshot, name="stolen"),
     ):
         with pytest.raises(PermissionRefused):

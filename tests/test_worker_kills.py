@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import kombu.pools
 import pytest
 
 from clouddigit import operations
@@ -75,10 +76,13 @@ def publishing_to(broker_url: str, var_dir: Path):
     """Tasks queued by this process go to the real broker (not run eagerly), as the web server's do."""
     conf = celery_app.conf
     saved = conf.broker_url, conf.broker_transport_options, conf.task_always_eager
+    # Celery reads CELERY_BROKER_URL from the environment before its settings (.ci/run sets it).
+    saved_environ = os.environ.get("CELERY_BROKER_URL")
 
     def reset_pools():
-        if celery_app._pool is not None:
-            celery_app._pool.force_close_all()
+        # kombu keeps producer pools per connection process-wide: drop them all, or a later publish on
+        # the same URL acquires from a pool closed here.
+        kombu.pools.reset()
         celery_app._pool = None
         celery_app.amqp._producer_pool = None
 
@@ -94,11 +98,16 @@ def publishing_to(broker_url: str, var_dir: Path):
             "store_processed": False,
         }
     reset_pools()
+    os.environ["CELERY_BROKER_URL"] = broker_url
     conf.broker_url, conf.broker_transport_options, conf.task_always_eager = broker_url, options, False
     try:
         yield
     finally:
         reset_pools()
+        if saved_environ is None:
+            os.environ.pop("CELERY_BROKER_URL", None)
+        else:
+            os.environ["CELERY_BROKER_URL"] = saved_environ
         conf.broker_url, conf.broker_transport_options, conf.task_always_eager = saved
 
 

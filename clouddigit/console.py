@@ -61,10 +61,10 @@ def act(
     except ServiceError as error:
         record_refusal(actor=request.user, action=action, target=target, error=error)
         if form is not None and not isinstance(error, PermissionRefused):
-            form.add_error(error.field if error.field in form.fields else None, error.message)
+            form.add_error(error.field if error.field in form.fields else None, error.shown)
         else:
             # A refusal of permission is about the user, not the form (which they may not even see).
-            messages.error(request, error.message)
+            messages.error(request, error.shown)
         return _failed(request, page, error.status)
     text = success(result) if callable(success) else success
     if text:

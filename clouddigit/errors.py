@@ -21,6 +21,12 @@ class ServiceError(Exception):
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
 
+    @property
+    def shown(self) -> str:
+        """What the console shows: a domain error keeps its code, as the spec writes it
+        ("ImagePromoteFailed: snapshot has multiple volumes attached"); a generic one is its message."""
+        return self.message if self.code in GENERIC_CODES else str(self)
+
     def as_dict(self) -> dict:
         body = {"code": self.code, "message": self.message}
         if self.field:
@@ -53,3 +59,14 @@ class NotFound(ServiceError):
 
     code = "NotFound"
     status = 404
+
+
+# Codes that say only what kind of refusal it is: the console shows their message alone.
+GENERIC_CODES = {
+    ServiceError.code,
+    InvalidRequest.code,
+    PermissionRefused.code,
+    Conflict.code,
+    BackendUnavailable.code,
+    NotFound.code,
+}

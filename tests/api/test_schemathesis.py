@@ -67,7 +67,8 @@ def tenant(
     run(snapshots.rollback, actor=alice, snapshot=volume_snapshot, confirm="data-01")  # a safety snapshot
     gone = run(snapshots.create_snapshot, actor=alice, volume=data_volume, name="gone")
     run(snapshots.restore_to_volume, actor=alice, snapshot=gone, name="from-gone")
-    run(snapshots.delete_snapshot, actor=alice, snapshot=gone)  # its restore's snapshot is now null
+    # Its restore's snapshot is now null.
+    run(snapshots.delete_snapshot, actor=alice, snapshot=gone, confirm="gone")
     failed = run(snapshots.create_snapshot, actor=alice, volume=data_volume, name="failed")
     Snapshot.objects.filter(pk=failed.pk).update(state=Snapshot.State.ERROR, last_error="disk full")
     Restore.objects.filter(name="from-gone").update(state=Restore.State.FAILED, last_error="disk full")

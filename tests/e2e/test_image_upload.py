@@ -216,7 +216,7 @@ def test_promoting_all_disks_of_a_vm_snapshot_is_refused_on_its_page(
     page.wait_for_load_state()
     error = page.locator("#promote .error")
     assert error.inner_text().startswith(
-        "ERROR: ImagePromoteFailed: snapshot has multiple volumes attached (vda, vdb)."
+        "ImagePromoteFailed: snapshot has multiple volumes attached (vda, vdb)."
     )
     assert page.inner_text("nav.sidebar [aria-current=page]") == "Snapshots"
     page.screenshot(path=str(SHOTS / "snapshot-promote-refused.png"), full_page=True)

@@ -212,7 +212,7 @@ def test_snapshot_services_on_a_running_vm_on_real_qemu(
         assert volumes.checksum(restored.path) == before["vdb"]
 
     # Delete S2, a middle layer: qemu commits S3's layer into S2's file, which then holds S3's view.
-    timed("delete_s2_middle", snapshots.delete_snapshot, actor=operator, snapshot=s2)
+    timed("delete_s2_middle", snapshots.delete_snapshot, actor=operator, snapshot=s2, confirm=s2.name)
     assert not Snapshot.objects.filter(pk=s2.pk).exists()
     for device, disk in snapshot_disks(s3).items():
         assert disk.layer.path == paths["s2"][device]
@@ -226,7 +226,7 @@ def test_snapshot_services_on_a_running_vm_on_real_qemu(
     assert_still_running()
 
     # Delete S3, now the layer right under the active one: a block pull onto S1's layer.
-    timed("delete_s3_newest", snapshots.delete_snapshot, actor=operator, snapshot=s3)
+    timed("delete_s3_newest", snapshots.delete_snapshot, actor=operator, snapshot=s3, confirm=s3.name)
     assert not Snapshot.objects.filter(pk=s3.pk).exists()
     for device in SIZES:
         assert not Path(paths["s2"][device]).exists()
@@ -240,7 +240,7 @@ def test_snapshot_services_on_a_running_vm_on_real_qemu(
 
     # Delete S1, which the restored volume reads too: the running disks are flattened by a block pull,
     # the restored volume (not attached) is rebased onto nothing with qemu-img; it reads the same.
-    timed("delete_s1_bottom", snapshots.delete_snapshot, actor=operator, snapshot=s1)
+    timed("delete_s1_bottom", snapshots.delete_snapshot, actor=operator, snapshot=s1, confirm=s1.name)
     assert not Snapshot.objects.filter(pk=s1.pk).exists()
     assert not Layer.objects.exists()
     for device in SIZES:

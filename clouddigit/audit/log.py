@@ -52,10 +52,21 @@ def _scope_of(obj) -> tuple[Account | None, Project | None]:
 
 
 def _plain(value):
-    """A JSON-friendly rendering of a service argument for the entry's detail."""
-    if isinstance(value, dict | list | str | int | float | bool) or value is None:
+    """A JSON-friendly rendering of a service argument for the entry's detail, storable whatever the
+    user typed: PostgreSQL refuses a NUL character in text and JSON, so it is written out as `\\x00`."""
+    if isinstance(value, str):
+        return _storable(value)
+    if isinstance(value, dict):
+        return {_storable(str(key)): _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, int | float | bool) or value is None:
         return value
-    return str(value)
+    return _storable(str(value))
+
+
+def _storable(text: str) -> str:
+    return text.replace("\x00", "\\x00")
 
 
 def record(
@@ -76,12 +87,12 @@ def record(
         outcome=outcome,
         target_type=target.type,
         target_id=target.id,
-        target_name=target.name,
+        target_name=_storable(target.name),
         account=target.account,
         project=target.project,
         source_ip=source_ip.get(),
-        message=message,
-        detail={key: _plain(value) for key, value in (detail or {}).items()},
+        message=_storable(message),
+        detail=_plain(detail or {}),
     )
 
 

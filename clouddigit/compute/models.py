@@ -37,6 +37,12 @@ def validate_tags(tags: object) -> None:
             raise ValidationError(
                 "Tag %(key)r: the value must be text of at most 255 characters.", params={"key": key}
             )
+        if any(ord(character) < 32 or ord(character) == 127 for character in value):
+            # Never stored (PostgreSQL refuses NUL in JSON) and never shown as something it is not.
+            raise ValidationError(
+                "Tag %(key)r: the value must not hold control characters (tabs, new lines, NUL).",
+                params={"key": key},
+            )
 
 
 def parse_tag(text: str) -> tuple[str, str]:

@@ -98,3 +98,18 @@ def test_a_publisher_sees_only_its_own_sign_ins(client, bob, alice, make_vm, pro
     client.force_login(bob)
     page = client.get(reverse("audit:entries")).content.decode()
     assert "compute.vm.create" not in page and "auth.sign-in" in page
+
+
+def test_a_nul_character_the_user_typed_is_stored_written_out(alice, data_volume, run):
+    """PostgreSQL refuses NUL in text and JSON: a refusal that records what was typed must not become a
+    500 (schemathesis found `DELETE /snapshots/{id}/?confirm=%00` on PostgreSQL)."""
+    from clouddigit.errors import InvalidRequest
+    from snapshots import services as snapshots
+
+    snapshot = run(snapshots.create_snapshot, actor=alice, volume=data_volume, name="nul-test")
+    with pytest.raises(InvalidRequest):
+        snapshots.delete_snapshot(actor=alice, snapshot=snapshot, confirm="a\x00b")
+    entry = AuditEntry.objects.filter(action="snapshot.delete").latest("at")
+    assert entry.outcome == AuditEntry.Outcome.REFUSED
+    assert entry.detail["confirm"] == "a\\x00b"
+    assert "\x00" not in entry.message + entry.target_name

@@ -20,8 +20,11 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from clouddigit.backends import chainlock, hypervisor, volumes
+from clouddigit.compute import recorded_chain
+from clouddigit.compute import services as compute
 from clouddigit.compute.models import Layer, Volume
 from clouddigit.errors import Conflict
+from snapshots.models import SnapshotDisk
 
 
 @contextmanager
@@ -106,6 +109,7 @@ def seal_active(volume: Volume, overlay_path: str, *, new_backing: Layer | None 
         volume.path = overlay_path
         volume.backing_layer = new_backing or sealed
         volume.save(update_fields=["path", "backing_layer", "updated_at"])
+    recorded_chain.record(volume)
     return sealed
 
 
@@ -113,8 +117,6 @@ def seal_live(uri: str, spec, disks) -> None:
     """The same as `seal_active` for the disks of a domain that a real qemu is running: libvirt creates
     the overlays and qemu switches to them in one atomic step (`hypervisor.create_live_overlays`)."""
     hypervisor.create_live_overlays(uri, spec, {disk.volume.path: disk.overlay_path for disk in disks})
-    from snapshots.models import SnapshotDisk
-
     with transaction.atomic():
         for disk in disks:
             volume = disk.volume
@@ -123,11 +125,14 @@ def seal_live(uri: str, spec, disks) -> None:
             )
             Volume.objects.filter(pk=volume.pk).update(path=disk.overlay_path, backing_layer=sealed)
             SnapshotDisk.objects.filter(pk=disk.pk).update(layer=sealed)
+    for disk in disks:
+        recorded_chain.record_file(disk.overlay_path)
 
 
 def new_volume_file(path: str, layer: Layer) -> None:
     """A restored volume's file: an overlay on the snapshot's layer, so restoring costs no copy."""
     _overlay(path, layer.path)
+    recorded_chain.record_file(path)
 
 
 def merge_away(layer: Layer) -> None:
@@ -136,8 +141,13 @@ def merge_away(layer: Layer) -> None:
     Interrupted anywhere, running it again finishes the job: a child already rebased onto the parent
     is rebased again at no cost, and the layer's row goes only after every child has moved off it.
     """
-    from snapshots.models import SnapshotDisk
+    above = _volumes_above(layer)
+    _merge(layer)
+    for volume in above:
+        recorded_chain.record(volume)
 
+
+def _merge(layer: Layer) -> None:
     parent = layer.parent
     children = [*layer.children.all(), *layer.volumes.select_related("vm__host", "vm__project__account")]
     for child in children:
@@ -162,16 +172,7 @@ def merge_away(layer: Layer) -> None:
 
 def _running_vm_reading(child):
     """(vm, uri, spec) when a real qemu runs a VM whose disk chain contains `child`; else None."""
-    from clouddigit.compute import services as compute
-
-    pending, tops = [child], []
-    while pending:
-        current = pending.pop()
-        if isinstance(current, Volume):
-            tops.append(current)
-        else:
-            pending += [*current.children.all(), *current.volumes.select_related("vm__host")]
-    for volume in tops:
+    for volume in _volumes_above(child):
         vm = volume.vm
         if vm is not None and vm.state == vm.State.RUNNING:
             uri, spec = vm.host.libvirt_uri, compute.domain_spec(vm)
@@ -180,12 +181,22 @@ def _running_vm_reading(child):
     return None
 
 
+def _volumes_above(item: Layer | Volume) -> list[Volume]:
+    """The volumes whose chain holds `item` (a volume: itself)."""
+    pending, tops = [item], []
+    while pending:
+        current = pending.pop()
+        if isinstance(current, Volume):
+            tops.append(current)
+        else:
+            pending += [*current.children.all(), *current.volumes.select_related("vm__host")]
+    return tops
+
+
 def _commit_live(layer: Layer, child: Layer, children: list, running) -> None:
     """Delete a middle layer of a running chain: qemu commits the child layer into the layer's file, which
     then holds the child's view and takes over the child's identity. Safe only when nothing else backs
     onto the layer (a restored volume would see the child's data)."""
-    from snapshots.models import SnapshotDisk
-
     vm, uri, spec = running
     if len(children) != 1:
         raise Conflict(

@@ -295,6 +295,13 @@ class Volume(StateMachineMixin, models.Model):
         related_name="volumes",
         help_text="The sealed layer the volume's file backs onto (none: the file stands alone)",
     )
+    backing_chain = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="The file's qcow2 chain, the active file first, as read when it last changed "
+        "(clouddigit.compute.recorded_chain)",
+    )
+    chain_recorded_at = models.DateTimeField(null=True, blank=True)
     tags = models.JSONField(default=dict, blank=True, validators=[validate_tags])
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)

@@ -16,7 +16,7 @@ from clouddigit.access import require
 from clouddigit.audit.log import Target, audited, record
 from clouddigit.audit.models import AuditEntry
 from clouddigit.backends import hypervisor, volumes
-from clouddigit.compute import tasks
+from clouddigit.compute import recorded_chain, tasks
 from clouddigit.compute.flavors import FLAVORS
 from clouddigit.compute.models import VM, Host, Project, Region, Volume, validate_tags
 from clouddigit.compute.permissions import Perm
@@ -121,7 +121,7 @@ def create_volume(
         if source_path is not None:
             volumes.grow(str(path), size_bytes)
         with transaction.atomic():
-            return Volume.objects.create(
+            volume = Volume.objects.create(
                 id=volume_id,
                 project=project,
                 region=region,
@@ -139,6 +139,8 @@ def create_volume(
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+    recorded_chain.record(volume)
+    return volume
 
 
 def place(region: Region) -> Host:

@@ -17,11 +17,12 @@ from django import forms
 from django.contrib import messages
 from django.http import HttpResponse
 from django.shortcuts import render
+from django.urls import resolve
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from clouddigit.audit.log import record_invalid_form, record_refusal
 from clouddigit.errors import PermissionRefused, ServiceError
-from clouddigit.htmx import redirect_after_post
+from clouddigit.htmx import redirect_after_post, wants_fragment
 
 # htmx adds this to every post a `partials/confirm_form.html` button sends, once the user said yes in
 # its dialog; a post without it (no JavaScript) is answered with a page that asks first.
@@ -72,6 +73,23 @@ def act(
     return redirect_after_post(request, then(result) if callable(then) else then)
 
 
+def page_at(request, url: str, **forms) -> HttpResponse:
+    """The page at `url`, as its own view renders it, showing `forms` (a refused form, by the name its
+    panel looks for) in place of fresh ones. An app's panel on another app's page (a template tag of the
+    panel's app) posts to its own app's view; that view's `act(page=...)` shows the refusal on the page
+    the user acted on with this, without importing the other app's views. The panel's tag finds the
+    form with `posted_form`, and the navigation shows the page's section (base.html)."""
+    match = resolve(url)
+    request.panel_forms = forms
+    request.shown_page = match
+    return match.func(request, *match.args, **match.kwargs)
+
+
+def posted_form(context, name: str):
+    """The refused form `name` that `page_at` passes to a panel on the page, else None."""
+    return getattr(context.get("request"), "panel_forms", {}).get(name)
+
+
 def _failed(request, page: Callable[[], HttpResponse], status: int) -> HttpResponse:
     response = page()
     response.status_code = status
@@ -100,7 +118,7 @@ def _ask(request, question: str, back: str) -> HttpResponse:
 def settle(request, response: HttpResponse, *, settled: bool) -> HttpResponse:
     """A polled status fragment: once what it watches has settled, stop polling (286) and reload the
     page, so every panel the operation changed (sizes, actions, restores) is shown as it is now."""
-    if settled and request.htmx and not request.htmx.boosted:
+    if settled and wants_fragment(request):
         response.status_code = 286
         response["HX-Refresh"] = "true"
     return response

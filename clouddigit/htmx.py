@@ -6,8 +6,14 @@ from django.http import HttpResponse
 from django.shortcuts import redirect, render
 
 
+def wants_fragment(request) -> bool:
+    """An htmx GET (a poll, a picker) is answered with the fragment it swaps. A post answered with a
+    page (a refusal shown on the page, clouddigit.console.page_at) always gets the whole page."""
+    return request.method == "GET" and bool(request.htmx) and not request.htmx.boosted
+
+
 def render_page_or_fragment(request, template: str, fragment: str, context: dict):
-    if request.htmx and not request.htmx.boosted:
+    if wants_fragment(request):
         return render(request, f"{template}#{fragment}", context)
     return render(request, template, context)
 

@@ -11,7 +11,7 @@ from clouddigit.compute.models import Account, Project
 from clouddigit.errors import InvalidRequest
 from iam import services
 from iam.models import RoleBinding
-from iam.roles import ROLE_CHOICES
+from iam.roles import ROLE_CHOICES, ROLES
 
 
 class RoleBindingSerializer(serializers.ModelSerializer):
@@ -36,8 +36,6 @@ class RoleBindingSerializer(serializers.ModelSerializer):
         ]
 
     def get_permissions(self, binding) -> list[str]:
-        from iam.roles import ROLES
-
         return sorted(ROLES[binding.role].permissions)
 
 

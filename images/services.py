@@ -34,6 +34,8 @@ from clouddigit.errors import Conflict, InvalidRequest, ServiceError
 from clouddigit.queueing import enqueue, hypervisor_queue
 from images import inspection, storage, tasks
 from images.models import DEFAULT_CUSTOM_IMAGES_PER_PROJECT, Image, ImageQuota, ImageShare
+from snapshots import chains
+from snapshots.models import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -309,8 +311,6 @@ def promote_snapshot(
 ) -> Image:
     """A custom image from one disk of a snapshot: a volume snapshot, or (with `device`) one disk of a
     VM snapshot. The image is the disk's flattened point-in-time view."""
-    from snapshots.models import Snapshot
-
     require(actor, Perm.PUBLISH_IMAGES, snapshot.project, "promote snapshots to images")
     require(actor, Perm.VIEW_SNAPSHOTS, snapshot.project, "promote snapshots to images")
     if snapshot.state != Snapshot.State.AVAILABLE:
@@ -467,8 +467,6 @@ def _convert_upload(image: Image, staged: Path) -> None:
 
 
 def _flatten_snapshot(image: Image, staged: Path) -> None:
-    from snapshots import chains
-
     disks = image.source_snapshot.disks.all() if image.source_snapshot else []
     disk = next((disk for disk in disks if disk.device == image.source_device or len(disks) == 1), None)
     if disk is None or disk.layer is None:

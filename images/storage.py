@@ -28,6 +28,7 @@ from clouddigit.compute.models import Project
 from clouddigit.compute.permissions import Perm
 from clouddigit.errors import InvalidRequest, ServiceError
 from images.models import Image, StorageQuota
+from snapshots.models import Snapshot
 
 GiB = 2**30
 MAX_LIMIT_GIB = 1024 * 1024  # 1 PiB
@@ -93,8 +94,6 @@ def image_bytes(project: Project) -> int:
 
 
 def usage(project: Project) -> StorageUsage:
-    from snapshots.models import Snapshot  # snapshots' services check this quota: no import cycle
-
     raised = _raised(project)
     billed = Snapshot.objects.filter(project=project).aggregate(total=Sum("billed_bytes"))["total"] or 0
     return StorageUsage(

@@ -11,7 +11,7 @@ from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.core.paginator import Paginator
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, render
-from django.urls import resolve, reverse
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -19,7 +19,7 @@ from clouddigit.access import can, project_by_reference
 from clouddigit.audit.log import form_errors, record_invalid_form, record_refusal
 from clouddigit.compute.models import Project, Region
 from clouddigit.compute.permissions import Perm
-from clouddigit.console import act, settle
+from clouddigit.console import act, page_at, settle
 from clouddigit.errors import InvalidRequest, ServiceError
 from clouddigit.htmx import redirect_after_post, render_page_or_fragment
 from clouddigit.listing import PAGE_SIZE, in_scope
@@ -519,18 +519,12 @@ def upload_file(request, pk):
 @login_required
 @require_POST
 def promote(request, snapshot_pk):
-    from snapshots.views import snapshot_page
-
+    """The form of this app's panel on a snapshot's page (templatetags/image_panels.py): a refusal is
+    shown there, at the form, by `page_at`."""
     snapshot = get_object_or_404(
         Snapshot.objects.visible_to(request.user).select_related("project__account", "region"), pk=snapshot_pk
     )
     form = PromoteForm(request.POST, disks=snapshot.disks.all())
-
-    def page():
-        # The page shown is the snapshot's: the navigation says so too.
-        request.resolver_match = resolve(reverse("snapshots:detail", args=[snapshot.pk]))
-        return snapshot_page(request, snapshot, promote_form=form)
-
     return act(
         request,
         action="image.promote",
@@ -542,7 +536,7 @@ def promote(request, snapshot_pk):
             device=form.cleaned_data.get("device", ""),
             description=form.cleaned_data["description"],
         ),
-        page=page,
+        page=lambda: page_at(request, reverse("snapshots:detail", args=[snapshot.pk]), promote_form=form),
         form=form,
         success=lambda image: f"Promoting {snapshot.name} to image {image.name}.",
         then=lambda image: reverse("images:detail", args=[image.pk]),

@@ -12,6 +12,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from clouddigit.models import Heartbeat
+from images import storage
 from snapshots.models import Restore, Snapshot
 
 STUCK_AFTER = timedelta(minutes=5)
@@ -108,8 +109,6 @@ def diagnose(snapshot: Snapshot) -> list[Finding]:
 
 def _storage_quota(snapshot: Snapshot) -> list[Finding]:
     """The project's storage quota (images.storage), which a full project's new snapshots are refused by."""
-    from images import storage
-
     used = storage.usage(snapshot.project)
     return [Finding(*QUOTA, str(used))] if used.full else []
 
@@ -117,6 +116,7 @@ def _storage_quota(snapshot: Snapshot) -> list[Finding]:
 def sweep() -> None:
     """Mark operations stuck past the deadline with their reason, so they show without anyone asking;
     delete expired safety snapshots."""
+    # A cycle: services queue tasks, and the tasks module runs this sweep.
     from snapshots import services
 
     deadline = timezone.now() - STUCK_AFTER

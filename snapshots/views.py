@@ -13,8 +13,7 @@ from django.views.decorators.http import require_POST
 from clouddigit.access import can
 from clouddigit.compute.models import VM, Volume, parse_tag
 from clouddigit.compute.permissions import Perm
-from clouddigit.compute.views import vm_context, volume_context
-from clouddigit.console import ConfirmForm, act, settle
+from clouddigit.console import ConfirmForm, act, page_at, settle
 from clouddigit.htmx import render_page_or_fragment
 from clouddigit.listing import in_scope, list_page
 from snapshots import diagnosis, services
@@ -60,7 +59,6 @@ def snapshot_context(request, snapshot: Snapshot, **forms) -> dict:
         "rollback_form": forms.get("rollback_form") or ConfirmForm(),
         "delete_form": forms.get("delete_form") or ConfirmForm(),
         "tag_form": forms.get("tag_form") or TagForm(),
-        "promote_form": forms.get("promote_form"),
     }
 
 
@@ -272,17 +270,15 @@ def restore_action(request, pk, action):
     )
 
 
+# The forms below sit in this app's panels on the compute pages (templatetags/snapshot_panels.py): a
+# refusal is shown there, at the form, by `page_at`.
+
+
 @login_required
 @require_POST
 def create_for_vm(request, pk):
     vm = get_object_or_404(VM.objects.visible_to(request.user).select_related("project__account"), pk=pk)
-    form = CreateForm(request.POST)
-    return _create(
-        request,
-        form,
-        {"vm": vm},
-        page=lambda: render(request, "compute/vm_detail.html", vm_context(request, vm, snapshot_form=form)),
-    )
+    return _create(request, {"vm": vm}, reverse("compute:vm-detail", args=[vm.pk]))
 
 
 @login_required
@@ -291,18 +287,11 @@ def create_for_volume(request, pk):
     volume = get_object_or_404(
         Volume.objects.visible_to(request.user).select_related("project__account"), pk=pk
     )
+    return _create(request, {"volume": volume}, reverse("compute:volume-detail", args=[volume.pk]))
+
+
+def _create(request, source: dict, page_url: str):
     form = CreateForm(request.POST)
-    return _create(
-        request,
-        form,
-        {"volume": volume},
-        page=lambda: render(
-            request, "compute/volume_detail.html", volume_context(request, volume, snapshot_form=form)
-        ),
-    )
-
-
-def _create(request, form: CreateForm, source: dict, page):
     return act(
         request,
         action="snapshot.create",
@@ -313,7 +302,7 @@ def _create(request, form: CreateForm, source: dict, page):
             consistency=form.cleaned_data["consistency"] or Snapshot.Consistency.APPLICATION,
             **source,
         ),
-        page=page,
+        page=lambda: page_at(request, page_url, snapshot_form=form),
         form=form,
         success=lambda snapshot: f"Snapshot {snapshot.name} is being created.",
         then=lambda snapshot: reverse("snapshots:detail", args=[snapshot.pk]),
@@ -327,6 +316,7 @@ def raise_volume_limit(request, pk):
         Volume.objects.visible_to(request.user).select_related("project__account"), pk=pk
     )
     form = LimitForm(request.POST)
+    page_url = reverse("compute:volume-detail", args=[volume.pk])
     return act(
         request,
         action="snapshot.limit.raise",
@@ -337,10 +327,8 @@ def raise_volume_limit(request, pk):
             limit=form.cleaned_data["limit"],
             ticket=form.cleaned_data["ticket"],
         ),
-        page=lambda: render(
-            request, "compute/volume_detail.html", volume_context(request, volume, limit_form=form)
-        ),
+        page=lambda: page_at(request, page_url, limit_form=form),
         form=form,
         success=lambda result: f"Volume {volume.name} may now keep {form.cleaned_data['limit']} snapshots.",
-        then=reverse("compute:volume-detail", args=[volume.pk]),
+        then=page_url,
     )

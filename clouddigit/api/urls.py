@@ -7,10 +7,10 @@ from rest_framework.routers import DefaultRouter
 from clouddigit.api.errors import not_found
 from clouddigit.api.token import TokenView
 from clouddigit.audit.api import AuditEntryViewSet
-from clouddigit.compute.api import ProjectViewSet, RegionViewSet, VMViewSet, VolumeViewSet
+from clouddigit.compute.api import ProjectViewSet, RegionViewSet, VolumeViewSet
 from clouddigit.security import csp_override
 from iam.api import RoleBindingViewSet
-from images.api import ImageLimitViewSet, ImageViewSet
+from images.api import ImageLimitViewSet, ImageViewSet, VMLaunchViewSet
 from images.attestation_api import ImagePolicyViewSet, SigningKeyViewSet
 from images.storage_api import StorageQuotaViewSet
 from policies.api import DrillViewSet, PolicyViewSet
@@ -25,7 +25,7 @@ class Router(DefaultRouter):
 router = Router()
 router.register("projects", ProjectViewSet, basename="project")
 router.register("regions", RegionViewSet, basename="region")
-router.register("compute/vms", VMViewSet, basename="vm")
+router.register("compute/vms", VMLaunchViewSet, basename="vm")
 router.register("compute/volumes", VolumeViewSet, basename="volume")
 router.register("compute/snapshots", SnapshotViewSet, basename="snapshot")
 router.register("compute/restores", RestoreViewSet, basename="restore")

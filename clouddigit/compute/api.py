@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import django_filters
-from django.conf import settings
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from clouddigit.access import project_by_reference
-from clouddigit.api.base import region_named, valid_data
 from clouddigit.compute import services
 from clouddigit.compute.filters import VMFilter, VolumeFilter
 from clouddigit.compute.models import VM, Project, Region, Volume
@@ -114,46 +111,11 @@ class RegionViewSet(viewsets.ReadOnlyModelViewSet):
     lookup_field = "slug"
 
 
-class VMCreateSerializer(serializers.Serializer):
-    project = serializers.CharField(help_text="account/project or a project id")
-    region = serializers.CharField(required=False, help_text="Default: the console's default region")
-    name = serializers.CharField(max_length=63)
-    image = serializers.CharField(help_text="The image's name or id (see images/picker)")
-    flavor = serializers.CharField(help_text="e.g. std-2x4")
-    vpc = serializers.CharField()
-    boot_size_gib = serializers.IntegerField(
-        required=False, min_value=1, help_text="Default: the image's size"
-    )
-    tags = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
-    start = serializers.BooleanField(default=True)
-
-
+# VMs and their power. A VM is created from an image: images.api.VMLaunchViewSet adds the create to
+# this class, and the API serves that one at compute/vms.
 class VMViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = VMSerializer
     filterset_class = VMAPIFilter
-
-    @extend_schema(request=VMCreateSerializer, responses={201: VMSerializer})
-    def create(self, request, *args, **kwargs):
-        """Create a VM from an image: its boot volume is a copy of the image, defined on a host of the
-        region and (by default) started."""
-        from images import launch
-
-        data = valid_data(VMCreateSerializer, request)
-        project = project_by_reference(request.user, data["project"])
-        region = region_named(data.get("region") or settings.DEFAULT_REGION)
-        vm = launch.launch_vm(
-            actor=request.user,
-            project=project,
-            region=region,
-            image=launch.image_named(request.user, project, region, data["image"]),
-            name=data["name"],
-            flavor=data["flavor"],
-            vpc=data["vpc"],
-            boot_size_bytes=data["boot_size_gib"] * 2**30 if data.get("boot_size_gib") else None,
-            tags=data["tags"],
-            start=data["start"],
-        )
-        return Response(VMSerializer(vm).data, status=status.HTTP_201_CREATED)
 
     def get_queryset(self):
         return (

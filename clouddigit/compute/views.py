@@ -8,7 +8,6 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from clouddigit.access import can
-from clouddigit.backends import volumes as volume_files
 from clouddigit.compute import services
 from clouddigit.compute.filters import VMFilter, VolumeFilter
 from clouddigit.compute.models import VM, Volume
@@ -16,9 +15,6 @@ from clouddigit.compute.permissions import Perm
 from clouddigit.console import act, settle
 from clouddigit.htmx import render_page_or_fragment
 from clouddigit.listing import in_scope, list_page
-from snapshots.forms import CreateForm
-from snapshots.models import Snapshot
-from snapshots.services import snapshot_limit
 
 
 @login_required
@@ -42,12 +38,11 @@ def _vms(user):
     return VM.objects.visible_to(user).select_related("project__account", "region", "host")
 
 
-def vm_context(request, vm: VM, snapshot_form: CreateForm | None = None) -> dict:
+def vm_context(request, vm: VM) -> dict:
     return {
         "vm": vm,
         "volumes": vm.volumes.order_by("device"),
         "can_operate": can(request.user, Perm.OPERATE_VMS, vm.project),
-        **_snapshots_of(request.user, vm.project, snapshot_form, vm=vm),
     }
 
 
@@ -88,31 +83,10 @@ def volume_list(request):
     )
 
 
-def volume_context(request, volume: Volume, snapshot_form=None, limit_form=None) -> dict:
-    chain, file_error = [], ""
-    try:
-        layers = volume_files.backing_chain(volume.path)
-    except volume_files.VolumeError as error:
-        file_error = str(error)
-    else:
-        chain = [
-            {
-                "file": layer["filename"],
-                "virtual_size": layer.get("virtual-size"),
-                "actual_size": layer.get("actual-size"),
-                "backing": layer.get("backing-filename", ""),
-            }
-            for layer in layers
-        ]
-    return {
-        "volume": volume,
-        "chain": chain,
-        "file_error": file_error,
-        "snapshot_limit": snapshot_limit(volume),
-        "can_raise_limit": can(request.user, Perm.MANAGE_SNAPSHOT_QUOTAS, volume.project),
-        "limit_form": limit_form,
-        **_snapshots_of(request.user, volume.project, snapshot_form, disks__volume=volume),
-    }
+def volume_context(request, volume: Volume) -> dict:
+    # The chain as recorded when it last changed (clouddigit.compute.recorded_chain): reading it here
+    # would run qemu-img inside the request.
+    return {"volume": volume}
 
 
 @login_required
@@ -121,12 +95,3 @@ def volume_detail(request, pk):
         Volume.objects.visible_to(request.user).select_related("project__account", "region", "vm"), pk=pk
     )
     return render(request, "compute/volume_detail.html", volume_context(request, volume))
-
-
-def _snapshots_of(user, project, snapshot_form: CreateForm | None, **lookup) -> dict:
-    """The newest snapshots of a VM or volume, and the form to take one (snapshots app)."""
-    return {
-        "snapshots": Snapshot.objects.visible_to(user).filter(**lookup).distinct()[:10],
-        "can_snapshot": can(user, Perm.CREATE_SNAPSHOTS, project),
-        "snapshot_form": snapshot_form or CreateForm(),
-    }

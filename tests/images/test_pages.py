@@ -372,6 +372,7 @@ def test_promoting_a_multi_disk_vm_snapshot_without_a_disk_is_refused_where_the_
     page = response.content.decode()
     assert "snapshot has multiple volumes attached (vda, vdb)" in page
     assert page.index("snapshot has multiple volumes attached") > page.index('id="promote"')
+    assert f'href="{reverse("snapshots:list")}" aria-current="page">Snapshots</a>' in page
     assert not Image.objects.filter(name="db-base").exists()
 
     promoted = client.post(

@@ -120,3 +120,59 @@ def test_an_admin_raises_a_volume_limit_with_a_ticket(client, alice, bob, data_v
     assert snapshot_limit(data_volume) == 250
     assert AuditEntry.objects.filter(action="snapshot.limit.raise", outcome="success").exists()
     assert AuditEntry.objects.filter(action="snapshot.limit.raise", outcome="refused").exists()
+
+
+def test_a_refused_snapshot_shows_its_error_in_the_panel_on_the_vm_page(client, alice, db01):
+    client.force_login(alice)
+    url = reverse("snapshots:create-for-vm", args=[db01.pk])
+    for headers in ({}, {"HTTP_HX_REQUEST": "true"}):
+        response = client.post(url, {"name": "x" * 101}, **headers)
+        assert response.status_code == 400
+        page = response.content.decode()
+        # The whole VM page (not its polled fragment), the error at the snapshots panel's form.
+        assert "<h2>Power</h2>" in page and "<h2>Volumes</h2>" in page
+        assert page.index("at most 100 characters") > page.index('class="inline-form take"')
+        assert f'href="{reverse("compute:vm-list")}" aria-current="page">VMs</a>' in page
+    assert response["HX-Retarget"] == "body"
+    assert not Snapshot.objects.filter(vm=db01).exists()
+
+
+def test_a_refused_limit_shows_its_error_in_the_panel_on_the_volume_page(client, alice, data_volume):
+    client.force_login(alice)
+    response = client.post(
+        reverse("snapshots:raise-volume-limit", args=[data_volume.pk]), {"limit": "250", "ticket": " "}
+    )
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "<h2>Storage chain</h2>" in page
+    assert page.index("This field is required") > page.index("<h2>Snapshot limit</h2>")
+    assert f'href="{reverse("compute:volume-list")}" aria-current="page">Volumes</a>' in page
+
+
+def test_the_volume_page_shows_the_chain_recorded_by_snapshots_without_running_qemu_img(
+    client, alice, data_volume, django_capture_on_commit_callbacks, monkeypatch
+):
+    from clouddigit.backends import volumes
+    from snapshots import services
+
+    first_file = data_volume.path
+    assert [layer["file"] for layer in data_volume.backing_chain] == [first_file]
+    with django_capture_on_commit_callbacks(execute=True):
+        snapshot = services.create_snapshot(actor=None, volume=data_volume, name="before")
+    data_volume.refresh_from_db()
+    assert [layer["file"] for layer in data_volume.backing_chain] == [data_volume.path, first_file]
+    assert data_volume.backing_chain[0]["backing"] == first_file
+
+    def no_qemu_img(*args, **kwargs):
+        raise AssertionError("qemu-img ran inside a web request")
+
+    monkeypatch.setattr(volumes, "backing_chain", no_qemu_img)
+    client.force_login(alice)
+    page = client.get(reverse("compute:volume-detail", args=[data_volume.pk])).content.decode()
+    assert data_volume.path in page and first_file in page and "As recorded" in page
+    monkeypatch.undo()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.delete_snapshot(actor=None, snapshot=snapshot, confirm=snapshot.name)
+    data_volume.refresh_from_db()
+    assert [layer["file"] for layer in data_volume.backing_chain] == [data_volume.path]

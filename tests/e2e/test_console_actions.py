@@ -123,3 +123,30 @@ def test_a_publisher_is_told_what_promoting_needs(browser, live_server, bob):  #
     assert "Promoting a snapshot to an image also needs a role that sees this project's snapshots" in text
     assert "snapshot.viewer" in text
     _shot(page, "images-publisher.png")
+
+
+def test_a_refused_snapshot_says_why_in_its_panel_on_the_volume_page(
+    browser,  # noqa: F811
+    live_server,
+    alice,
+    prod,
+    make_vm,
+):
+    vm = make_vm(prod, "db-01")
+    volume = vm.volumes.get()
+    services.raise_limit(actor=None, volume=volume, limit=1, ticket="OPS-1")
+    services.create_snapshot(actor=None, volume=volume, name="only-one")
+    path = f"/compute/volumes/{volume.pk}/"
+    page = _signed_in(browser, live_server, "alice", path)
+    # The chain as recorded when the snapshot sealed the volume's file: two layers.
+    chain = page.locator("section.card", has_text="Storage chain")
+    assert "As recorded" in chain.inner_text() and chain.locator("tbody tr").count() == 2
+
+    page.fill("form.take input[name=name]", "one-too-many")
+    page.click("form.take button[type=submit]")
+    error = page.locator("form.take .error")
+    error.wait_for()
+    assert "has 1 snapshots (limit 1)" in error.inner_text()
+    assert page.inner_text("nav.sidebar [aria-current=page]") == "Volumes"
+    assert not Snapshot.objects.filter(name="one-too-many").exists()
+    _shot(page, "volume-snapshot-refused.png")

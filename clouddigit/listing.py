@@ -21,9 +21,9 @@ def in_scope(queryset, request):
     return queryset
 
 
-def list_page(request, filterset, template: str, page_size: int = PAGE_SIZE):
+def list_page(request, filterset, template: str, page_size: int = PAGE_SIZE, extra: dict | None = None):
     page = Paginator(filterset.qs, page_size).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
-    context = {"filter": filterset, "page": page, "query": query.urlencode()}
+    context = {"filter": filterset, "page": page, "query": query.urlencode(), **(extra or {})}
     return render_page_or_fragment(request, template, "table", context)

@@ -171,7 +171,12 @@ class SnapshotCreateSerializer(serializers.Serializer):
 
 class RestoreToVolumeSerializer(serializers.Serializer):
     name = serializers.CharField(help_text="The new volume's name")
-    disk = serializers.UUIDField(required=False, help_text="Which disk of a multi-volume snapshot")
+    disk = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Which disk of a multi-volume snapshot: its device (vdb), its volume's name or its id",
+    )
 
 
 class RestoreToVMSerializer(serializers.Serializer):
@@ -285,9 +290,7 @@ class SnapshotViewSet(viewsets.ReadOnlyModelViewSet):
         """Restore to a new volume; the original volume is untouched."""
         snapshot = self.get_object()
         data = valid_data(RestoreToVolumeSerializer, request)
-        disk = visible_or_400(
-            snapshot.disks.all(), data.get("disk"), field="disk", what="disk of this snapshot"
-        )
+        disk = services.disk_named(snapshot, data["disk"])
         restore = services.restore_to_volume(
             actor=request.user, snapshot=snapshot, name=data["name"], disk=disk
         )

@@ -28,7 +28,9 @@ from snapshots.models import SnapshotDisk
 
 
 @contextmanager
-def locked(*items: Layer | Volume, purpose: str, shared: bool = False) -> Iterator[None]:
+def locked(
+    *items: Layer | Volume, purpose: str, shared: bool = False, timeout: float | None = None
+) -> Iterator[None]:
     """Hold the lock of every chain `items` belong to: exclusive to create, rebase, commit or seal a
     file of the chain, shared to only read it. Once held, each item is read again from the database (a
     job that held the chain before may have moved it); an item deleted meanwhile raises DoesNotExist.
@@ -46,7 +48,7 @@ def locked(*items: Layer | Volume, purpose: str, shared: bool = False) -> Iterat
                         key,
                         purpose=purpose,
                         shared=shared,
-                        timeout=settings.VOLUME_CHAIN_WAIT_SECONDS,
+                        timeout=settings.VOLUME_CHAIN_WAIT_SECONDS if timeout is None else timeout,
                     )
                 )
             # Merging a bottom layer away makes its children bottom layers: whoever waited on the old

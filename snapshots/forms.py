@@ -19,6 +19,18 @@ class CreateForm(forms.Form):
 
 class RestoreVolumeForm(forms.Form):
     name = forms.CharField(max_length=63, label="New volume name")
+    # Any value passes the form: the service names the disks there are when it is not one of them.
+    disk = forms.CharField(required=False, label="Disk", widget=forms.Select)
+
+    def __init__(self, *args, disks=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        disks = list(disks)
+        if len(disks) > 1:
+            self.fields["disk"].widget.choices = [
+                (disk.device or str(disk.pk), f"{disk.device or '-'} · {disk.volume_name}") for disk in disks
+            ]
+        else:
+            self.fields["disk"].widget = forms.HiddenInput()
 
 
 class RestoreVMForm(forms.Form):

@@ -82,6 +82,20 @@ def _live_snapshots_of(volume: Volume):
     return Snapshot.objects.filter(disks__volume=volume).exclude(state=Snapshot.State.DELETING).distinct()
 
 
+def snapshots_of_volume(volume: Volume):
+    """The snapshots holding this volume's data (volume snapshots, and VM snapshots that captured it)."""
+    return _live_snapshots_of(volume).order_by("-created_at")
+
+
+def deleted_with_volume(snapshots) -> tuple[list[Snapshot], list[Snapshot]]:
+    """Which of a volume's snapshots deleting it with its snapshots deletes (those holding only this
+    volume), and which it keeps: a VM snapshot that also holds other volumes is theirs too."""
+    deleted, kept = [], []
+    for snapshot in snapshots:
+        (deleted if snapshot.disks.count() == 1 else kept).append(snapshot)
+    return deleted, kept
+
+
 def _make_room(volume: Volume) -> None:
     """Rolling limit: past it, the oldest policy-created snapshot goes; manual ones never silently."""
     limit = snapshot_limit(volume)
@@ -164,6 +178,9 @@ def create_snapshot(
     captured = list(vm.volumes.order_by("device")) if vm else [volume]
     if not captured:
         raise InvalidRequest(f"VM {vm.name} has no volumes to snapshot.", field="vm")
+    deleting = [each.name for each in captured if each.state == Volume.State.DELETING]
+    if deleting:
+        raise Conflict(f"Volume {', '.join(deleting)} is being deleted: there is nothing left to snapshot.")
     storage.check_not_full(project=source.project, what="a new snapshot")
     for each in captured:
         _make_room(each)
@@ -473,6 +490,26 @@ def restore_warnings(snapshot: Snapshot, flavor: str | None) -> list[str]:
                 "not vda/sda. Detach it and reattach it as the boot disk after the restore."
             )
     return warnings
+
+
+def disk_named(snapshot: Snapshot, reference: str | None) -> SnapshotDisk | None:
+    """The disk of `snapshot` that `reference` names: its id, its device (`vdb`) or its volume's name.
+    None when not asked for (a single-disk snapshot needs no name)."""
+    reference = (reference or "").strip()
+    if not reference:
+        return None
+    disks = list(snapshot.disks.all())
+    found = [d for d in disks if str(d.pk) == reference.lower()] or [
+        d for d in disks if reference in {d.device, d.volume_name}
+    ]
+    if len(found) != 1:
+        named = ", ".join(f"{d.device or '-'} ({d.volume_name})" for d in disks)
+        raise InvalidRequest(
+            f"Snapshot {snapshot} has no disk {reference[:63]!r}: name one by device or volume name "
+            f"({named}) or by id.",
+            field="disk",
+        )
+    return found[0]
 
 
 def _require_available(snapshot: Snapshot) -> None:

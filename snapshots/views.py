@@ -53,7 +53,8 @@ def snapshot_context(request, snapshot: Snapshot, **forms) -> dict:
         "can_delete": can(request.user, Perm.DELETE_SNAPSHOTS, project),
         "can_rollback": can(request.user, Perm.ROLLBACK_SNAPSHOTS, project),
         "can_tag": can(request.user, Perm.CREATE_SNAPSHOTS, project),
-        "restore_volume_form": forms.get("restore_volume_form") or RestoreVolumeForm(),
+        "restore_volume_form": forms.get("restore_volume_form")
+        or RestoreVolumeForm(disks=snapshot.disks.all()),
         "restore_vm_form": forms.get("restore_vm_form")
         or RestoreVMForm(initial={"vpc": snapshot.vm_definition.get("vpc", "")}),
         "rollback_form": forms.get("rollback_form") or ConfirmForm(),
@@ -99,13 +100,17 @@ def _on_snapshot(request, pk, *, action: str, run, success, form=None, form_key:
 @login_required
 @require_POST
 def restore_volume(request, pk):
-    form = RestoreVolumeForm(request.POST)
+    disks = SnapshotDisk.objects.filter(snapshot__in=_snapshots(request.user).filter(pk=pk))
+    form = RestoreVolumeForm(request.POST, disks=disks)
     return _on_snapshot(
         request,
         pk,
         action="snapshot.restore",
         run=lambda snapshot: services.restore_to_volume(
-            actor=request.user, snapshot=snapshot, name=form.cleaned_data["name"]
+            actor=request.user,
+            snapshot=snapshot,
+            name=form.cleaned_data["name"],
+            disk=services.disk_named(snapshot, form.cleaned_data["disk"]),
         ),
         success=lambda result: (
             f"Restoring to new volume {result.name}: the time to restore is recorded below."

@@ -137,7 +137,9 @@ def add_commands(snapshots: Subcommands) -> None:
         snapshots, "restore", "restore to a new volume (the original is untouched)", restore_snapshot
     )
     restore.add_argument("--name", required=True, help="the new volume's name")
-    restore.add_argument("--disk", metavar="DISK_ID", help="which disk of a VM snapshot (see show)")
+    restore.add_argument(
+        "--disk", metavar="DISK", help="which disk of a VM snapshot: its device (vdb), volume name or id"
+    )
     rollback = add_snapshot_command(
         snapshots,
         "rollback",

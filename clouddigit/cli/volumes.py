@@ -1,7 +1,12 @@
-"""`clouddigit compute volume ...`: the volumes of your VMs."""
+"""`clouddigit compute volume ...`: the volumes of your VMs: list, create, attach, detach, resize,
+delete. A volume is named by `--volume`, its id or (when unique) its name."""
 
 from __future__ import annotations
 
+import argparse
+import urllib.parse
+
+from clouddigit.cli.client import Client
 from clouddigit.cli.common import (
     NAME,
     PROJECT,
@@ -12,8 +17,14 @@ from clouddigit.cli.common import (
     Resource,
     Subcommands,
     add_list_command,
+    add_output_option,
+    add_where_options,
+    header,
+    resolve,
+    tags,
+    where,
 )
-from clouddigit.cli.output import Column, binary_size
+from clouddigit.cli.output import Column, binary_size, show
 
 VOLUMES = Resource(
     path="compute/volumes/",
@@ -42,3 +53,99 @@ VOLUMES = Resource(
 
 def add_commands(volumes: Subcommands) -> None:
     add_list_command(volumes, VOLUMES, "list volumes")
+    create = volumes.add_parser(
+        "create", help="create an empty volume", description="Create an empty volume of --size-gib GiB."
+    )
+    create.add_argument("--name", required=True)
+    create.add_argument("--size-gib", type=int, required=True, metavar="GIB")
+    add_where_options(create)
+    create.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+    add_output_option(create)
+    create.set_defaults(handler=create_volume, parser=create)
+
+    attach = _volume_command(
+        volumes,
+        "attach",
+        "attach to a VM of the volume's project and region: as its boot disk (--boot, the VM stopped) or "
+        "as a secondary disk at --device or the next free one",
+        attach_volume,
+    )
+    attach.add_argument("--vm", required=True, metavar="VM", help="the VM's id or name")
+    attach.add_argument("--boot", action="store_true", help="as the boot disk (vda, or sda on bare metal)")
+    attach.add_argument("--device", default="", help="vdb, vdc ... (default: the next free one)")
+    _volume_command(
+        volumes,
+        "detach",
+        "detach from its VM: `detaching` until the hypervisor has unplugged it (a boot disk only from a "
+        "stopped VM)",
+        detach_volume,
+    )
+    resize = _volume_command(volumes, "resize", "grow the volume (volumes never shrink)", resize_volume)
+    resize.add_argument("--size-gib", type=int, required=True, metavar="GIB", help="the new size")
+    delete = _volume_command(
+        volumes, "delete", "delete a detached volume and its data, for good", delete_volume, output=False
+    )
+    delete.add_argument("--confirm", required=True, metavar="NAME", help="the volume's name, typed again")
+    delete.add_argument(
+        "--snapshots",
+        choices=("keep", "delete"),
+        help="what happens to its snapshots (required when it has some): keep them, as EBS does, or "
+        "delete them with it",
+    )
+
+
+def _volume_command(
+    parent: Subcommands, name: str, help: str, handler, *, output: bool = True
+) -> argparse.ArgumentParser:
+    parser = parent.add_parser(name, help=help, description=help)
+    parser.add_argument(
+        "--volume", required=True, metavar="VOLUME", help="the volume's id (or its name, when unique)"
+    )
+    if output:
+        add_output_option(parser)
+    parser.set_defaults(handler=handler, parser=parser)
+    return parser
+
+
+def _volume_url(client: Client, args: argparse.Namespace, action: str = "") -> str:
+    volume_id = resolve(client, VOLUMES, "volume", args.volume)
+    return f"{VOLUMES.path}{volume_id}/" + (f"{action}/" if action else "")
+
+
+def _show(volume: dict, output: str) -> None:
+    show(volume, output, VOLUMES.columns, header=header(VOLUMES))
+
+
+def create_volume(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
+    body = {
+        **where(client, args),
+        "name": args.name,
+        "size_gib": args.size_gib,
+        "tags": tags(args, args.tag, "--tag"),
+    }
+    _show(client.create(VOLUMES.path, body), args.output)
+
+
+def attach_volume(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
+    body = {"vm": args.vm, "boot": args.boot, "device": args.device}
+    _show(client.create(_volume_url(client, args, "attach"), body), args.output)
+
+
+def detach_volume(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
+    _show(client.create(_volume_url(client, args, "detach"), {}), args.output)
+
+
+def resize_volume(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
+    _show(client.create(_volume_url(client, args, "resize"), {"size_gib": args.size_gib}), args.output)
+
+
+def delete_volume(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
+    query = urllib.parse.urlencode({"confirm": args.confirm, "snapshots": args.snapshots or ""})
+    volume = client.delete(f"{_volume_url(client, args)}?{query}") or {}
+    kept = {"keep": "; its snapshots are kept", "delete": "; its snapshots are deleted with it"}
+    print(f"Deleting volume {volume.get('name')} ({volume.get('id')}){kept.get(args.snapshots, '')}")

@@ -1,13 +1,17 @@
-"""REST API for the inventory: projects, regions, VMs, volumes (read), VM start/stop (services)."""
+"""REST API for the inventory: projects, regions, VMs, volumes, VM start/stop and the volume lifecycle
+(create, attach, detach, resize, delete), each a call into compute.services."""
 
 from __future__ import annotations
 
 import django_filters
-from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status, viewsets
+from django.conf import settings
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from clouddigit.access import project_by_reference
+from clouddigit.api.base import region_named, valid_data
 from clouddigit.compute import services
 from clouddigit.compute.filters import VMFilter, VolumeFilter
 from clouddigit.compute.models import VM, Project, Region, Volume
@@ -47,8 +51,30 @@ class VolumeSerializer(serializers.ModelSerializer):
             "device",
             "bootable",
             "tags",
+            "last_error",
             "created_at",
         ]
+
+
+class VolumeCreateSerializer(serializers.Serializer):
+    project = serializers.CharField(help_text="account/project or a project id")
+    region = serializers.CharField(required=False, help_text="Default: the console's default region")
+    # No length or range bounds here: the service refuses with the same words in console, API and CLI.
+    name = serializers.CharField()
+    size_gib = serializers.IntegerField(help_text="Whole GiB, from 1 to the region's maximum")
+    tags = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False, default=dict)
+
+
+class VolumeAttachSerializer(serializers.Serializer):
+    vm = serializers.CharField(help_text="The VM's id or name, in the volume's project and region")
+    boot = serializers.BooleanField(default=False, help_text="Attach as the VM's boot disk (vda, sda)")
+    device = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="vdb, vdc ... (default: the next free one)"
+    )
+
+
+class VolumeResizeSerializer(serializers.Serializer):
+    size_gib = serializers.IntegerField(help_text="The new size in GiB: larger than the current one")
 
 
 class VMSerializer(serializers.ModelSerializer):
@@ -141,9 +167,80 @@ class VMViewSet(viewsets.ReadOnlyModelViewSet):
         return self._power(request, services.stop_vm)
 
 
-class VolumeViewSet(viewsets.ReadOnlyModelViewSet):
+class VolumeViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = VolumeSerializer
     filterset_class = VolumeAPIFilter
+
+    @extend_schema(request=VolumeCreateSerializer, responses={201: VolumeSerializer})
+    def create(self, request, *args, **kwargs):
+        """Create an empty volume (a qcow2 file in the region) of `size_gib` GiB."""
+        data = valid_data(VolumeCreateSerializer, request)
+        project = project_by_reference(request.user, data["project"])
+        volume = services.create_empty_volume(
+            actor=request.user,
+            project=project,
+            region=region_named(data.get("region") or settings.DEFAULT_REGION),
+            name=data["name"],
+            size_gib=data["size_gib"],
+            tags=data["tags"],
+        )
+        return Response(VolumeSerializer(volume).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=VolumeAttachSerializer, responses={200: VolumeSerializer})
+    @action(detail=True, methods=["post"])
+    def attach(self, request, pk=None):
+        """Attach to a VM of the volume's project and region: as its boot disk (the VM stopped), or as a
+        secondary disk at `device` or the next free one (hot-plugged when the VM runs)."""
+        data = valid_data(VolumeAttachSerializer, request)
+        volume = services.attach_volume_to(
+            actor=request.user,
+            volume=self.get_object(),
+            vm=data["vm"],
+            boot=data["boot"],
+            device=data["device"],
+        )
+        return Response(VolumeSerializer(volume).data)
+
+    @extend_schema(request=None, responses={202: VolumeSerializer})
+    @action(detail=True, methods=["post"])
+    def detach(self, request, pk=None):
+        """Queue a detach: the volume is `detaching` until the hypervisor worker has unplugged it."""
+        volume = services.detach_volume(actor=request.user, volume=self.get_object())
+        return Response(VolumeSerializer(volume).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=VolumeResizeSerializer, responses={200: VolumeSerializer})
+    @action(detail=True, methods=["post"])
+    def resize(self, request, pk=None):
+        """Grow the volume to `size_gib` (volumes never shrink)."""
+        data = valid_data(VolumeResizeSerializer, request)
+        volume = services.resize_volume(
+            actor=request.user, volume=self.get_object(), size_gib=data["size_gib"]
+        )
+        return Response(VolumeSerializer(volume).data)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("confirm", str, description="The volume's name: its data is gone for good"),
+            OpenApiParameter(
+                "snapshots",
+                str,
+                enum=list(services.SNAPSHOT_CHOICES),
+                description="keep or delete its snapshots",
+            ),
+        ],
+        request=None,
+        responses={202: VolumeSerializer},
+    )
+    def destroy(self, request, *args, **kwargs):
+        """Delete a detached volume: `deleting` until its file is gone. A volume with snapshots needs
+        `?snapshots=keep` (they still restore) or `?snapshots=delete`."""
+        volume = services.delete_volume(
+            actor=request.user,
+            volume=self.get_object(),
+            confirm=request.query_params.get("confirm", ""),
+            snapshots=request.query_params.get("snapshots", ""),
+        )
+        return Response(VolumeSerializer(volume).data, status=status.HTTP_202_ACCEPTED)
 
     def get_queryset(self):
         return (

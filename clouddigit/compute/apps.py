@@ -7,3 +7,15 @@ class ComputeConfig(AppConfig):
     name = "clouddigit.compute"
     label = "compute"
     verbose_name = "Compute inventory"
+
+    def ready(self) -> None:
+        from clouddigit import operations
+        from clouddigit.compute import services
+        from clouddigit.compute.models import Volume
+
+        operations.register(
+            Volume,
+            active=[Volume.State.DETACHING, Volume.State.DELETING],
+            resume=services.resume_volume_operation,
+            give_up=services.give_up_volume_operation,
+        )

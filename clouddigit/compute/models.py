@@ -14,8 +14,10 @@ from guardian.shortcuts import get_objects_for_user
 
 from clouddigit.compute.flavors import FLAVOR_CHOICES, FLAVORS
 from clouddigit.compute.permissions import PERMISSIONS, Perm
+from clouddigit.operations import Leased
 from clouddigit.statemachine import StateMachineMixin
 
+BOOT_DEVICES = ("vda", "sda")
 TAG_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._:/-]{0,62}$")
 
 
@@ -262,19 +264,25 @@ class Layer(models.Model):
         return f"layer {self.id}"
 
 
-class Volume(StateMachineMixin, models.Model):
+class Volume(StateMachineMixin, Leased):
+    """A volume's detach and delete are long operations (hypervisor worker): `lease_until` and friends
+    say who answers for them (clouddigit/operations.py)."""
+
     class State(models.TextChoices):
         CREATING = "creating", "Creating"
         AVAILABLE = "available", "Available"
         ATTACHED = "attached", "Attached"
         DETACHING = "detaching", "Detaching"
+        DELETING = "deleting", "Deleting"
         ERROR = "error", "Error"
 
     TRANSITIONS = {
         State.CREATING: {State.AVAILABLE, State.ATTACHED, State.ERROR},
-        State.AVAILABLE: {State.ATTACHED},
+        State.AVAILABLE: {State.ATTACHED, State.DELETING},
         State.ATTACHED: {State.DETACHING},
         State.DETACHING: {State.AVAILABLE, State.ATTACHED},
+        State.ERROR: {State.DELETING},
+        State.DELETING: {State.AVAILABLE},
     }
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -303,6 +311,7 @@ class Volume(StateMachineMixin, models.Model):
     )
     chain_recorded_at = models.DateTimeField(null=True, blank=True)
     tags = models.JSONField(default=dict, blank=True, validators=[validate_tags])
+    last_error = models.TextField(blank=True, help_text="Why the last detach or delete did not finish")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -323,3 +332,12 @@ class Volume(StateMachineMixin, models.Model):
     @property
     def size_gib(self) -> float:
         return self.size_bytes / 2**30
+
+    @property
+    def in_transition(self) -> bool:
+        return self.state in {self.State.DETACHING, self.State.DELETING}
+
+    @property
+    def is_boot_disk(self) -> bool:
+        """Attached where the VM boots from (vda, or sda on bare metal)."""
+        return self.device in BOOT_DEVICES

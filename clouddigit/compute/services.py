@@ -4,6 +4,7 @@ none of them writes the models itself."""
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from pathlib import Path
 
@@ -12,18 +13,21 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Count
 
+from clouddigit import operations
 from clouddigit.access import require
-from clouddigit.audit.log import Target, audited, record
+from clouddigit.audit.log import Target, audited, record, record_refusal
 from clouddigit.audit.models import AuditEntry
 from clouddigit.backends import hypervisor, volumes
 from clouddigit.compute import recorded_chain, tasks
 from clouddigit.compute.flavors import FLAVORS
-from clouddigit.compute.models import VM, Host, Project, Region, Volume, validate_tags
+from clouddigit.compute.models import BOOT_DEVICES, VM, Host, Project, Region, Volume, validate_tags
 from clouddigit.compute.permissions import Perm
-from clouddigit.errors import BackendUnavailable, Conflict, InvalidRequest
+from clouddigit.errors import BackendUnavailable, Conflict, InvalidRequest, NotFound
 from clouddigit.queueing import enqueue, hypervisor_queue
 
 log = logging.getLogger(__name__)
+
+GiB = 2**30
 
 
 def sync_regions() -> list[Region]:
@@ -109,8 +113,11 @@ def create_volume(
     require(actor, Perm.OPERATE_VMS, project, "create volumes")
     name = check_name(name)
     tags = check_tags(tags)
-    if size_bytes <= 0 or size_bytes % 2**20:
-        raise InvalidRequest("The size must be a positive whole number of MiB.", field="size_bytes")
+    if size_bytes <= 0 or size_bytes % 2**20 or size_bytes > settings.VOLUME_MAX_GIB * GiB:
+        raise InvalidRequest(
+            f"The size must be a positive whole number of MiB, at most {settings.VOLUME_MAX_GIB} GiB.",
+            field="size_bytes",
+        )
     volume_id = uuid.uuid4()
     path = Path(region.volume_dir) / f"{volume_id}.qcow2"
     if source_path is None:
@@ -216,11 +223,324 @@ def create_vm(
 
 @audited("compute.volume.attach", target="volume")
 def attach_volume(*, actor, volume: Volume, vm: VM, device: str) -> Volume:
+    """Attach at `device` (see `attach_device` for choosing it): the boot disk of a stopped VM, or a
+    secondary disk, hot-plugged when the VM runs."""
     require(actor, Perm.OPERATE_VMS, vm.project, f"attach volumes to VM {vm.name}")
     if volume.project_id != vm.project_id or volume.region_id != vm.region_id:
-        raise InvalidRequest("A volume attaches only to a VM of its own project and region.", field="vm")
-    volume.transition(Volume.State.ATTACHED, vm=vm, device=device)
+        raise NotFound(_NO_SUCH_VM.format(vm=vm.name, volume=volume), field="vm")
+    if volume.vm_id is not None:
+        raise Conflict(
+            f"Volume {volume.name} is already attached to VM {volume.vm.name} as {volume.device}: "
+            "detach it first.",
+            field="volume",
+        )
+    if volume.state != Volume.State.AVAILABLE:
+        raise Conflict(
+            f"Volume {volume.name} is {volume.state}: attach it once it is available.", field="volume"
+        )
+    _check_free_device(vm, device)
+    if device in BOOT_DEVICES and vm.state != VM.State.STOPPED:
+        raise Conflict(
+            f"VM {vm.name} is {vm.state}: a boot disk is attached while the VM is stopped. Stop it first.",
+            field="device",
+        )
+    if vm.in_transition:
+        raise Conflict(f"VM {vm.name} is {vm.state}: attach once it is running or stopped.", field="vm")
+    try:
+        with transaction.atomic():
+            volume.transition(Volume.State.ATTACHED, vm=vm, device=device, last_error="")
+    except IntegrityError:
+        raise Conflict(
+            f"VM {vm.name} already has a volume at {device}: choose another device.", field="device"
+        ) from None
+    if volume.vm_id and vm.state != VM.State.STOPPED:
+        enqueue(tasks.plug_in, str(volume.pk), queue=hypervisor_queue(vm.region_id))
     return volume
+
+
+# --- Volume lifecycle: create empty, attach as boot or secondary, detach, resize, delete ---------------
+
+_NO_SUCH_VM = (
+    "There is no VM {vm!r} in {volume.project} ({volume.region}) that you can see: a volume attaches only "
+    "to a VM of its own project and region."
+)
+_DEVICE_RE = re.compile(r"^(vd|sd)([a-z])$")
+
+
+def disk_prefix(vm: VM) -> str:
+    """`sd` on bare metal (SCSI), `vd` on virtual flavors (virtio)."""
+    return "sd" if vm.flavor_spec.bare_metal else "vd"
+
+
+def vm_for_volume(actor, volume: Volume, reference: str) -> VM:
+    """The VM `reference` (its id or name) names among the VMs of the volume's project and region that
+    `actor` can see; any other VM is answered as one that does not exist (404)."""
+    vms = VM.objects.visible_to(actor).filter(project=volume.project_id, region=volume.region_id)
+    reference = (reference or "").strip()
+    try:
+        vm = vms.filter(pk=uuid.UUID(reference)).first()
+    except ValueError:
+        vm = vms.filter(name=reference).first()
+    if vm is None:
+        raise NotFound(_NO_SUCH_VM.format(vm=reference[:63], volume=volume), field="vm")
+    return vm
+
+
+def attach_device(vm: VM, *, boot: bool, device: str = "") -> str:
+    """The device a volume attaches at: the flavor's boot device (`vda`, `sda` on bare metal), the one
+    the user named, or the VM's next free secondary device (`vdb`, `vdc`...)."""
+    prefix = disk_prefix(vm)
+    boot_device = f"{prefix}a"
+    device = (device or "").strip()
+    if boot:
+        if device and device != boot_device:
+            raise InvalidRequest(
+                f"VM {vm.name} ({vm.flavor}) boots from {boot_device}, not {device[:16]!r}.", field="device"
+            )
+        return boot_device
+    if not device:
+        used = set(vm.volumes.values_list("device", flat=True))
+        candidates = (f"{prefix}{letter}" for letter in "bcdefghijklmnopqrstuvwxyz")
+        free = next((candidate for candidate in candidates if candidate not in used), None)
+        if free is None:
+            raise Conflict(f"VM {vm.name} has no free device left ({prefix}b to {prefix}z).", field="device")
+        return free
+    match = _DEVICE_RE.match(device)
+    if match is None or match.group(1) != prefix:
+        raise InvalidRequest(
+            f"{device[:16]!r} is not a device of VM {vm.name} ({vm.flavor}): use {prefix}b to {prefix}z.",
+            field="device",
+        )
+    if device == boot_device:
+        raise InvalidRequest(
+            f"{device} is VM {vm.name}'s boot device: attach the volume as the boot disk instead.",
+            field="device",
+        )
+    return device
+
+
+def _check_free_device(vm: VM, device: str) -> None:
+    holder = vm.volumes.filter(device=device).first()
+    if holder is None:
+        return
+    if device in BOOT_DEVICES:
+        raise Conflict(
+            f"VM {vm.name} already has a boot disk ({holder.name} at {device}): a VM boots from one disk. "
+            "Detach it first (with the VM stopped), or attach this volume as a secondary disk.",
+            field="device",
+        )
+    raise Conflict(
+        f"VM {vm.name} already has volume {holder.name} at {device}: choose another device, or leave it "
+        "empty for the next free one.",
+        field="device",
+    )
+
+
+def create_empty_volume(*, actor, project: Project, region: Region, name: str, size_gib, tags=None) -> Volume:
+    """A new, empty volume of `size_gib` GiB (a whole number, at most VOLUME_MAX_GIB)."""
+    try:
+        size_bytes = volume_size_bytes(size_gib)
+    except InvalidRequest as error:
+        record_refusal(actor=actor, action="compute.volume.create", target=project, error=error)
+        error.audited = True
+        raise
+    return create_volume(
+        actor=actor,
+        project=project,
+        region=region,
+        name=name,
+        size_bytes=size_bytes,
+        tags=tags,
+    )
+
+
+def volume_size_bytes(size_gib) -> int:
+    """`size_gib` in bytes once it is a whole number of GiB within the limit; else an InvalidRequest."""
+    limit = settings.VOLUME_MAX_GIB
+    if isinstance(size_gib, bool) or not isinstance(size_gib, int) or not 1 <= size_gib <= limit:
+        raise InvalidRequest(f"The size must be a whole number of GiB from 1 to {limit}.", field="size_gib")
+    return size_gib * GiB
+
+
+def attach_volume_to(*, actor, volume: Volume, vm: str, boot: bool = False, device: str = "") -> Volume:
+    """Attach to the VM named `vm` (id or name) as its boot disk or as a secondary disk (at `device`, or
+    the next free one). Console, API and CLI name the VM; `attach_volume` does the attaching (and
+    the audit log). A VM the actor cannot name is refused before, and logged by the console or API."""
+    target = vm_for_volume(actor, volume, vm)
+    device = attach_device(target, boot=boot, device=device)
+    return attach_volume(actor=actor, volume=volume, vm=target, device=device)
+
+
+def plug_in(volume_id: str) -> None:
+    """Worker side of attaching to a VM that runs: qemu gets the disk (real hosts), the host's definition
+    the new disk list (all hosts). A failure is kept on the volume; detach and attach again to retry."""
+    volume = Volume.objects.select_related("vm__host", "vm__project__account").get(pk=volume_id)
+    vm = volume.vm
+    if vm is None:
+        return
+    try:
+        uri, spec = hypervisor_target(vm)
+        if hypervisor.live_overlays_supported(uri, spec):
+            disk = next(disk for disk in spec.disks if disk.target_dev == volume.device)
+            hypervisor.attach_disk_live(uri, spec, disk)
+        else:
+            hypervisor.ensure_domain(uri, spec)
+    except hypervisor.HypervisorError as error:
+        Volume.objects.filter(pk=volume.pk).update(last_error=str(error))
+        raise
+
+
+@audited("compute.volume.detach", target="volume")
+def detach_volume(*, actor, volume: Volume) -> Volume:
+    """Queue the detach: the volume is `detaching` until the hypervisor worker has unplugged it (a VM
+    that runs must release it first), then `available`. A VM's boot disk detaches only while it is
+    stopped."""
+    vm = volume.vm
+    if vm is None:
+        raise Conflict(f"Volume {volume.name} is not attached to a VM.", field="volume")
+    require(actor, Perm.OPERATE_VMS, vm.project, f"detach volumes from VM {vm.name}")
+    if volume.is_boot_disk and vm.state != VM.State.STOPPED:
+        raise Conflict(
+            f"Volume {volume.name} is the boot disk ({volume.device}) of VM {vm.name}, which is {vm.state}: "
+            "stop the VM first, then detach it.",
+            field="volume",
+        )
+    if vm.in_transition:
+        raise Conflict(f"VM {vm.name} is {vm.state}: detach once it is running or stopped.", field="volume")
+    volume.transition(Volume.State.DETACHING, last_error="", **operations.restarted())
+    enqueue(tasks.finish_detach, str(volume.pk), queue=hypervisor_queue(volume.region_id))
+    return volume
+
+
+def finish_detach(volume_id: str) -> None:
+    """Worker side of detach. Idempotent: a volume no longer detaching is left alone, and a disk qemu
+    has already let go of is not asked for again."""
+    volume = Volume.objects.select_related("vm__host", "vm__project__account").get(pk=volume_id)
+    if volume.state != Volume.State.DETACHING or volume.vm is None:
+        return
+    vm = volume.vm
+    operations.checkpoint(f"detaching {volume.name}")
+    uri, spec = hypervisor_target(vm)
+    if vm.state == VM.State.RUNNING and hypervisor.live_overlays_supported(uri, spec):
+        hypervisor.detach_disk_live(uri, spec, volume.device)
+    volume.transition(Volume.State.AVAILABLE, vm=None, device="", claimed_by="", lease_until=None)
+    vm.refresh_from_db()
+    hypervisor.ensure_domain(uri, domain_spec(vm))
+
+
+def fail_volume_operation(volume_id: str, error: str) -> None:
+    """A detach goes back to `attached`, a delete to `available`, with the reason shown on the volume."""
+    volume = Volume.objects.filter(pk=volume_id).first()
+    if volume is None or not volume.in_transition:
+        return
+    back = Volume.State.ATTACHED if volume.state == Volume.State.DETACHING else Volume.State.AVAILABLE
+    volume.transition(back, last_error=error[:2000], claimed_by="", lease_until=None)
+
+
+def give_up_volume_operation(volume: Volume, reason: str) -> None:
+    fail_volume_operation(str(volume.pk), f"Gave up: {reason}")
+
+
+def resume_volume_operation(volume: Volume) -> None:
+    task = tasks.finish_detach if volume.state == Volume.State.DETACHING else tasks.finish_delete_volume
+    enqueue(task, str(volume.pk), queue=hypervisor_queue(volume.region_id))
+
+
+@audited("compute.volume.resize", target="volume")
+def resize_volume(*, actor, volume: Volume, size_gib) -> Volume:
+    """Grow the volume to `size_gib` GiB (never shrink: that would cut off data). The guest sees the new
+    size at once (a running VM's qemu grows it) or at its next boot; its file system grows from inside."""
+    require(actor, Perm.OPERATE_VMS, volume.project, "resize volumes")
+    size_bytes = volume_size_bytes(size_gib)
+    if size_bytes < volume.size_bytes:
+        raise InvalidRequest(
+            f"Volume {volume.name} is {volume.size_bytes / GiB:g} GiB and volumes only grow: shrinking would "
+            "cut off the data at its end. Create a smaller volume and copy the data you need instead.",
+            field="size_gib",
+        )
+    if size_bytes == volume.size_bytes:
+        raise InvalidRequest(f"Volume {volume.name} is already {size_gib} GiB.", field="size_gib")
+    if volume.state not in {Volume.State.AVAILABLE, Volume.State.ATTACHED}:
+        raise Conflict(f"Volume {volume.name} is {volume.state}: resize it once that has finished.")
+    vm = volume.vm
+    if vm is not None and vm.in_transition:
+        raise Conflict(f"VM {vm.name} is {vm.state}: resize once it is running or stopped.")
+    # Before any write, so the transaction holds no database lock while waiting for a snapshot job.
+    with _chain_held(volume, f"resizing volume {volume.name}"):
+        uri, spec = hypervisor_target(vm) if vm is not None else ("", None)
+        if vm is not None and vm.state == VM.State.RUNNING and hypervisor.live_overlays_supported(uri, spec):
+            hypervisor.resize_disk_live(uri, spec, volume.device, size_bytes)
+        else:
+            volumes.grow(volume.path, size_bytes)
+        Volume.objects.filter(pk=volume.pk).update(size_bytes=size_bytes)
+    volume.size_bytes = size_bytes
+    return volume
+
+
+def _chain_held(volume: Volume, purpose: str):
+    """The volume's chain lock, waited for briefly: a request does not wait for a long snapshot job."""
+    from snapshots import chains
+
+    return chains.locked(volume, purpose=purpose, timeout=settings.VOLUME_REQUEST_WAIT_SECONDS)
+
+
+class DeleteNeedsChoice(InvalidRequest):
+    code = "SnapshotsNeedChoice"
+
+
+SNAPSHOT_CHOICES = ("keep", "delete")
+
+
+@audited("compute.volume.delete", target="volume")
+def delete_volume(*, actor, volume: Volume, confirm: str, snapshots: str = "") -> Volume:
+    """Delete a detached volume: its data is gone for good, so `confirm` repeats its name. Its snapshots
+    are kept (`snapshots="keep"`, as EBS does: they still restore) or deleted with it (`"delete"`); a
+    volume with snapshots is never deleted before the user has chosen."""
+    from snapshots.services import delete_snapshot, deleted_with_volume, snapshots_of_volume
+
+    require(actor, Perm.OPERATE_VMS, volume.project, "delete volumes")
+    if volume.vm_id is not None:
+        raise Conflict(
+            f"Volume {volume.name} is attached to VM {volume.vm.name} as {volume.device}: detach it first.",
+            field="volume",
+        )
+    if confirm != volume.name:
+        raise InvalidRequest(
+            f"Deleting a volume destroys its data for good. Type {volume.name!r} to confirm.", field="confirm"
+        )
+    held = list(snapshots_of_volume(volume))
+    if held and snapshots not in SNAPSHOT_CHOICES:
+        raise DeleteNeedsChoice(
+            f"Volume {volume.name} has {len(held)} snapshot{'s' if len(held) != 1 else ''}: choose to keep "
+            "them (they still restore to new volumes) or to delete them with the volume.",
+            field="snapshots",
+        )
+    busy = [snapshot.name for snapshot in held if snapshot.state != snapshot.State.AVAILABLE]
+    if busy:
+        raise Conflict(
+            f"Snapshot {', '.join(busy)} of volume {volume.name} is being created or deleted: delete the "
+            "volume once it has finished."
+        )
+    volume.transition(Volume.State.DELETING, last_error="", **operations.restarted())
+    if snapshots == "delete":
+        for snapshot in deleted_with_volume(held)[0]:
+            delete_snapshot(actor=actor, snapshot=snapshot, confirm=snapshot.name)
+    enqueue(tasks.finish_delete_volume, str(volume.pk), queue=hypervisor_queue(volume.region_id))
+    return volume
+
+
+def finish_delete_volume(volume_id: str) -> None:
+    """Worker side of delete: the volume's own file, then its row. The sealed layers under it belong to
+    snapshots (kept, or merged away by their own deletes)."""
+    volume = Volume.objects.filter(pk=volume_id).select_related("region").first()
+    if volume is None or volume.state != Volume.State.DELETING:
+        return
+    from snapshots import chains
+
+    with chains.locked(volume, purpose=f"deleting volume {volume.name}"):
+        operations.checkpoint(f"deleting file of {volume.name}")
+        Path(volume.path).unlink(missing_ok=True)
+        volume.delete()
 
 
 def domain_spec(vm: VM) -> hypervisor.DomainSpec:
@@ -231,7 +551,9 @@ def domain_spec(vm: VM) -> hypervisor.DomainSpec:
             target_dev=volume.device,
             bus="virtio" if volume.device.startswith("vd") else "scsi",
             fmt="qcow2",
-            boot=volume.bootable,
+            # The disk at vda/sda boots, whatever its flag: a bootable volume attached as vdb to inspect
+            # it on a known-good VM must not compete with that VM's own boot disk.
+            boot=volume.is_boot_disk,
         )
         for volume in vm.volumes.order_by("device")
     ]

@@ -11,5 +11,10 @@ urlpatterns = [
     path("vms/<uuid:pk>/start/", views.vm_power, {"action": "start"}, name="vm-start"),
     path("vms/<uuid:pk>/stop/", views.vm_power, {"action": "stop"}, name="vm-stop"),
     path("volumes/", views.volume_list, name="volume-list"),
+    path("volumes/create/", views.volume_create, name="volume-create"),
     path("volumes/<uuid:pk>/", views.volume_detail, name="volume-detail"),
+    path("volumes/<uuid:pk>/attach/", views.volume_attach, name="volume-attach"),
+    path("volumes/<uuid:pk>/detach/", views.volume_detach, name="volume-detach"),
+    path("volumes/<uuid:pk>/resize/", views.volume_resize, name="volume-resize"),
+    path("volumes/<uuid:pk>/delete/", views.volume_delete, name="volume-delete"),
 ]

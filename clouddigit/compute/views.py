@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
+from django.http import Http404
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -10,11 +12,13 @@ from django.views.decorators.http import require_POST
 from clouddigit.access import can
 from clouddigit.compute import services
 from clouddigit.compute.filters import VMFilter, VolumeFilter
-from clouddigit.compute.models import VM, Volume
+from clouddigit.compute.forms import AttachForm, DeleteVolumeForm, ResizeForm, VolumeCreateForm
+from clouddigit.compute.models import VM, Region, Volume
 from clouddigit.compute.permissions import Perm
 from clouddigit.console import act, settle
 from clouddigit.htmx import render_page_or_fragment
 from clouddigit.listing import in_scope, list_page
+from snapshots.services import deleted_with_volume, snapshots_of_volume
 
 
 @login_required
@@ -76,22 +80,166 @@ def vm_power(request, pk, action):
 
 
 @login_required
-def volume_list(request):
+def volume_list(request, create_form: VolumeCreateForm | None = None):
     queryset = Volume.objects.visible_to(request.user).select_related("region", "vm").order_by("name", "id")
+    scope = request.scope
+    project = scope.project if scope else None
+    extra = {
+        "create_form": create_form or VolumeCreateForm(),
+        "can_create": project is not None and can(request.user, Perm.OPERATE_VMS, project),
+        "create_region": (scope.region.slug if scope and scope.region else settings.DEFAULT_REGION),
+    }
     return list_page(
-        request, VolumeFilter(request.GET, queryset=in_scope(queryset, request)), "compute/volume_list.html"
+        request,
+        VolumeFilter(request.GET, queryset=in_scope(queryset, request)),
+        "compute/volume_list.html",
+        extra=extra,
     )
 
 
-def volume_context(request, volume: Volume) -> dict:
+def volume_context(request, volume: Volume, **forms) -> dict:
     # The chain as recorded when it last changed (clouddigit.compute.recorded_chain): reading it here
     # would run qemu-img inside the request.
-    return {"volume": volume}
+    held = list(snapshots_of_volume(volume)) if volume.state != Volume.State.DELETING else []
+    deleted, kept = deleted_with_volume(held)
+    vms = VM.objects.visible_to(request.user).filter(project=volume.project_id, region=volume.region_id)
+    return {
+        "volume": volume,
+        "can_operate": can(request.user, Perm.OPERATE_VMS, volume.project),
+        "attach_form": forms.get("attach_form") or AttachForm(vms=vms.order_by("name")),
+        "resize_form": forms.get("resize_form") or ResizeForm(),
+        "delete_form": forms.get("delete_form") or DeleteVolumeForm(),
+        "held_snapshots": held,
+        "vm_snapshots_kept": kept,
+    }
+
+
+def _volumes(user):
+    return Volume.objects.visible_to(user).select_related("project__account", "region", "vm")
 
 
 @login_required
 def volume_detail(request, pk):
-    volume = get_object_or_404(
-        Volume.objects.visible_to(request.user).select_related("project__account", "region", "vm"), pk=pk
+    volume = get_object_or_404(_volumes(request.user), pk=pk)
+    response = render_page_or_fragment(
+        request, "compute/volume_detail.html", "state", volume_context(request, volume)
     )
-    return render(request, "compute/volume_detail.html", volume_context(request, volume))
+    return settle(request, response, settled=not volume.in_transition)
+
+
+@login_required
+@require_POST
+def volume_create(request):
+    form = VolumeCreateForm(request.POST)
+    scope = request.scope
+    project = scope.project if scope else None
+    if project is None:
+        raise Http404("No project to create the volume in.")
+    return act(
+        request,
+        action="compute.volume.create",
+        target=project,
+        run=lambda: services.create_empty_volume(
+            actor=request.user,
+            project=project,
+            region=scope.region or Region.objects.get(pk=settings.DEFAULT_REGION),
+            name=form.cleaned_data["name"],
+            size_gib=form.cleaned_data["size_gib"],
+        ),
+        page=lambda: volume_list(request, create_form=form),
+        form=form,
+        success=lambda volume: f"Volume {volume.name} is ready to attach.",
+        then=lambda volume: reverse("compute:volume-detail", args=[volume.pk]),
+    )
+
+
+def _on_volume(request, pk, *, action: str, run, success, form=None, form_key: str = "", confirm: str = ""):
+    """An action from a volume's page: its errors show on that page, at the form used."""
+    volume = get_object_or_404(_volumes(request.user), pk=pk)
+    forms = {form_key: form} if form is not None else {}
+    detail = reverse("compute:volume-detail", args=[volume.pk])
+    then = reverse("compute:volume-list") if action == "compute.volume.delete" else detail
+    return act(
+        request,
+        action=action,
+        target=volume,
+        run=lambda: run(volume),
+        page=lambda: render(request, "compute/volume_detail.html", volume_context(request, volume, **forms)),
+        success=success,
+        then=then,
+        form=form,
+        confirm=confirm,
+    )
+
+
+@login_required
+@require_POST
+def volume_attach(request, pk):
+    form = AttachForm(request.POST)
+    return _on_volume(
+        request,
+        pk,
+        action="compute.volume.attach",
+        run=lambda volume: services.attach_volume_to(
+            actor=request.user,
+            volume=volume,
+            vm=form.cleaned_data["vm"],
+            boot=form.cleaned_data["role"] == "boot",
+            device=form.cleaned_data["device"],
+        ),
+        success=lambda volume: f"Volume {volume.name} is attached to {volume.vm.name} as {volume.device}.",
+        form=form,
+        form_key="attach_form",
+    )
+
+
+@login_required
+@require_POST
+def volume_detach(request, pk):
+    return _on_volume(
+        request,
+        pk,
+        action="compute.volume.detach",
+        run=lambda volume: services.detach_volume(actor=request.user, volume=volume),
+        success=lambda volume: f"Detaching {volume.name}: it is available once the hypervisor has let it go.",
+        confirm="Detach this volume from its VM? Unmount it inside the guest first.",
+    )
+
+
+@login_required
+@require_POST
+def volume_resize(request, pk):
+    form = ResizeForm(request.POST)
+    return _on_volume(
+        request,
+        pk,
+        action="compute.volume.resize",
+        run=lambda volume: services.resize_volume(
+            actor=request.user, volume=volume, size_gib=form.cleaned_data["size_gib"]
+        ),
+        success=lambda volume: (
+            f"Volume {volume.name} is now {volume.size_gib:g} GiB: grow its file system inside the guest."
+        ),
+        form=form,
+        form_key="resize_form",
+    )
+
+
+@login_required
+@require_POST
+def volume_delete(request, pk):
+    form = DeleteVolumeForm(request.POST)
+    return _on_volume(
+        request,
+        pk,
+        action="compute.volume.delete",
+        run=lambda volume: services.delete_volume(
+            actor=request.user,
+            volume=volume,
+            confirm=form.cleaned_data["confirm"],
+            snapshots=form.cleaned_data["snapshots"],
+        ),
+        success=lambda volume: f"Deleting volume {volume.name}.",
+        form=form,
+        form_key="delete_form",
+    )

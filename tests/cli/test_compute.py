@@ -76,3 +76,69 @@ def test_volume_list_shows_size_attachment_and_filters_by_vm(cli, alice, make_vm
     volume = db01.volumes.get()
     assert row[0] == str(volume.id)
     assert row[1:] == ["db-01-boot", "acme/prod", "bd-dha-1", "attached", "2GiB", "db-01", "vda", "true", "-"]
+
+
+def test_volume_create_attach_detach_resize_delete(cli, alice, make_vm, prod, dha):
+    make_vm(prod, "web-02")
+    as_alice = lambda *argv: cli(alice, "compute", "volume", *argv)  # noqa: E731
+
+    created = as_alice(
+        "create", "--name", "spare-01", "--size-gib", "2", "--project", "acme/prod", "-o", "json"
+    )
+    assert created.code == 0, created.err
+    assert json.loads(created.out)["size_bytes"] == 2 * 2**30
+
+    attached = as_alice("attach", "--volume", "spare-01", "--vm", "web-02", "-o", "json")
+    assert attached.code == 0, attached.err
+    assert json.loads(attached.out)["device"] == "vdb"
+
+    detached = as_alice("detach", "--volume", "spare-01", "-o", "json")
+    assert detached.code == 0 and json.loads(detached.out)["state"] == "detaching"
+    resized = as_alice("resize", "--volume", "spare-01", "--size-gib", "3", "-o", "json")
+    assert resized.code == 0 and json.loads(resized.out)["state"] == "available"
+
+    deleted = as_alice("delete", "--volume", "spare-01", "--confirm", "spare-01")
+    assert deleted.code == 0, deleted.err
+    assert deleted.out.startswith("Deleting volume spare-01")
+    assert not prod.volumes.filter(name="spare-01").exists()
+
+
+def test_volume_bad_input_prints_the_error_and_exits_1(cli, alice, make_vm, prod, dha):
+    make_vm(prod, "web-02")
+    boot = prod.volumes.get(name="web-02-boot")
+
+    shrink = cli(alice, "compute", "volume", "resize", "--volume", str(boot.pk), "--size-gib", "0")
+    assert shrink.code == 1 and shrink.err.startswith("ERROR: InvalidRequest: The size must be")
+
+    attached = cli(
+        alice, "compute", "volume", "delete", "--volume", "web-02-boot", "--confirm", "web-02-boot"
+    )
+    assert attached.code == 1
+    assert "attached to VM web-02 as vda: detach it first" in attached.err
+
+
+def test_snapshot_restore_names_the_disk_by_device(cli, alice, committed, make_vm, prod, dha):
+    from clouddigit.compute import services as compute
+    from snapshots import services as snapshots
+
+    vm = make_vm(prod, "db-01")
+    data = compute.create_empty_volume(actor=alice, project=prod, region=dha, name="db-data", size_gib=1)
+    compute.attach_volume_to(actor=alice, volume=data, vm="db-01")
+    with committed():
+        snapshot = snapshots.create_snapshot(actor=alice, vm=vm, name="db-snap")
+
+    result = cli(
+        alice,
+        "compute",
+        "snapshot",
+        "restore",
+        "--snapshot",
+        str(snapshot.pk),
+        "--name",
+        "inspect",
+        "--disk",
+        "vdb",
+    )
+
+    assert result.code == 0, result.err
+    assert prod.volumes.get(name="inspect").size_bytes == 2**30

@@ -24,7 +24,7 @@ Callers use the names below as `hypervisor.X`. Each module imports only the ones
 - `domains`: domain XML, `ensure_domain` and the lifecycle.
 - `guest_freeze`: guest filesystem freeze and thaw through qemu-guest-agent.
 - `snapshot_metadata`: snapshot records in libvirt.
-- `live`: overlays and block jobs on a running VM's disk chains.
+- `live`: overlays and block jobs on a running VM's disk chains, and disks plugged in and out of it.
 """
 
 from __future__ import annotations
@@ -47,12 +47,15 @@ from .guest_freeze import AGENT_NOT_RESPONDING, Consistency, FreezeResult, freez
 from .live import (
     BlockJobOutcome,
     LiveOverlays,
+    attach_disk_live,
     commit_into_base,
     create_live_overlays,
+    detach_disk_live,
     live_chain,
     live_overlays_supported,
     pull_into_active,
     replace_path,
+    resize_disk_live,
 )
 from .snapshot_metadata import (
     create_snapshot_metadata,
@@ -75,11 +78,13 @@ __all__ = [
     "HypervisorError",
     "LiveOverlays",
     "adopt_state",
+    "attach_disk_live",
     "commit_into_base",
     "connection",
     "create_live_overlays",
     "create_snapshot_metadata",
     "delete_snapshot_metadata",
+    "detach_disk_live",
     "disconnect",
     "domain_xml",
     "ensure_domain",
@@ -92,6 +97,7 @@ __all__ = [
     "pull_into_active",
     "remove",
     "replace_path",
+    "resize_disk_live",
     "snapshot_xml",
     "start",
     "state",

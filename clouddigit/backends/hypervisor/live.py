@@ -406,3 +406,63 @@ def _wait_for_job(
                 code=libvirt.VIR_ERR_OPERATION_TIMEOUT,
             )
         time.sleep(poll_interval)
+
+
+# --- Disks plugged in and out of a running VM -------------------------------------------------------------
+
+DETACH_TIMEOUT_SECONDS = 60.0
+
+
+def _disk_xml(disk: DiskSpec) -> str:
+    element = ET.Element("disk", type="file", device="disk")
+    ET.SubElement(element, "driver", name="qemu", type=disk.fmt)
+    ET.SubElement(element, "source", file=disk.path)
+    ET.SubElement(element, "target", dev=disk.target_dev, bus=disk.bus)
+    return ET.tostring(element, encoding="unicode")
+
+
+def _live_flags() -> int:
+    return libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
+
+
+def attach_disk_live(uri: str, spec: DomainSpec, disk: DiskSpec) -> None:
+    """Hot-plug `disk` into the running domain (and its persistent definition). Harmless when qemu
+    already has it. Only where `live_overlays_supported`; elsewhere the next `ensure_domain` adds it."""
+    conn = connection(uri)
+    with _libvirt_errors("attach disk", uri, spec):
+        dom = _running_domain(conn, uri, spec, "attach disk")
+        if _live_disk(dom, disk.target_dev) is None:
+            dom.attachDeviceFlags(_disk_xml(disk), _live_flags())
+
+
+def detach_disk_live(
+    uri: str, spec: DomainSpec, target: str, timeout: float = DETACH_TIMEOUT_SECONDS, poll: float = 0.5
+) -> None:
+    """Unplug disk `target` from the running domain and wait until qemu has let it go: the guest must
+    release it (an ACPI hot-unplug), which takes a moment and can be refused. Harmless when it is gone."""
+    conn = connection(uri)
+    with _libvirt_errors("detach disk", uri, spec):
+        dom = _running_domain(conn, uri, spec, "detach disk")
+        disk = _live_disk(dom, target)
+        if disk is None:
+            return
+        dom.detachDeviceFlags(ET.tostring(disk, encoding="unicode"), _live_flags())
+        deadline = time.monotonic() + timeout
+        while _live_disk(dom, target) is not None:
+            if time.monotonic() > deadline:
+                raise HypervisorError(
+                    f"detach disk failed on host {uri} for domain '{spec.name}' ({spec.uuid}): the guest "
+                    f"has not released {target} after {timeout:.0f}s. Unmount it inside the guest (or stop "
+                    "the VM), then retry the detach.",
+                    uri=uri,
+                    domain=spec.name,
+                )
+            time.sleep(poll)
+
+
+def resize_disk_live(uri: str, spec: DomainSpec, target: str, size_bytes: int) -> None:
+    """Grow disk `target` of the running domain: qemu holds its file, so qemu resizes it."""
+    conn = connection(uri)
+    with _libvirt_errors("resize disk", uri, spec):
+        dom = _running_domain(conn, uri, spec, "resize disk")
+        dom.blockResize(target, size_bytes, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)

@@ -10,6 +10,7 @@ from __future__ import annotations
 class ServiceError(Exception):
     code = "Error"
     status = 400
+    audited = False  # the audit log has it (@audited or the service): callers do not record it again
 
     def __init__(self, message: str, *, code: str | None = None, field: str | None = None):
         super().__init__(message)

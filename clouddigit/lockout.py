@@ -13,7 +13,7 @@ from axes.signals import user_locked_out
 from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.models import AnonymousUser
 from django.dispatch import receiver
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
 
@@ -47,6 +47,7 @@ def lockout_response(request, original_response=None, credentials=None):
     until = locked_until(username, request.axes_ip_address)
     message = lockout_message(username, until)
     retry_after = str(max(1, int((until - timezone.now()).total_seconds())))
+    response: HttpResponse
     if request.path_info.startswith("/api/"):
         response = JsonResponse({"code": "TooManySignInAttempts", "message": message}, status=429)
     else:

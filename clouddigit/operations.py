@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connections, models
@@ -111,7 +112,8 @@ class Claim:
     """A won claim (truthy); `waiting(seconds)` hands the row back to the queue for a planned retry."""
 
     def __init__(self, won: bool):
-        self.won, self.wait_seconds = won, None
+        self.won = won
+        self.wait_seconds: float | None = None
 
     def __bool__(self) -> bool:
         return self.won
@@ -189,7 +191,8 @@ def reconcile(now: datetime | None = None) -> int:
     """Beat: re-queue the next step of every operation whose lease has run out; returns how many."""
     now, requeued = now or timezone.now(), 0
     for kind in KINDS:
-        manager = kind.model._default_manager
+        # Any: `state` is a field of each registered model, not of the abstract Leased.
+        manager: models.Manager[Any] = kind.model._default_manager
         lapsed = manager.filter(state__in=kind.active).filter(
             Q(lease_until__lt=now) | Q(lease_until__isnull=True)
         )

@@ -114,6 +114,7 @@ def post(url: str, *, body: bytes, headers: dict[str, str], timeout: float) -> A
     redirects included; Refused or OutboundError if there was none."""
     target = parse(url)
     address = _allowed_address(target)
+    connection: http.client.HTTPConnection
     if target.scheme == "https":
         connection = _PinnedHTTPSConnection(
             target.host, target.port, address=address, timeout=timeout, context=ssl.create_default_context()
@@ -165,7 +166,7 @@ def _failure(target: Target, error: Exception, timeout: float, expired: bool) ->
 
 def resolve(host: str, port: int) -> list[str]:
     """Every address `host` resolves to. Tests replace this (they never ask a real resolver)."""
-    return [info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
 
 
 def refusal(address: Address) -> str:
@@ -255,8 +256,8 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
     def __init__(self, host: str, port: int, *, address: str, timeout: float, context: ssl.SSLContext):
         super().__init__(host, port, timeout=timeout, context=context)
-        self.address = address
+        self.address, self.context = address, context
 
     def connect(self) -> None:
         sock = socket.create_connection((self.address, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        self.sock = self.context.wrap_socket(sock, server_hostname=self.host)

@@ -5,6 +5,9 @@ Two workers racing for the same row cannot both win: the database decides, not t
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
+from django.db import models
 from django.utils import timezone
 
 from clouddigit.errors import Conflict
@@ -13,17 +16,23 @@ from clouddigit.errors import Conflict
 class TransitionRefused(Conflict):
     """A 409 for the user: the row is not in a state the operation can start from."""
 
-    def __init__(self, obj, current: str, target: str):
+    def __init__(self, obj, current: str | None, target: str):
         self.obj, self.current, self.target = obj, current, target
-        super().__init__(
-            f"{obj._meta.verbose_name} {obj} is {current}; it cannot become {target} from there."
-        )
+        if current is None:  # the row was deleted meanwhile
+            message = f"{obj._meta.verbose_name} {obj} no longer exists; it was deleted meanwhile."
+        else:
+            message = f"{obj._meta.verbose_name} {obj} is {current}; it cannot become {target} from there."
+        super().__init__(message)
 
 
 class StateMachineMixin:
     """Models with a `state` field and a `TRANSITIONS` map {from_state: {to_state, ...}}."""
 
     TRANSITIONS: dict = {}
+    # Given by the model the mixin is on.
+    _default_manager: ClassVar[models.Manager]
+    pk: Any
+    state: str
 
     def transition(self, target: str, **fields) -> None:
         """Move to `target` if the row's current state allows it; also writes `fields`.

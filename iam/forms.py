@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import cast
+
 from django import forms
 
 from iam.roles import ROLES
@@ -14,14 +16,15 @@ class GrantForm(forms.Form):
     def __init__(self, *args, account=None, **kwargs):
         super().__init__(*args, **kwargs)
         projects = list(account.projects.order_by("slug")) if account else []
-        self.fields["where"].choices = [("", f"whole account {account}")] + [
+        cast(forms.ChoiceField, self.fields["where"]).choices = [("", f"whole account {account}")] + [
             (str(project.pk), f"project {project}") for project in projects
         ]
         self.fields["where"].required = False
         self.projects = {str(project.pk): project for project in projects}
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if bool(data.get("user")) == bool(data.get("group")):
             raise forms.ValidationError("Name either a user or a group.")
         return data

@@ -54,8 +54,10 @@ class AccountMember(models.Model):
         ]
 
     def __str__(self) -> str:
-        who = f"user {self.user.get_username()}" if self.user_id else f"group {self.group.name}"
-        return f"{who} of account {self.account}"
+        if self.user is not None:
+            return f"user {self.user.get_username()} of account {self.account}"
+        assert self.group is not None  # the check constraint: a user or a group
+        return f"group {self.group.name} of account {self.account}"
 
 
 class RoleBindingQuerySet(models.QuerySet):
@@ -139,7 +141,10 @@ class RoleBinding(models.Model):
 
     @property
     def principal_label(self) -> str:
-        return f"user {self.user.get_username()}" if self.user_id else f"group {self.group.name}"
+        if self.user is not None:
+            return f"user {self.user.get_username()}"
+        assert self.group is not None  # the check constraint: a user or a group
+        return f"group {self.group.name}"
 
     @property
     def scope(self):

@@ -27,15 +27,15 @@ def _principal(actor, account: Account, username: str, group_name: str):
     platform = _is_platform(actor)
     if username:
         users = get_user_model().objects.filter(username=username, is_active=True)
-        principal = (users if platform else users.filter(account_memberships__account=account)).first()
-        if principal is None:
+        user = (users if platform else users.filter(account_memberships__account=account)).first()
+        if user is None:
             raise InvalidRequest(f"No user named {username!r} in account {account}.", field="user")
-    else:
-        groups = Group.objects.filter(name=group_name)
-        principal = (groups if platform else groups.filter(account_memberships__account=account)).first()
-        if principal is None:
-            raise InvalidRequest(f"No group named {group_name!r} in account {account}.", field="group")
-    return principal
+        return user
+    groups = Group.objects.filter(name=group_name)
+    group = (groups if platform else groups.filter(account_memberships__account=account)).first()
+    if group is None:
+        raise InvalidRequest(f"No group named {group_name!r} in account {account}.", field="group")
+    return group
 
 
 def _is_platform(actor) -> bool:
@@ -73,12 +73,12 @@ def _bindings_of(principal, scope):
 
 def _sync_permissions(principal, scope) -> None:
     wanted = permissions_of(_bindings_of(principal, scope).values_list("role", flat=True))
-    held = (
+    held_now = (
         get_group_perms(principal, scope)
         if isinstance(principal, Group)
         else get_user_perms(principal, scope)
     )
-    held = set(held) & set(CODENAMES)
+    held: set[str] = set(held_now) & set(CODENAMES)
     for codename in sorted(wanted - held):
         assign_perm(codename, principal, scope)
     for codename in sorted(held - wanted):

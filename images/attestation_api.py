@@ -153,14 +153,14 @@ class AttestationStatusSerializer(serializers.Serializer):
 
 def _signing_key(user, image: Image, reference: str) -> SigningKey:
     keys = attestation.keys_visible_to(user)
-    if image.project_id:
+    if image.project is not None:
         keys = keys.filter(account=image.project.account_id)
     try:
         found = keys.filter(pk=uuid.UUID(reference)).first()
     except ValueError:
         found = keys.filter(name=reference).first()
     if found is None:
-        where = f" in {image.project.account}" if image.project_id else ""
+        where = f" in {image.project.account}" if image.project is not None else ""
         raise InvalidRequest(
             f"There is no signing key {reference!r}{where} that you can see; register one first "
             "(clouddigit iam signing-key create).",

@@ -3,6 +3,8 @@ They only shape input; images.attestation decides what is allowed."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from django import forms
 
 from images.models import ImagePolicy, SigningKey
@@ -21,7 +23,7 @@ class RegisterKeyForm(forms.Form):
 
     def __init__(self, *args, accounts: list[str], **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["account"].choices = [(slug, slug) for slug in accounts]
+        cast(forms.ChoiceField, self.fields["account"]).choices = [(slug, slug) for slug in accounts]
 
 
 class AttestForm(forms.Form):
@@ -35,7 +37,7 @@ class AttestForm(forms.Form):
 
     def __init__(self, *args, keys, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["key"].queryset = keys
+        cast(forms.ModelChoiceField, self.fields["key"]).queryset = keys
 
 
 class PolicyForm(forms.Form):

@@ -169,6 +169,7 @@ def set_image_policy(request):
     if not request.POST.get("project"):
         raise Http404("The form names no project.")
     project = _policy_project(request, request.POST["project"])
+    assert project is not None  # it was named
     form = PolicyForm(request.POST)
     return act(
         request,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from django import forms
 
 from clouddigit.compute.flavors import FLAVOR_CHOICES
@@ -42,7 +44,8 @@ class UploadForm(forms.Form):
     size_bytes = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         if not cleaned.get("file") and cleaned.get("size_bytes") is None:
             self.add_error("file", "Choose the image file to upload.")
         return cleaned
@@ -119,7 +122,8 @@ class PromoteForm(forms.Form):
         super().__init__(*args, **kwargs)
         disks = list(disks)
         if len(disks) > 1:
-            self.fields["device"].choices = [("", "— all disks (refused: pick one) —")] + [
+            device = cast(forms.ChoiceField, self.fields["device"])
+            device.choices = [("", "— all disks (refused: pick one) —")] + [
                 (disk.device, f"{disk.device} · {disk.volume_name}{' (boot)' if disk.bootable else ''}")
                 for disk in disks
             ]

@@ -21,12 +21,14 @@ CHECKLIST_TAGS = ("os-family", "cis-level", "owner", "created-at")
 
 
 class ImageQuerySet(TaggedQuerySet):
-    def visible_to(self, user, perm: Perm = Perm.VIEW_IMAGES) -> ImageQuerySet:
+    view_perm = Perm.VIEW_IMAGES
+
+    def visible_to(self, user, perm: Perm | None = None) -> ImageQuerySet:
         """The catalogue a user sees: platform images, their projects' images, images shared with one of
         their projects, and org-shared images of an account they hold `perm` in."""
         if not user.is_authenticated:
             return self.none()
-        projects = Project.objects.visible_to(user, perm)
+        projects = Project.objects.visible_to(user, perm or self.view_perm)
         return self.filter(
             Q(project__isnull=True)
             | Q(project__in=projects.values("pk"))

@@ -225,7 +225,7 @@ def receive_upload(*, actor, image: Image, stream: BinaryIO, length: int | None 
         verdict = inspection.inspect(image.upload_path, image.declared_format)
         if not verdict.safe:
             raise ImageUploadFailed(verdict.reason, field="file")
-        if (verdict.virtual_size or 0) > settings.IMAGE_MAX_VIRTUAL_BYTES:
+        if verdict.virtual_size is not None and verdict.virtual_size > settings.IMAGE_MAX_VIRTUAL_BYTES:
             raise ImageUploadFailed(
                 f"the image's disk is {verdict.virtual_size / 2**40:.1f} TiB; images may be at most "
                 f"{settings.IMAGE_MAX_VIRTUAL_BYTES / 2**40:g} TiB. Shrink the disk before uploading.",
@@ -462,12 +462,13 @@ def _convert_upload(image: Image, staged: Path) -> None:
     verdict = inspection.inspect(image.upload_path, image.declared_format)
     if not verdict.safe:
         raise ImageUploadFailed(verdict.reason)
+    assert verdict.format is not None  # a safe verdict names the format it checked
     _step(image, f"convert {verdict.format} to qcow2")
     volumes.convert(image.upload_path, inspection.QEMU_FORMAT[verdict.format], staged)
 
 
 def _flatten_snapshot(image: Image, staged: Path) -> None:
-    disks = image.source_snapshot.disks.all() if image.source_snapshot else []
+    disks = list(image.source_snapshot.disks.all()) if image.source_snapshot else []
     disk = next((disk for disk in disks if disk.device == image.source_device or len(disks) == 1), None)
     if disk is None or disk.layer is None:
         raise ImagePromoteFailed("the snapshot was deleted before its disk was copied; promote another one.")
@@ -576,10 +577,12 @@ def local_file(image: Image) -> Path:
 # --- Change: tags, visibility, sharing, deprecation, delete -----------------------------------------
 
 
-def _require_own(actor, image: Image, perm: str, doing: str) -> None:
+def _require_own(actor, image: Image, perm: Perm, doing: str) -> Project:
+    """The image's project, where `actor` holds `perm`; stock and hardened images are refused."""
     if image.project is None:
         raise InvalidRequest("Stock and hardened images are managed by Cloud Digit.")
     require(actor, perm, image.project, doing)
+    return image.project
 
 
 @audited("image.tag", target="image")
@@ -630,9 +633,9 @@ def cross_account_refused(account_slug: str, home) -> InvalidRequest:
 
 @audited("image.share", target="image")
 def share_image(*, actor, image: Image, project: Project) -> ImageShare:
-    _require_own(actor, image, Perm.SHARE_IMAGES, f"share image {image.name}")
-    if project.account_id != image.project.account_id:
-        raise cross_account_refused(project.account.slug, image.project.account)
+    home = _require_own(actor, image, Perm.SHARE_IMAGES, f"share image {image.name}")
+    if project.account_id != home.account_id:
+        raise cross_account_refused(project.account.slug, home.account)
     if project.pk == image.project_id:
         raise InvalidRequest(f"Image {image.name} already belongs to {project}.", field="project")
     share, _ = ImageShare.objects.get_or_create(

@@ -35,6 +35,7 @@ from images.forms import (
     TagsForm,
     UploadForm,
     VisibilityForm,
+    region_choices,
 )
 from images.models import Image
 from snapshots.models import Snapshot
@@ -149,9 +150,7 @@ def detail_context(request, image: Image, **forms) -> dict:
     project = image.project
     can_publish = project is not None and can(request.user, Perm.PUBLISH_IMAGES, project)
     can_share = project is not None and can(request.user, Perm.SHARE_IMAGES, project)
-    other_region = next(
-        (slug for slug, _ in CopyForm().fields["region"].choices if slug != image.region_id), ""
-    )
+    other_region = next((slug for slug, _ in region_choices() if slug != image.region_id), "")
     lost = image.state == Image.State.PROCESSING and image.lease_expired
     return {
         "image": image,
@@ -617,6 +616,7 @@ def _launch(request):
 
     def run():
         data = form.cleaned_data
+        assert region is not None  # the form checked it is one of the regions
         image = chosen["image"] = launch.image_named(request.user, project, region, data["image"])
         try:
             return launch.launch_vm(

@@ -35,8 +35,10 @@ def new_secret() -> str:
 
 def _checked_target(kind: str, target: str) -> str:
     target = target.strip()
-    if len(target) > NotificationChannel._meta.get_field("target").max_length:
-        raise InvalidRequest("target: is longer than 500 characters.", field="target")
+    limit = NotificationChannel._meta.get_field("target").max_length
+    assert limit is not None
+    if len(target) > limit:
+        raise InvalidRequest(f"target: is longer than {limit} characters.", field="target")
     if kind == NotificationChannel.Kind.WEBHOOK:
         try:
             outbound.parse(target)

@@ -159,12 +159,23 @@ def _smoke_checks(drill: Drill, vm: VM) -> list[dict]:
         ]
         Drill.objects.filter(pk=drill.pk).update(checks=checks)
     hypervisor.remove(uri, spec)  # powered off first: a running qemu holds its disks' files
+    gone = Conflict(
+        f"The snapshot {drill.snapshot_name} was deleted before the drill checked its disks; "
+        "run a new drill (it restores the VM's latest snapshot)."
+    )
+    if drill.snapshot is None:
+        raise gone
     expected = {disk.device: disk for disk in drill.snapshot.disks.select_related("layer")}
     for volume in vm.volumes.order_by("device"):
         disk = expected.get(volume.device)
         # A merge or measurement may work on the same chain meanwhile: read it under its shared lock.
         with chains.locked(volume, purpose=f"drill checking {volume.name}", shared=True):
-            want = disk.checksum or volumes.checksum(disk.layer.path)
+            if disk is not None and disk.checksum:
+                want = disk.checksum
+            elif disk is not None and disk.layer is not None:
+                want = volumes.checksum(disk.layer.path)
+            else:  # its rows or its layer went with the snapshot meanwhile
+                raise gone
             got = volumes.checksum(volume.path)
         checks.append(
             {

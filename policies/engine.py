@@ -150,14 +150,16 @@ def apply_retention(policy: Policy, effects: LiveEffects = LIVE) -> list[SlotRun
     for run in live.order_by("vm_id", "klass", "-slot_at"):
         key = (run.vm_id, run.klass)
         seen[key] = seen.get(key, 0) + 1
-        if seen[key] <= keep[run.klass] or run.snapshot.hold:
+        snapshot = run.snapshot
+        assert snapshot is not None  # `live` holds runs with a snapshot
+        if seen[key] <= keep[run.klass] or snapshot.hold:
             continue
         try:
-            effects.delete(run.snapshot)
+            effects.delete(snapshot)
         except ServiceError as error:
             if effects is LIVE:
                 notifications.notify_retention_error(
-                    policy, run.slot_at, f"could not delete {run.snapshot.name}: {error.message}"
+                    policy, run.slot_at, f"could not delete {snapshot.name}: {error.message}"
                 )
             continue  # in use by a restore: retention tries again next tick
         SlotRun.objects.filter(pk=run.pk).update(retired=True)

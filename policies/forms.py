@@ -21,7 +21,8 @@ class ApplyForm(forms.Form):
     )
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         text, upload = cleaned.get("yaml") or "", cleaned.get("file")
         if upload and text.strip():
             raise forms.ValidationError("Paste the policy or upload a file, not both.")

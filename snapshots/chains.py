@@ -151,13 +151,16 @@ def merge_away(layer: Layer) -> None:
 
 def _merge(layer: Layer) -> None:
     parent = layer.parent
-    children = [*layer.children.all(), *layer.volumes.select_related("vm__host", "vm__project__account")]
+    children: list[Layer | Volume] = [
+        *layer.children.all(),
+        *layer.volumes.select_related("vm__host", "vm__project__account"),
+    ]
     for child in children:
         running = _running_vm_reading(child)
         if running is not None and isinstance(child, Layer):
             _commit_live(layer, child, children, running)
             return
-        if running is not None:
+        if running is not None and isinstance(child, Volume):
             vm, uri, spec = running
             hypervisor.pull_into_active(uri, spec, child.device, parent.path if parent else None)
         else:

@@ -18,6 +18,7 @@ from clouddigit.compute.models import (
     validate_tags,
 )
 from clouddigit.compute.permissions import Perm
+from clouddigit.errors import Conflict
 from clouddigit.operations import Leased
 from clouddigit.statemachine import StateMachineMixin
 
@@ -127,6 +128,13 @@ class SnapshotDisk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.snapshot} / {self.volume_name}"
+
+    @property
+    def existing_volume(self) -> Volume:
+        """The volume, for work that changes it (taking the snapshot, rolling back to it)."""
+        if self.volume is None:
+            raise Conflict(f"Volume {self.volume_name} no longer exists; snapshot or restore another one.")
+        return self.volume
 
 
 class RestoreQuerySet(ProjectScopedQuerySet):

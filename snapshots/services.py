@@ -13,6 +13,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
+from celery import Task
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import transaction
@@ -171,20 +172,21 @@ def create_snapshot(
     if (volume is None) == (vm is None):
         raise InvalidRequest("Snapshot either one volume or one VM.", field="volume")
     source = vm or volume
+    assert source is not None  # one of them, checked above
     require(actor, Perm.CREATE_SNAPSHOTS, source.project, "create snapshots")
     if consistency not in Snapshot.Consistency.values:
         raise InvalidRequest("Consistency is 'application' or 'crash'.", field="consistency")
     tags = compute.check_tags(tags)
-    captured = list(vm.volumes.order_by("device")) if vm else [volume]
+    captured = [source] if isinstance(source, Volume) else list(source.volumes.order_by("device"))
     if not captured:
-        raise InvalidRequest(f"VM {vm.name} has no volumes to snapshot.", field="vm")
+        raise InvalidRequest(f"VM {source.name} has no volumes to snapshot.", field="vm")
     deleting = [each.name for each in captured if each.state == Volume.State.DELETING]
     if deleting:
         raise Conflict(f"Volume {', '.join(deleting)} is being deleted: there is nothing left to snapshot.")
     storage.check_not_full(project=source.project, what="a new snapshot")
     for each in captured:
         _make_room(each)
-    owner = vm or volume.vm
+    owner = source if isinstance(source, VM) else source.vm
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     snapshot = Snapshot.objects.create(
         project=source.project,
@@ -227,14 +229,16 @@ def take(snapshot_id: str) -> None:
     if snapshot.state != Snapshot.State.CREATING:
         return
     disks = list(snapshot.disks.select_related("volume__backing_layer", "volume__region"))
-    detaching = [disk.volume.name for disk in disks if disk.volume.state == Volume.State.DETACHING]
+    detaching = [disk.volume_name for disk in disks if disk.existing_volume.state == Volume.State.DETACHING]
     if detaching:
         _step(snapshot, f"waiting for volume {', '.join(detaching)} to finish detaching")
         raise Waiting(snapshot.step)
     pending = [disk for disk in disks if disk.layer_id is None]
     vm = snapshot.vm
     # Before any freeze: the guest stays frozen only while the overlays are made, never while waiting.
-    with chains.locked(*[disk.volume for disk in pending], purpose=f"taking snapshot {snapshot.name}"):
+    with chains.locked(
+        *[disk.existing_volume for disk in pending], purpose=f"taking snapshot {snapshot.name}"
+    ):
         if pending and vm is not None and vm.state == VM.State.RUNNING:
             achieved, reason = _seal_running(snapshot, vm, pending)
         else:
@@ -264,10 +268,10 @@ def _seal(disks: list[SnapshotDisk], vm: VM | None = None) -> None:
             return
     for disk in disks:
         with transaction.atomic():
-            layer = chains.seal_active(disk.volume, disk.overlay_path)
+            layer = chains.seal_active(disk.existing_volume, disk.overlay_path)
             SnapshotDisk.objects.filter(pk=disk.pk).update(layer=layer)
             disk.layer = layer
-        operations.checkpoint(f"sealed {disk.volume.name}")
+        operations.checkpoint(f"sealed {disk.volume_name}")
 
 
 def _seal_running(snapshot: Snapshot, vm: VM, disks: list[SnapshotDisk]) -> tuple[str, str]:
@@ -308,6 +312,7 @@ def give_up(snapshot: Snapshot, reason: str) -> None:
 def resume(snapshot: Snapshot) -> None:
     """Queue the next step of the row's operation, which is decided by what the row is: a safety
     snapshot finishes its roll-back (sealing it alone would keep the old data in the volume)."""
+    step: Task[[str], None]
     if snapshot.state == Snapshot.State.DELETING:
         step = tasks.finish_delete
     elif snapshot.rollback_of_id is not None:
@@ -362,7 +367,7 @@ def measure(snapshot_id: str) -> None:
         # Shared: measurements of one chain run together; a merge or a new snapshot waits for them.
         try:
             with chains.locked(
-                *filter(None, [disk.layer, disk.volume]),
+                *[each for each in (disk.layer, disk.volume) if each is not None],
                 purpose=f"measuring snapshot {snapshot.name}",
                 shared=True,
             ):
@@ -628,12 +633,16 @@ def finish_restore(restore_id: str) -> None:
     restore = Restore.objects.select_related("snapshot", "vm__host", "volume").get(pk=restore_id)
     if restore.state != Restore.State.RESTORING:
         return
-    restored = list(restore.vm.volumes.all()) if restore.vm else [restore.volume]
-    if None in restored:
+    if restore.vm is not None:
+        restored = list(restore.vm.volumes.all())
+    elif restore.volume is not None:
+        restored = [restore.volume]
+    else:
         raise Conflict("the restored volume was deleted before it was ready; restore again.")
     for volume in restored:
         with chains.locked(volume, purpose=f"restoring snapshot {restore.snapshot_name} to {volume.name}"):
             if volume.state == Volume.State.CREATING:
+                assert volume.backing_layer is not None  # the snapshot's layer, set when the restore began
                 chains.new_volume_file(volume.path, volume.backing_layer)
                 operations.checkpoint(f"restored file of {volume.name}")
                 volume.transition(Volume.State.ATTACHED if volume.vm_id else Volume.State.AVAILABLE)
@@ -748,13 +757,14 @@ def rollback(*, actor, snapshot: Snapshot, confirm: str) -> Snapshot:
         **operations.queued(),
     )
     for disk in disks:
+        volume = disk.existing_volume
         SnapshotDisk.objects.create(
             snapshot=safety,
-            volume=disk.volume,
-            volume_name=disk.volume.name,
-            device=disk.volume.device,
-            bootable=disk.volume.bootable,
-            size_bytes=disk.volume.size_bytes,
+            volume=volume,
+            volume_name=volume.name,
+            device=volume.device,
+            bootable=volume.bootable,
+            size_bytes=volume.size_bytes,
             overlay_path=_new_file(snapshot.region.volume_dir),
         )
     enqueue(tasks.finish_rollback, str(safety.pk), queue=hypervisor_queue(snapshot.region_id))
@@ -766,15 +776,18 @@ def finish_rollback(safety_id: str) -> None:
     safety = Snapshot.objects.select_related("rollback_of").get(pk=safety_id)
     if safety.state != Snapshot.State.CREATING:
         return
+    assert safety.rollback_of is not None  # not deleted while its roll-back runs (_in_use)
     source_layers = {disk.volume_id: disk.layer for disk in safety.rollback_of.disks.select_related("layer")}
     for disk in safety.disks.select_related("volume__backing_layer").filter(layer__isnull=True):
         _step(safety, f"rolling {disk.volume_name} back to {safety.rollback_of.name}")
         source = source_layers[disk.volume_id]
+        assert source is not None  # an available snapshot's disks have their layers
+        volume = disk.existing_volume
         with (
-            chains.locked(disk.volume, source, purpose=f"rolling back to snapshot {safety.rollback_of.name}"),
+            chains.locked(volume, source, purpose=f"rolling back to snapshot {safety.rollback_of.name}"),
             transaction.atomic(),
         ):
-            layer = chains.seal_active(disk.volume, disk.overlay_path, new_backing=source)
+            layer = chains.seal_active(volume, disk.overlay_path, new_backing=source)
             SnapshotDisk.objects.filter(pk=disk.pk).update(layer=layer)
         operations.checkpoint(f"sealed {disk.volume_name}")
     safety.transition(

@@ -55,8 +55,12 @@ def handle(error: Exception, context: dict):
     if not status_code:
         return exception_handler(error, context)
     request, view = context.get("request"), context.get("view")
-    unsafe = request is not None and request.method not in ("GET", "HEAD", "OPTIONS")
-    if unsafe and not getattr(error, "audited", False) and status_code != 401:
+    if (
+        request is not None
+        and request.method not in ("GET", "HEAD", "OPTIONS")  # a write
+        and not getattr(error, "audited", False)
+        and status_code != 401
+    ):
         operation = getattr(view, "action", None) or request.method.lower()
         record(
             actor=request.user,

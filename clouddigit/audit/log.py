@@ -36,7 +36,7 @@ class Target:
         account, project = _scope_of(obj)
         if not isinstance(obj, models.Model):
             return cls(name=str(obj)[:300], account=account, project=project)
-        return cls(obj._meta.model_name, str(obj.pk), str(obj)[:300], account, project)
+        return cls(obj._meta.model_name or "", str(obj.pk), str(obj)[:300], account, project)
 
 
 def _scope_of(obj) -> tuple[Account | None, Project | None]:
@@ -133,7 +133,8 @@ def audited(action: str, *, target: str | None = None, secret: tuple[str, ...] =
                     message=str(error),
                     detail=detail,
                 )
-                error.audited = True  # the API's error handler need not record it again
+                if isinstance(error, ServiceError):
+                    error.audited = True  # the API's error handler need not record it again
                 raise
 
         return wrapper

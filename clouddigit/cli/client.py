@@ -147,7 +147,8 @@ class Client:
             items.extend(page["results"])
         return items
 
-    def get(self, path: str, params: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        """The JSON answer: an object, or a list where the API does not paginate (`why-missing/`)."""
         return self._json(self._request("GET", self.api_url(path), params=params))
 
     def get_text(self, path: str, accept: str) -> str:

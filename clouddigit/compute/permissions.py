@@ -6,7 +6,12 @@ and `tests/test_access_rules.py` checks that no string spelling is left."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.db import models
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrPromise
 
 
 class Perm(models.TextChoices):
@@ -32,5 +37,5 @@ class Perm(models.TextChoices):
 
 
 # As Meta.permissions wants them: (codename, description).
-PERMISSIONS = [(perm.value, str(perm.label)) for perm in Perm]
+PERMISSIONS: list[tuple[str, str | StrPromise]] = [(perm.value, str(perm.label)) for perm in Perm]
 CODENAMES = Perm.values

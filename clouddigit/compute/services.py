@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
@@ -613,6 +614,7 @@ def apply_power_state(vm_id: str) -> None:
     """
     vm = VM.objects.select_related("host", "project__account").get(pk=vm_id)
     uri, spec = vm.host.libvirt_uri, domain_spec(vm)
+    operation: Callable[[str, hypervisor.DomainSpec], str]
     if vm.state == VM.State.STARTING:
         action, done, undone, operation = (
             "compute.vm.start",

@@ -99,3 +99,26 @@ def test_a_drill_takes_the_vm_asked_for_else_the_one_drilled_least_recently(
     assert {first, other} == {db01, web}
     assert drills.vm_to_drill(policy, str(first.pk)) == first
     assert drills.vm_to_drill(policy, "not-in-scope") == other
+
+
+def test_a_drill_whose_snapshot_is_deleted_before_its_checks_fails_saying_so(
+    operator, db01, monkeypatch, django_capture_on_commit_callbacks
+):
+    finish = drills._finish
+
+    def finish_then_delete_the_snapshot(restore):
+        finish(restore)
+        snapshot = restore.snapshot
+        snapshots.delete_snapshot(actor=None, snapshot=snapshot, confirm=snapshot.name)
+        snapshots.finish_delete(str(snapshot.pk))  # its worker is quicker than the drill's
+
+    monkeypatch.setattr(drills, "_finish", finish_then_delete_the_snapshot)
+    with django_capture_on_commit_callbacks(execute=True):
+        drill = drills.run_drill(actor=operator, vm=db01)
+    drill.refresh_from_db()
+    assert drill.state == Drill.State.FAILED
+    assert drill.error == (
+        "Conflict: The snapshot db-01-nightly was deleted before the drill checked its disks; "
+        "run a new drill (it restores the VM's latest snapshot)."
+    )
+    assert not VM.objects.filter(name__contains="-drill-").exists()  # cleaned up

@@ -122,9 +122,10 @@ def _chain_of(disk: ET.Element) -> list[str]:
     node: ET.Element | None = disk
     while node is not None:
         source = node.find("source")
-        if source is None or source.get("file") is None:
+        path = source.get("file") if source is not None else None
+        if path is None:
             break
-        chain.append(source.get("file"))
+        chain.append(path)
         node = node.find("backingStore")
     return chain
 

@@ -105,6 +105,7 @@ class Command(BaseCommand):
         self.children.append(Supervised(process, started_at=time.monotonic()))
 
     def _start_object_stores(self) -> None:
+        servers = []
         for region in settings.REGIONS.values():
             if not _embedded_s3(region):
                 self.stdout.write(f"{region['slug']}: using the S3 endpoint {region['s3_endpoint']}")
@@ -118,8 +119,9 @@ class Command(BaseCommand):
             )
             server.name = f"s3-{region['slug']}"
             self._start(server)
-        for child in self.children:
-            child.process.wait_ready(timeout=30)
+            servers.append(server)
+        for server in servers:
+            server.wait_ready(timeout=30)
         for region in settings.REGIONS.values():
             ObjectStore.for_region(region).ensure_bucket()
             self.stdout.write(
@@ -215,10 +217,11 @@ class Command(BaseCommand):
                     child.delay = FIRST_RESTART_DELAY
                 # Its pool processes, or a qemu-img it started, may have outlived it.
                 process.stop(CRASH_CLEANUP_GRACE)
+                code = process.process.returncode if process.process else None
                 child.restart_at = time.monotonic() + child.delay
                 self.stdout.write(
                     self.style.ERROR(
-                        f"{process.name} exited unexpectedly (code {process.process.returncode}); "
+                        f"{process.name} exited unexpectedly (code {code}); "
                         f"starting it again in {child.delay:g} s. See {process.log_path}"
                     )
                 )

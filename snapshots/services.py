@@ -91,7 +91,8 @@ def snapshots_of_volume(volume: Volume):
 def deleted_with_volume(snapshots) -> tuple[list[Snapshot], list[Snapshot]]:
     """Which of a volume's snapshots deleting it with its snapshots deletes (those holding only this
     volume), and which it keeps: a VM snapshot that also holds other volumes is theirs too."""
-    deleted, kept = [], []
+    deleted: list[Snapshot] = []
+    kept: list[Snapshot] = []
     for snapshot in snapshots:
         (deleted if snapshot.disks.count() == 1 else kept).append(snapshot)
     return deleted, kept

@@ -229,7 +229,7 @@ def attach_volume(*, actor, volume: Volume, vm: VM, device: str) -> Volume:
     require(actor, Perm.OPERATE_VMS, vm.project, f"attach volumes to VM {vm.name}")
     if volume.project_id != vm.project_id or volume.region_id != vm.region_id:
         raise NotFound(_NO_SUCH_VM.format(vm=vm.name, volume=volume), field="vm")
-    if volume.vm_id is not None:
+    if volume.vm is not None:
         raise Conflict(
             f"Volume {volume.name} is already attached to VM {volume.vm.name} as {volume.device}: "
             "detach it first.",
@@ -468,9 +468,9 @@ def resize_volume(*, actor, volume: Volume, size_gib) -> Volume:
         raise Conflict(f"VM {vm.name} is {vm.state}: resize once it is running or stopped.")
     # Before any write, so the transaction holds no database lock while waiting for a snapshot job.
     with _chain_held(volume, f"resizing volume {volume.name}"):
-        uri, spec = hypervisor_target(vm) if vm is not None else ("", None)
-        if vm is not None and vm.state == VM.State.RUNNING and hypervisor.live_overlays_supported(uri, spec):
-            hypervisor.resize_disk_live(uri, spec, volume.device, size_bytes)
+        target = hypervisor_target(vm) if vm is not None and vm.state == VM.State.RUNNING else None
+        if target is not None and hypervisor.live_overlays_supported(*target):
+            hypervisor.resize_disk_live(*target, volume.device, size_bytes)
         else:
             volumes.grow(volume.path, size_bytes)
         Volume.objects.filter(pk=volume.pk).update(size_bytes=size_bytes)
@@ -500,7 +500,7 @@ def delete_volume(*, actor, volume: Volume, confirm: str, snapshots: str = "") -
     from snapshots.services import delete_snapshot, deleted_with_volume, snapshots_of_volume
 
     require(actor, Perm.OPERATE_VMS, volume.project, "delete volumes")
-    if volume.vm_id is not None:
+    if volume.vm is not None:
         raise Conflict(
             f"Volume {volume.name} is attached to VM {volume.vm.name} as {volume.device}: detach it first.",
             field="volume",

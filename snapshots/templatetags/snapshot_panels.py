@@ -22,6 +22,7 @@ register = template.Library()
 def snapshots_panel(context, target: VM | Volume):
     """The newest snapshots of a VM or volume, and the form to take one."""
     user = context["request"].user
+    of: dict[str, VM | Volume]
     if isinstance(target, VM):
         of, create = {"vm": target}, "snapshots:create-for-vm"
     else:

@@ -15,6 +15,7 @@ from clouddigit.access import project_by_reference
 from clouddigit.api.base import region_named, valid_data, visible_or_400
 from clouddigit.compute.models import Project, Region
 from clouddigit.errors import InvalidRequest
+from clouddigit.names import validate_name
 from images import attestation_api, inspection, launch, services
 from images.filters import ImageAPIFilter
 from images.models import Image, ImageQuota
@@ -106,7 +107,7 @@ TAGS = serializers.DictField(child=serializers.CharField(allow_blank=True), requ
 class ImportSerializer(serializers.Serializer):
     project = serializers.CharField(help_text="account/project or a project id")
     region = serializers.CharField(required=False, help_text="Default: the console's default region")
-    name = serializers.CharField(max_length=63)
+    name = serializers.CharField(validators=[validate_name])
     format = serializers.CharField(help_text=f"The file's format: {', '.join(inspection.FORMATS)}")
     size_bytes = serializers.IntegerField(required=False, min_value=0, help_text="Refused early if too large")
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=300)
@@ -115,7 +116,7 @@ class ImportSerializer(serializers.Serializer):
 
 class PromoteSerializer(serializers.Serializer):
     snapshot = serializers.UUIDField()
-    name = serializers.CharField(max_length=63)
+    name = serializers.CharField(validators=[validate_name])
     device = serializers.CharField(
         required=False, allow_blank=True, default="", help_text="One disk of a VM snapshot, e.g. vda"
     )
@@ -125,7 +126,7 @@ class PromoteSerializer(serializers.Serializer):
 
 class CopySerializer(serializers.Serializer):
     region = serializers.CharField()
-    name = serializers.CharField(required=False, allow_blank=True, default="", max_length=63)
+    name = serializers.CharField(required=False, allow_blank=True, default="", validators=[validate_name])
 
 
 class ShareSerializer(serializers.Serializer):

@@ -6,6 +6,7 @@ from django import forms
 
 from clouddigit.compute.flavors import FLAVOR_CHOICES
 from clouddigit.compute.models import Region, parse_tag
+from clouddigit.names import NameField
 from images.inspection import FORMATS
 from images.models import Image
 
@@ -29,7 +30,7 @@ class UploadForm(forms.Form):
 
     project = forms.CharField(widget=forms.HiddenInput)
     region = RegionChoiceField()
-    name = forms.CharField(max_length=63, help_text="1-63 letters, digits, '-', '_' or '.'")
+    name = NameField()
     format = forms.ChoiceField(
         choices=[(name, name) for name in FORMATS],
         help_text="what the file is; its header is checked against this before anything opens it",
@@ -107,11 +108,11 @@ class CopyForm(forms.Form):
         label="To project (account/project)",
         help_text="empty: this image's project; another project of the same account",
     )
-    name = forms.CharField(max_length=63, required=False, help_text="empty: the same name")
+    name = NameField(required=False, help_text="empty: the same name")
 
 
 class PromoteForm(forms.Form):
-    name = forms.CharField(max_length=63, label="Image name")
+    name = NameField(label="Image name")
     device = forms.ChoiceField(required=False, label="Disk")
     description = forms.CharField(max_length=300, required=False)
 
@@ -140,7 +141,7 @@ class LaunchForm(forms.Form):
 
     project = forms.CharField(widget=forms.HiddenInput)
     region = RegionChoiceField()
-    name = forms.CharField(max_length=63, label="VM name")
+    name = NameField(label="VM name")
     flavor = forms.ChoiceField(choices=FLAVOR_CHOICES, initial="std-2x4")
     vpc = forms.CharField(max_length=63, label="VPC")
     boot_gib = forms.IntegerField(

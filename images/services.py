@@ -29,8 +29,9 @@ from clouddigit.backends import volumes
 from clouddigit.backends.objectstore import ObjectStore
 from clouddigit.compute.models import Project, Region
 from clouddigit.compute.permissions import Perm
-from clouddigit.compute.services import check_name, check_tags
+from clouddigit.compute.services import check_tags
 from clouddigit.errors import Conflict, InvalidRequest, ServiceError
+from clouddigit.names import check_name
 from clouddigit.queueing import enqueue, hypervisor_queue
 from images import inspection, storage, tasks
 from images.models import DEFAULT_CUSTOM_IMAGES_PER_PROJECT, Image, ImageQuota, ImageShare

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from clouddigit.access import project_by_reference
 from clouddigit.api.base import valid_data, visible_or_400
 from clouddigit.compute.models import VM, Volume
+from clouddigit.names import validate_name
 from snapshots import diagnosis, services
 from snapshots.filters import NEWEST_FIRST, SnapshotFilter
 from snapshots.models import Restore, Snapshot, SnapshotDisk, SnapshotLimit
@@ -162,7 +163,7 @@ class SnapshotLimitSerializer(serializers.ModelSerializer):
 class SnapshotCreateSerializer(serializers.Serializer):
     volume = serializers.UUIDField(required=False, help_text="A volume snapshot of this volume")
     vm = serializers.UUIDField(required=False, help_text="A VM snapshot of all this VM's volumes")
-    name = serializers.CharField(required=False, allow_blank=True, default="", max_length=100)
+    name = serializers.CharField(required=False, allow_blank=True, default="", validators=[validate_name])
     consistency = serializers.ChoiceField(
         choices=Snapshot.Consistency.choices, default=Snapshot.Consistency.APPLICATION
     )
@@ -170,12 +171,12 @@ class SnapshotCreateSerializer(serializers.Serializer):
 
 
 class RestoreToVolumeSerializer(serializers.Serializer):
-    name = serializers.CharField(help_text="The new volume's name")
+    name = serializers.CharField(validators=[validate_name], help_text="The new volume's name")
     disk = serializers.UUIDField(required=False, help_text="Which disk of a multi-volume snapshot")
 
 
 class RestoreToVMSerializer(serializers.Serializer):
-    name = serializers.CharField(help_text="The new VM's name")
+    name = serializers.CharField(validators=[validate_name], help_text="The new VM's name")
     vpc = serializers.CharField()
     flavor = serializers.CharField(
         required=False, allow_blank=True, default="", help_text="Default: as taken"

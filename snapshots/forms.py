@@ -2,13 +2,12 @@ from __future__ import annotations
 
 from django import forms
 
+from clouddigit.names import NameField
 from snapshots.models import Snapshot
 
 
 class CreateForm(forms.Form):
-    name = forms.CharField(
-        required=False, max_length=100, help_text="optional; defaults to a timestamped name"
-    )
+    name = NameField(required=False, help_text="optional; defaults to a timestamped name")
     consistency = forms.ChoiceField(
         choices=Snapshot.Consistency.choices,
         initial=Snapshot.Consistency.APPLICATION,
@@ -18,11 +17,11 @@ class CreateForm(forms.Form):
 
 
 class RestoreVolumeForm(forms.Form):
-    name = forms.CharField(max_length=63, label="New volume name")
+    name = NameField(label="New volume name")
 
 
 class RestoreVMForm(forms.Form):
-    name = forms.CharField(max_length=63, label="New VM name")
+    name = NameField(label="New VM name")
     vpc = forms.CharField(max_length=63, label="VPC")
     flavor = forms.CharField(max_length=32, required=False, help_text="empty: the snapshot's flavor")
     acknowledge_warnings = forms.BooleanField(

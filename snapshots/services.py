@@ -27,6 +27,7 @@ from clouddigit.compute.flavors import FLAVORS
 from clouddigit.compute.models import VM, Project, Volume
 from clouddigit.compute.permissions import Perm
 from clouddigit.errors import Conflict, InvalidRequest, ServiceError
+from clouddigit.names import check_name, derived_name
 from clouddigit.queueing import enqueue, hypervisor_queue
 from images import storage
 from snapshots import chains, sizes, tasks
@@ -161,18 +162,20 @@ def create_snapshot(
     if consistency not in Snapshot.Consistency.values:
         raise InvalidRequest("Consistency is 'application' or 'crash'.", field="consistency")
     tags = compute.check_tags(tags)
+    if (vm or volume.vm) is not None and (vm or volume.vm).state == VM.State.DELETING:
+        raise Conflict(f"VM {(vm or volume.vm).name} is being deleted; there is nothing to snapshot.")
     captured = list(vm.volumes.order_by("device")) if vm else [volume]
     if not captured:
         raise InvalidRequest(f"VM {vm.name} has no volumes to snapshot.", field="vm")
     storage.check_not_full(project=source.project, what="a new snapshot")
     for each in captured:
         _make_room(each)
+    name = check_name(name) if name else derived_name(source.name, f"-{timezone.now():%Y%m%d-%H%M%S}")
     owner = vm or volume.vm
-    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     snapshot = Snapshot.objects.create(
         project=source.project,
         region=source.region,
-        name=(name or f"{source.name}-{stamp}").strip()[:100],
+        name=name,
         kind=Snapshot.Kind.VM if vm else Snapshot.Kind.VOLUME,
         vm=owner,
         vm_name=owner.name if owner else "",
@@ -198,6 +201,13 @@ def create_snapshot(
         )
     enqueue(tasks.take, str(snapshot.pk), queue=hypervisor_queue(snapshot.region_id))
     return snapshot
+
+
+def vm_delete_blocker(vm: VM) -> str:
+    """Why `vm` cannot be deleted now, seen from snapshots: a snapshot (or roll-back) being taken of its
+    volumes would find them gone. Registered with compute's delete checks."""
+    taking = Snapshot.objects.filter(state=Snapshot.State.CREATING, disks__volume__vm=vm).distinct().first()
+    return f"snapshot {taking.name} of it is being taken" if taking else ""
 
 
 class Waiting(Exception):
@@ -496,7 +506,7 @@ def restore_to_volume(*, actor, snapshot: Snapshot, name: str, disk: SnapshotDis
                 field="disk",
             )
         disk = disks[0]
-    name = compute.check_name(name)
+    name = check_name(name)
     restore = Restore.objects.create(
         snapshot=snapshot,
         snapshot_name=snapshot.name,
@@ -551,7 +561,7 @@ def restore_to_vm(
         raise RestoreNeedsConfirmation(
             " ".join(warnings) + " Restore again with the warnings acknowledged to go on."
         )
-    name, vpc = compute.check_name(name), compute.check_name(vpc, field="vpc")
+    name, vpc = check_name(name), check_name(vpc, field="vpc")
     if VM.objects.filter(project=snapshot.project, region=snapshot.region, name=name).exists():
         raise Conflict(f"A VM named {name!r} already exists in {snapshot.project}.", field="name")
     vm = VM.objects.create(
@@ -578,7 +588,7 @@ def restore_to_vm(
         volume = _new_restored_volume(
             snapshot,
             disk,
-            compute.derived_name(name, f"-{disk.device or disk.volume_name}"),
+            derived_name(name, f"-{disk.device or disk.volume_name}"),
             bootable=disk.bootable,
         )
         Volume.objects.filter(pk=volume.pk).update(vm=vm, device=disk.device)

@@ -14,6 +14,7 @@ from clouddigit.api.base import region_named, valid_data
 from clouddigit.compute import services
 from clouddigit.compute.filters import VMFilter, VolumeFilter
 from clouddigit.compute.models import VM, Project, Region, Volume
+from clouddigit.names import validate_name
 
 
 class ProjectSerializer(serializers.ModelSerializer):
@@ -117,7 +118,7 @@ class RegionViewSet(viewsets.ReadOnlyModelViewSet):
 class VMCreateSerializer(serializers.Serializer):
     project = serializers.CharField(help_text="account/project or a project id")
     region = serializers.CharField(required=False, help_text="Default: the console's default region")
-    name = serializers.CharField(max_length=63)
+    name = serializers.CharField(validators=[validate_name])
     image = serializers.CharField(help_text="The image's name or id (see images/picker)")
     flavor = serializers.CharField(help_text="e.g. std-2x4")
     vpc = serializers.CharField()

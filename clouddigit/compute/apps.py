@@ -7,3 +7,15 @@ class ComputeConfig(AppConfig):
     name = "clouddigit.compute"
     label = "compute"
     verbose_name = "Compute inventory"
+
+    def ready(self) -> None:
+        from clouddigit import operations
+        from clouddigit.compute import services
+        from clouddigit.compute.models import VM
+
+        operations.register(
+            VM,
+            active=[VM.State.DELETING],
+            resume=services.resume_delete_vm,
+            give_up=services.give_up_delete_vm,
+        )

@@ -14,6 +14,8 @@ from guardian.shortcuts import get_objects_for_user
 
 from clouddigit.compute.flavors import FLAVOR_CHOICES, FLAVORS
 from clouddigit.compute.permissions import PERMISSIONS, Perm
+from clouddigit.names import validate_name
+from clouddigit.operations import Leased
 from clouddigit.statemachine import StateMachineMixin
 
 TAG_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._:/-]{0,62}$")
@@ -191,34 +193,44 @@ class TaggedQuerySet(ProjectScopedQuerySet):
         return self.filter(**{f"tags__{key}": value})
 
 
-class VM(StateMachineMixin, models.Model):
+class VM(StateMachineMixin, Leased):
+    """A VM. Deleting one is a long operation (its domain leaves the host, the volumes it does not keep
+    are removed): the row carries the lease fields of `clouddigit.operations`."""
+
     class State(models.TextChoices):
         STOPPED = "stopped", "Stopped"
         STARTING = "starting", "Starting"
         RUNNING = "running", "Running"
         STOPPING = "stopping", "Stopping"
+        DELETING = "deleting", "Deleting"
 
     TRANSITIONS = {
-        State.STOPPED: {State.STARTING},
         State.STARTING: {State.RUNNING, State.STOPPED},
         State.RUNNING: {State.STOPPING},
         State.STOPPING: {State.STOPPED, State.RUNNING},
+        # Only a stopped VM is deleted; a delete that fails leaves it stopped, to be deleted again.
+        State.STOPPED: {State.STARTING, State.DELETING},
+        State.DELETING: {State.STOPPED},
     }
 
     class GuestAgent(models.TextChoices):
         RUNNING = "running", "Running"
         NOT_RUNNING = "not-running", "Installed, not running"
         NOT_INSTALLED = "not-installed", "Not installed"
+        UNKNOWN = "unknown", "Unknown"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="vms")
     region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="vms")
     host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="vms")
-    name = models.CharField(max_length=63)
+    name = models.CharField(max_length=63, validators=[validate_name])
     flavor = models.CharField(max_length=32, choices=FLAVOR_CHOICES)
     state = models.CharField(max_length=16, choices=State.choices, default=State.STOPPED)
     vpc = models.CharField("VPC", max_length=63)
-    guest_agent = models.CharField(max_length=16, choices=GuestAgent.choices, default=GuestAgent.RUNNING)
+    guest_agent = models.CharField(max_length=16, choices=GuestAgent.choices, default=GuestAgent.UNKNOWN)
+    guest_agent_checked_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a guest freeze last found the agent's status (none: never)"
+    )
     tags = models.JSONField(default=dict, blank=True, validators=[validate_tags])
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -240,7 +252,7 @@ class VM(StateMachineMixin, models.Model):
 
     @property
     def in_transition(self) -> bool:
-        return self.state in {self.State.STARTING, self.State.STOPPING}
+        return self.state in {self.State.STARTING, self.State.STOPPING, self.State.DELETING}
 
 
 class Layer(models.Model):
@@ -280,7 +292,7 @@ class Volume(StateMachineMixin, models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="volumes")
     region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="volumes")
-    name = models.CharField(max_length=63)
+    name = models.CharField(max_length=63, validators=[validate_name])
     size_bytes = models.PositiveBigIntegerField()
     state = models.CharField(max_length=16, choices=State.choices, default=State.AVAILABLE)
     vm = models.ForeignKey(VM, on_delete=models.PROTECT, null=True, blank=True, related_name="volumes")

@@ -236,9 +236,13 @@ class ImageViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
         from snapshots.models import Snapshot
 
         data = valid_data(PromoteSerializer, request)
-        snapshot = visible_or_400(
-            Snapshot.objects.visible_to(request.user), data["snapshot"], field="snapshot", what="snapshot"
-        )
+        try:
+            snapshot = visible_or_400(
+                Snapshot.objects.visible_to(request.user), data["snapshot"], field="snapshot", what="snapshot"
+            )
+        except InvalidRequest as error:
+            error.message += services.promote_role_hint(request.user)
+            raise
         image = services.promote_snapshot(
             actor=request.user,
             snapshot=snapshot,

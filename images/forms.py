@@ -5,7 +5,8 @@ from __future__ import annotations
 from django import forms
 
 from clouddigit.compute.flavors import FLAVOR_CHOICES
-from clouddigit.compute.models import Region, parse_tag
+from clouddigit.compute.forms import TagsField
+from clouddigit.compute.models import Region
 from clouddigit.names import NameField
 from images.inspection import FORMATS
 from images.models import Image
@@ -57,21 +58,7 @@ class UploadForm(forms.Form):
 
 
 class TagsForm(forms.Form):
-    tags = forms.CharField(
-        required=False,
-        strip=False,
-        widget=forms.Textarea(attrs={"rows": 4, "cols": 40, "spellcheck": "false"}),
-        label="Tags, one key=value per line",
-        help_text="replaces the tags; created-at is kept (the platform sets it)",
-    )
-
-    def clean_tags(self) -> dict:
-        tags = {}
-        for line in self.cleaned_data["tags"].splitlines():
-            if line.strip():
-                key, value = parse_tag(line.strip())
-                tags[key] = value
-        return tags
+    tags = TagsField(help_text="replaces the tags; created-at is kept (the platform sets it)")
 
     @staticmethod
     def text_of(tags: dict) -> str:
@@ -153,6 +140,7 @@ class LaunchForm(forms.Form):
     )
     image = forms.CharField(max_length=63)
     show_deprecated = forms.BooleanField(required=False, label="Show deprecated")
+    tags = TagsField(help_text="e.g. env=prod: snapshot policies pick VMs by tag (scope.vm_tags)")
     start = forms.BooleanField(required=False, initial=True, label="Start now")
 
     @property

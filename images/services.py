@@ -298,6 +298,20 @@ def _write_upload(image: Image, stream: BinaryIO, length: int | None) -> int:
     return received
 
 
+def promote_role_hint(actor) -> str:
+    """What to add to "no such snapshot" for a publisher who sees no snapshots where they publish: the
+    role they lack (said whether or not the snapshot exists, so it reveals nothing)."""
+    publishes = Project.objects.visible_to(actor, Perm.PUBLISH_IMAGES)
+    blind = publishes.exclude(pk__in=Project.objects.visible_to(actor, Perm.VIEW_SNAPSHOTS).values("pk"))
+    if not blind.exists():
+        return ""
+    return (
+        " Promoting also needs a role that sees the project's snapshots (snapshot.viewer or above) "
+        f"in {', '.join(str(project) for project in blind.select_related('account')[:5])}: "
+        "ask an account admin."
+    )
+
+
 @audited("image.promote")
 def promote_snapshot(
     *,

@@ -182,6 +182,14 @@ class RestoreToVMSerializer(serializers.Serializer):
         required=False, allow_blank=True, default="", help_text="Default: as taken"
     )
     acknowledge_warnings = serializers.BooleanField(default=False)
+    keep_tags = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Keys of the source VM's tags to keep. Default: all but those that would put the new VM "
+        "under a snapshot policy of the project (the restore's warnings name them).",
+    )
 
 
 class RollbackSerializer(serializers.Serializer):
@@ -307,6 +315,7 @@ class SnapshotViewSet(viewsets.ReadOnlyModelViewSet):
             vpc=data["vpc"],
             flavor=data["flavor"] or None,
             acknowledge_warnings=data["acknowledge_warnings"],
+            keep_tags=data["keep_tags"],
         )
         return _restore(request.user, restore)
 

@@ -24,9 +24,26 @@ class RestoreVMForm(forms.Form):
     name = NameField(label="New VM name")
     vpc = forms.CharField(max_length=63, label="VPC")
     flavor = forms.CharField(max_length=32, required=False, help_text="empty: the snapshot's flavor")
+    keep_tags = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple, label="Tags to keep from the source VM"
+    )
     acknowledge_warnings = forms.BooleanField(
         required=False, label="I have read the warnings; restore anyway"
     )
+
+    def __init__(self, *args, tags: dict, scoped: dict[str, str], **kwargs):
+        """`tags`: the source VM's; `scoped`: {key: why} for those that would put the new VM under a
+        policy, which start unticked (services.tag_choices)."""
+        kwargs.setdefault("initial", {})
+        kwargs["initial"].setdefault("keep_tags", [key for key in tags if key not in scoped])
+        super().__init__(*args, **kwargs)
+        field = self.fields["keep_tags"]
+        field.choices = [(key, f"{key}={value}") for key, value in tags.items()]
+        field.help_text = " ".join(
+            f"{key}={tags[key]} is not kept by default: {why}." for key, why in scoped.items()
+        )
+        if not tags:
+            del self.fields["keep_tags"]
 
 
 class TagForm(forms.Form):

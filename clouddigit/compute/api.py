@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import django_filters
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -14,7 +14,8 @@ from clouddigit.api.base import region_named, valid_data
 from clouddigit.compute import services
 from clouddigit.compute.filters import VMFilter, VolumeFilter
 from clouddigit.compute.models import VM, Project, Region, Volume
-from clouddigit.names import validate_name
+from clouddigit.errors import InvalidRequest
+from clouddigit.names import shown, validate_name
 
 
 class ProjectSerializer(serializers.ModelSerializer):
@@ -71,6 +72,7 @@ class VMSerializer(serializers.ModelSerializer):
             "state",
             "vpc",
             "guest_agent",
+            "guest_agent_checked_at",
             "tags",
             "last_error",
             "created_at",
@@ -129,6 +131,19 @@ class VMCreateSerializer(serializers.Serializer):
     start = serializers.BooleanField(default=True)
 
 
+class TagsPatchSerializer(serializers.Serializer):
+    tags = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, allow_null=True),
+        help_text='A JSON merge patch of the tags: {"env": "prod"} sets a tag, {"env": null} removes it.',
+    )
+
+
+def patch_tags(request, obj, service, **target):
+    """PATCH of a VM's or volume's tags (the only field a PATCH changes), through `service`."""
+    data = valid_data(TagsPatchSerializer, request)
+    return service(actor=request.user, tags=services.merged_tags(obj.tags, data["tags"]), **target)
+
+
 class VMViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = VMSerializer
     filterset_class = VMAPIFilter
@@ -179,10 +194,51 @@ class VMViewSet(viewsets.ReadOnlyModelViewSet):
         """Queue a stop; the VM is `stopping` until the hypervisor worker has stopped it."""
         return self._power(request, services.stop_vm)
 
+    @extend_schema(request=TagsPatchSerializer, responses={200: VMSerializer})
+    def partial_update(self, request, *args, **kwargs):
+        """Change the VM's tags (they decide which snapshot policies cover it)."""
+        vm = self.get_object()
+        return Response(VMSerializer(patch_tags(request, vm, services.set_vm_tags, vm=vm)).data)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("confirm", str, required=True, description="the VM's name, to confirm"),
+            OpenApiParameter(
+                "keep_volume", str, many=True, description="a volume (name or id) to keep, detached"
+            ),
+            OpenApiParameter("delete_volume", str, many=True, description="a volume (name or id) to delete"),
+        ],
+        request=None,
+        responses={202: VMSerializer},
+    )
+    def destroy(self, request, *args, **kwargs):
+        """Delete a stopped VM: it is `deleting` until the hypervisor worker has removed its domain and
+        the volumes not kept. Unless named, the boot volume is deleted and data volumes are kept."""
+        query = request.query_params
+        fates = {name: services.VolumeFate.KEEP for name in query.getlist("keep_volume")}
+        for name in query.getlist("delete_volume"):
+            if name in fates:
+                raise InvalidRequest(
+                    f"Volume {shown(name)} is both kept and deleted; say one.", field="volumes"
+                )
+            fates[name] = services.VolumeFate.DELETE
+        vm = services.delete_vm(
+            actor=request.user, vm=self.get_object(), confirm=query.get("confirm", ""), volumes=fates
+        )
+        return Response(VMSerializer(vm).data, status=status.HTTP_202_ACCEPTED)
+
 
 class VolumeViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = VolumeSerializer
     filterset_class = VolumeAPIFilter
+
+    @extend_schema(request=TagsPatchSerializer, responses={200: VolumeSerializer})
+    def partial_update(self, request, *args, **kwargs):
+        """Change the volume's tags."""
+        volume = self.get_object()
+        return Response(
+            VolumeSerializer(patch_tags(request, volume, services.set_volume_tags, volume=volume)).data
+        )
 
     def get_queryset(self):
         return (

@@ -14,11 +14,12 @@ from guardian.shortcuts import get_objects_for_user
 
 from clouddigit.compute.flavors import FLAVOR_CHOICES, FLAVORS
 from clouddigit.compute.permissions import PERMISSIONS, Perm
-from clouddigit.names import validate_name
+from clouddigit.names import shown, validate_name
 from clouddigit.operations import Leased
 from clouddigit.statemachine import StateMachineMixin
 
-TAG_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._:/-]{0,62}$")
+TAG_KEY_RE = re.compile(r"[a-z0-9][a-z0-9._:/-]{0,62}")  # fullmatch: `$` would pass "env\n"
+MAX_TAGS = 50
 
 
 def validate_tags(tags: object) -> None:
@@ -28,22 +29,25 @@ def validate_tags(tags: object) -> None:
     %-formats every message it reports, so a `%` in a filter value would otherwise be a 500."""
     if not isinstance(tags, dict):
         raise ValidationError("Tags must be a map of key=value pairs.")
+    if len(tags) > MAX_TAGS:
+        raise ValidationError("At most %(most)d tags are allowed; remove some.", params={"most": MAX_TAGS})
     for key, value in tags.items():
-        if not isinstance(key, str) or not TAG_KEY_RE.match(key) or "__" in key:
+        if not isinstance(key, str) or not TAG_KEY_RE.fullmatch(key) or "__" in key:
             raise ValidationError(
-                "Tag key %(key)r is not valid: use lower-case letters, digits and . _ : / - "
+                "Tag key %(key)s is not valid: use lower-case letters, digits and . _ : / - "
                 "(up to 63 characters, starting with a letter or digit).",
-                params={"key": key},
+                params={"key": shown(str(key))},
             )
         if not isinstance(value, str) or len(value) > 255:
             raise ValidationError(
-                "Tag %(key)r: the value must be text of at most 255 characters.", params={"key": key}
+                "Tag %(key)s: the value must be text of at most 255 characters.",
+                params={"key": shown(str(key))},
             )
         if any(ord(character) < 32 or ord(character) == 127 for character in value):
             # Never stored (PostgreSQL refuses NUL in JSON) and never shown as something it is not.
             raise ValidationError(
-                "Tag %(key)r: the value must not hold control characters (tabs, new lines, NUL).",
-                params={"key": key},
+                "Tag %(key)s: the value must not hold control characters (tabs, new lines, NUL).",
+                params={"key": shown(str(key))},
             )
 
 
@@ -52,7 +56,7 @@ def parse_tag(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep:
         raise ValidationError(
-            "Tag %(text)r must look like key=value, for example env=prod.", params={"text": text}
+            "Tag %(text)s must look like key=value, for example env=prod.", params={"text": shown(text)}
         )
     validate_tags({key.strip(): value.strip()})
     return key.strip(), value.strip()
@@ -252,7 +256,7 @@ class VM(StateMachineMixin, Leased):
 
     @property
     def in_transition(self) -> bool:
-        return self.state in {self.State.STARTING, self.State.STOPPING, self.State.DELETING}
+        return self.state in {self.State.STARTING, self.State.STOPPING}
 
 
 class Layer(models.Model):

@@ -159,7 +159,7 @@ def create_vm(
     vpc: str,
     boot_size_bytes: int,
     tags: dict | None = None,
-    guest_agent: str = VM.GuestAgent.RUNNING,
+    guest_agent: str = VM.GuestAgent.UNKNOWN,
     boot_source_path: str | None = None,
 ) -> VM:
     """A stopped VM with a fresh boot volume attached as `vda` (`sda` on bare metal): empty, or a copy
@@ -451,39 +451,30 @@ def give_up_delete_vm(vm: VM, reason: str) -> None:
 
 
 @audited("compute.vm.tag", target="vm")
-def set_vm_tags(*, actor, vm: VM, add: dict | None = None, remove: list[str] | None = None) -> VM:
-    """Add (or change) and remove tags of a VM. Its tags decide which policies cover it."""
+def set_vm_tags(*, actor, vm: VM, tags: dict) -> VM:
+    """Replace a VM's tags. Its tags decide which snapshot policies cover it (the spec's scope.vm_tags)."""
     require(actor, Perm.OPERATE_VMS, vm.project, f"tag VM {vm.name}")
-    vm.tags = edited_tags(vm.tags, add, remove)
+    vm.tags = check_tags(tags)
     VM.objects.filter(pk=vm.pk).update(tags=vm.tags)
     return vm
 
 
 @audited("compute.volume.tag", target="volume")
-def set_volume_tags(
-    *, actor, volume: Volume, add: dict | None = None, remove: list[str] | None = None
-) -> Volume:
+def set_volume_tags(*, actor, volume: Volume, tags: dict) -> Volume:
+    """Replace a volume's tags."""
     require(actor, Perm.OPERATE_VMS, volume.project, f"tag volume {volume.name}")
-    volume.tags = edited_tags(volume.tags, add, remove)
+    volume.tags = check_tags(tags)
     Volume.objects.filter(pk=volume.pk).update(tags=volume.tags)
     return volume
 
 
-MAX_TAGS = 50
-
-
-def edited_tags(tags: dict, add: dict | None, remove: list[str] | None) -> dict:
-    """`tags` with `add` set and the keys in `remove` taken away; a key both added and removed is an
-    error, and so is a key to remove that is not there (a typo would otherwise pass silently)."""
-    add = check_tags(add)
-    remove = list(remove or [])
-    both = sorted(set(add) & set(remove))
-    if both:
-        raise InvalidRequest(f"Tag {shown(both[0])} is both set and removed; do one.", field="tags")
-    missing = [key for key in remove if key not in tags]
+def merged_tags(tags: dict, patch: object) -> dict:
+    """`tags` changed by a JSON merge patch (RFC 7396): `{"env": "prod"}` sets a tag, `{"env": null}`
+    removes it. Removing a tag that is not there is refused: a typo would otherwise pass silently."""
+    if not isinstance(patch, dict):
+        raise InvalidRequest("Tags must be a map of key=value pairs.", field="tags")
+    missing = [key for key, value in patch.items() if value is None and key not in tags]
     if missing:
         raise InvalidRequest(f"There is no tag {shown(str(missing[0]))} to remove.", field="tags")
-    edited = {key: value for key, value in {**tags, **add}.items() if key not in remove}
-    if len(edited) > MAX_TAGS:
-        raise InvalidRequest(f"At most {MAX_TAGS} tags; remove some first.", field="tags")
-    return edited
+    merged = {**tags, **{key: value for key, value in patch.items() if value is not None}}
+    return {key: value for key, value in merged.items() if patch.get(key, "") is not None}

@@ -10,6 +10,9 @@ urlpatterns = [
     path("vms/<uuid:pk>/", views.vm_detail, name="vm-detail"),
     path("vms/<uuid:pk>/start/", views.vm_power, {"action": "start"}, name="vm-start"),
     path("vms/<uuid:pk>/stop/", views.vm_power, {"action": "stop"}, name="vm-stop"),
+    path("vms/<uuid:pk>/delete/", views.vm_delete, name="vm-delete"),
+    path("vms/<uuid:pk>/tags/", views.vm_tags, name="vm-tags"),
     path("volumes/", views.volume_list, name="volume-list"),
     path("volumes/<uuid:pk>/", views.volume_detail, name="volume-detail"),
+    path("volumes/<uuid:pk>/tags/", views.volume_tags, name="volume-tags"),
 ]

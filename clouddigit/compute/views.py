@@ -11,6 +11,7 @@ from clouddigit.access import can
 from clouddigit.backends import volumes as volume_files
 from clouddigit.compute import services
 from clouddigit.compute.filters import VMFilter, VolumeFilter
+from clouddigit.compute.forms import DeleteVMForm, TagsForm
 from clouddigit.compute.models import VM, Volume
 from clouddigit.compute.permissions import Perm
 from clouddigit.console import act, settle
@@ -42,13 +43,40 @@ def _vms(user):
     return VM.objects.visible_to(user).select_related("project__account", "region", "host")
 
 
-def vm_context(request, vm: VM, snapshot_form: CreateForm | None = None) -> dict:
+def vm_context(request, vm: VM, snapshot_form: CreateForm | None = None, **forms) -> dict:
+    volumes = list(vm.volumes.order_by("device"))
     return {
         "vm": vm,
-        "volumes": vm.volumes.order_by("device"),
+        "volumes": volumes,
         "can_operate": can(request.user, Perm.OPERATE_VMS, vm.project),
+        "boot_problems": boot_problems(vm, volumes),
+        "tags_form": forms.get("tags_form") or TagsForm(initial={"tags": vm.tags}),
+        "delete_form": forms.get("delete_form") or DeleteVMForm(volumes=volumes),
         **_snapshots_of(request.user, vm.project, snapshot_form, vm=vm),
     }
+
+
+def boot_problems(vm: VM, volumes: list[Volume]) -> list[dict]:
+    """The spec's "No bootable device" row, as the page can see it: a boot volume attached as something
+    other than vda/sda (the fix is one action: attach it as boot), or no boot volume at all."""
+    boot_device = "sda" if vm.flavor_spec.bare_metal else "vda"
+    problems = [
+        {
+            "volume": volume,
+            "text": f'"No bootable device": boot volume {volume.name} is attached as {volume.device}, '
+            f"not {boot_device}. Detach it and attach it again as the boot disk.",
+        }
+        for volume in volumes
+        if volume.bootable and volume.device not in {"vda", "sda"}
+    ]
+    if volumes and not any(volume.bootable for volume in volumes):
+        problems.append(
+            {
+                "volume": None,
+                "text": f'"No bootable device": no boot volume is attached. Attach one as {boot_device}.',
+            }
+        )
+    return problems
 
 
 @login_required
@@ -56,6 +84,10 @@ def vm_detail(request, pk):
     vm = get_object_or_404(_vms(request.user), pk=pk)
     response = render_page_or_fragment(request, "compute/vm_detail.html", "power", vm_context(request, vm))
     return settle(request, response, settled=not vm.in_transition)
+
+
+def vm_page(request, vm: VM, **forms):
+    return render(request, "compute/vm_detail.html", vm_context(request, vm, **forms))
 
 
 POWER = {
@@ -74,10 +106,73 @@ def vm_power(request, pk, action):
         action=audit_action,
         target=vm,
         run=lambda: operation(actor=request.user, vm=vm),
-        page=lambda: render(request, "compute/vm_detail.html", vm_context(request, vm)),
+        page=lambda: vm_page(request, vm),
         success=lambda result: f"VM {vm.name} is {vm.get_state_display().lower()}.",
         then=reverse("compute:vm-detail", args=[vm.pk]),
     )
+
+
+@login_required
+@require_POST
+def vm_delete(request, pk):
+    vm = get_object_or_404(_vms(request.user), pk=pk)
+    form = DeleteVMForm(request.POST, volumes=vm.volumes.order_by("device"))
+    return act(
+        request,
+        action="compute.vm.delete",
+        target=vm,
+        run=lambda: services.delete_vm(
+            actor=request.user, vm=vm, confirm=form.cleaned_data["confirm"], volumes=form.fates()
+        ),
+        page=lambda: vm_page(request, vm, delete_form=form),
+        form=form,
+        success=lambda result: (
+            f"Deleting VM {vm.name}: its domain and the volumes not kept are removed in the background."
+        ),
+        then=reverse("compute:vm-list"),
+    )
+
+
+@login_required
+@require_POST
+def vm_tags(request, pk):
+    vm = get_object_or_404(_vms(request.user), pk=pk)
+    form = TagsForm(request.POST)
+    return act(
+        request,
+        action="compute.vm.tag",
+        target=vm,
+        run=lambda: services.set_vm_tags(actor=request.user, vm=vm, tags=form.cleaned_data["tags"]),
+        page=lambda: vm_page(request, vm, tags_form=form),
+        form=form,
+        success=lambda result: f"Tags of VM {vm.name} updated.",
+        then=reverse("compute:vm-detail", args=[vm.pk]),
+    )
+
+
+@login_required
+@require_POST
+def volume_tags(request, pk):
+    volume = get_object_or_404(_volumes(request.user), pk=pk)
+    form = TagsForm(request.POST)
+    return act(
+        request,
+        action="compute.volume.tag",
+        target=volume,
+        run=lambda: services.set_volume_tags(
+            actor=request.user, volume=volume, tags=form.cleaned_data["tags"]
+        ),
+        page=lambda: render(
+            request, "compute/volume_detail.html", volume_context(request, volume, tags_form=form)
+        ),
+        form=form,
+        success=lambda result: f"Tags of volume {volume.name} updated.",
+        then=reverse("compute:volume-detail", args=[volume.pk]),
+    )
+
+
+def _volumes(user):
+    return Volume.objects.visible_to(user).select_related("project__account", "region", "vm")
 
 
 @login_required
@@ -88,7 +183,7 @@ def volume_list(request):
     )
 
 
-def volume_context(request, volume: Volume, snapshot_form=None, limit_form=None) -> dict:
+def volume_context(request, volume: Volume, snapshot_form=None, limit_form=None, tags_form=None) -> dict:
     chain, file_error = [], ""
     try:
         layers = volume_files.backing_chain(volume.path)
@@ -111,6 +206,11 @@ def volume_context(request, volume: Volume, snapshot_form=None, limit_form=None)
         "snapshot_limit": snapshot_limit(volume),
         "can_raise_limit": can(request.user, Perm.MANAGE_SNAPSHOT_QUOTAS, volume.project),
         "limit_form": limit_form,
+        "tags_form": tags_form or TagsForm(initial={"tags": volume.tags}),
+        "can_operate": can(request.user, Perm.OPERATE_VMS, volume.project),
+        # A restored volume: the spec's boot recovery is one action from here (attach it to a known-good
+        # VM as a secondary disk, mount, inspect).
+        "restored": "restored-from" in volume.tags,
         **_snapshots_of(request.user, volume.project, snapshot_form, disks__volume=volume),
     }
 

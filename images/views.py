@@ -91,7 +91,7 @@ def _catalogue_page(request, limit_form: LimitForm | None = None, status: int = 
         "query": query.urlencode(),
         "can_upload": project is not None and can(request.user, Perm.PUBLISH_IMAGES, project),
     }
-    if project is not None:
+    if project is not None and not page.paginator.count:
         # Promoting starts from a snapshot's page: a publisher who sees no snapshots is told why.
         context["can_see_snapshots"] = can(request.user, Perm.VIEW_SNAPSHOTS, project)
     if project is not None and not shared:

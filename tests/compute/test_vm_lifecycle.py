@@ -262,3 +262,14 @@ def test_the_demo_names_pass_the_rule():
     names = [vm.name for vm in demo.VMS] + [image[1] for image in demo.PLATFORM_IMAGES]
     names += [volume[0] for vm in demo.VMS for volume in vm.data_volumes]
     assert [name for name in names if problem(name)] == []
+
+
+def test_a_publisher_who_sees_no_snapshots_is_told_what_promoting_needs(bob, db01):
+    snapshot = Snapshot.objects.get(name="db-01-nightly")
+    answer = api(bob).post(
+        "/api/v1/compute/images/promote/", {"snapshot": str(snapshot.pk), "name": "db-01-img"}, format="json"
+    )
+    assert answer.status_code == 400
+    message = answer.json()["message"]
+    assert message.startswith(f"There is no snapshot {snapshot.pk} that you can see.")
+    assert "needs a role that sees the project's snapshots (snapshot.viewer or above) in acme/prod" in message

@@ -16,6 +16,7 @@ from clouddigit.api.base import region_named, valid_data, visible_or_400
 from clouddigit.compute.api import VMSerializer, VMViewSet
 from clouddigit.compute.models import Project, Region
 from clouddigit.errors import InvalidRequest
+from clouddigit.names import validate_name
 from images import attestation_api, inspection, launch, services
 from images.filters import ImageAPIFilter
 from images.models import Image, ImageQuota
@@ -108,7 +109,7 @@ TAGS = serializers.DictField(child=serializers.CharField(allow_blank=True), requ
 class ImportSerializer(serializers.Serializer):
     project = serializers.CharField(help_text="account/project or a project id")
     region = serializers.CharField(required=False, help_text="Default: the console's default region")
-    name = serializers.CharField(max_length=63)
+    name = serializers.CharField(validators=[validate_name])
     format = serializers.CharField(help_text=f"The file's format: {', '.join(inspection.FORMATS)}")
     size_bytes = serializers.IntegerField(required=False, min_value=0, help_text="Refused early if too large")
     description = serializers.CharField(required=False, allow_blank=True, default="", max_length=300)
@@ -117,7 +118,7 @@ class ImportSerializer(serializers.Serializer):
 
 class PromoteSerializer(serializers.Serializer):
     snapshot = serializers.UUIDField()
-    name = serializers.CharField(max_length=63)
+    name = serializers.CharField(validators=[validate_name])
     device = serializers.CharField(
         required=False, allow_blank=True, default="", help_text="One disk of a VM snapshot, e.g. vda"
     )
@@ -127,7 +128,7 @@ class PromoteSerializer(serializers.Serializer):
 
 class CopySerializer(serializers.Serializer):
     region = serializers.CharField()
-    name = serializers.CharField(required=False, allow_blank=True, default="", max_length=63)
+    name = serializers.CharField(required=False, allow_blank=True, default="", validators=[validate_name])
 
 
 class ShareSerializer(serializers.Serializer):
@@ -235,9 +236,13 @@ class ImageViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
     def promote(self, request):
         """Promote a volume snapshot (or one disk of a VM snapshot, with `device`) to an image."""
         data = valid_data(PromoteSerializer, request)
-        snapshot = visible_or_400(
-            Snapshot.objects.visible_to(request.user), data["snapshot"], field="snapshot", what="snapshot"
-        )
+        try:
+            snapshot = visible_or_400(
+                Snapshot.objects.visible_to(request.user), data["snapshot"], field="snapshot", what="snapshot"
+            )
+        except InvalidRequest as error:
+            error.message += services.promote_role_hint(request.user)
+            raise
         image = services.promote_snapshot(
             actor=request.user,
             snapshot=snapshot,
@@ -370,7 +375,7 @@ class ImageViewSet(mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
 class VMCreateSerializer(serializers.Serializer):
     project = serializers.CharField(help_text="account/project or a project id")
     region = serializers.CharField(required=False, help_text="Default: the console's default region")
-    name = serializers.CharField(max_length=63)
+    name = serializers.CharField(validators=[validate_name])
     image = serializers.CharField(help_text="The image's name or id (see images/picker)")
     flavor = serializers.CharField(help_text="e.g. std-2x4")
     vpc = serializers.CharField()

@@ -26,8 +26,8 @@ from clouddigit.access import actor_name, can, require
 from clouddigit.audit.log import Target, audited, record
 from clouddigit.compute.models import Account, Project
 from clouddigit.compute.permissions import Perm
-from clouddigit.compute.services import check_name
 from clouddigit.errors import Conflict, InvalidRequest, PermissionRefused, ServiceError
+from clouddigit.names import check_name
 
 # The message and the signing side live beside the CLI, which signs on the attestor's machine; they are
 # re-exported here so that the server's code and tests name one module.

@@ -7,7 +7,9 @@ from typing import cast
 from django import forms
 
 from clouddigit.compute.flavors import FLAVOR_CHOICES
-from clouddigit.compute.models import Region, parse_tag
+from clouddigit.compute.forms import TagsField
+from clouddigit.compute.models import Region
+from clouddigit.names import NameField
 from images.inspection import FORMATS
 from images.models import Image
 
@@ -31,7 +33,7 @@ class UploadForm(forms.Form):
 
     project = forms.CharField(widget=forms.HiddenInput)
     region = RegionChoiceField()
-    name = forms.CharField(max_length=63, help_text="1-63 letters, digits, '-', '_' or '.'")
+    name = NameField()
     format = forms.ChoiceField(
         choices=[(name, name) for name in FORMATS],
         help_text="what the file is; its header is checked against this before anything opens it",
@@ -59,21 +61,7 @@ class UploadForm(forms.Form):
 
 
 class TagsForm(forms.Form):
-    tags = forms.CharField(
-        required=False,
-        strip=False,
-        widget=forms.Textarea(attrs={"rows": 4, "cols": 40, "spellcheck": "false"}),
-        label="Tags, one key=value per line",
-        help_text="replaces the tags; created-at is kept (the platform sets it)",
-    )
-
-    def clean_tags(self) -> dict:
-        tags = {}
-        for line in self.cleaned_data["tags"].splitlines():
-            if line.strip():
-                key, value = parse_tag(line.strip())
-                tags[key] = value
-        return tags
+    tags = TagsField(help_text="replaces the tags; created-at is kept (the platform sets it)")
 
     @staticmethod
     def text_of(tags: dict) -> str:
@@ -110,11 +98,11 @@ class CopyForm(forms.Form):
         label="To project (account/project)",
         help_text="empty: this image's project; another project of the same account",
     )
-    name = forms.CharField(max_length=63, required=False, help_text="empty: the same name")
+    name = NameField(required=False, help_text="empty: the same name")
 
 
 class PromoteForm(forms.Form):
-    name = forms.CharField(max_length=63, label="Image name")
+    name = NameField(label="Image name")
     device = forms.ChoiceField(required=False, label="Disk")
     description = forms.CharField(max_length=300, required=False)
 
@@ -144,7 +132,7 @@ class LaunchForm(forms.Form):
 
     project = forms.CharField(widget=forms.HiddenInput)
     region = RegionChoiceField()
-    name = forms.CharField(max_length=63, label="VM name")
+    name = NameField(label="VM name")
     flavor = forms.ChoiceField(choices=FLAVOR_CHOICES, initial="std-2x4")
     vpc = forms.CharField(max_length=63, label="VPC")
     boot_gib = forms.IntegerField(
@@ -156,6 +144,7 @@ class LaunchForm(forms.Form):
     )
     image = forms.CharField(max_length=63)
     show_deprecated = forms.BooleanField(required=False, label="Show deprecated")
+    tags = TagsField(help_text="e.g. env=prod: snapshot policies pick VMs by tag (scope.vm_tags)")
     start = forms.BooleanField(required=False, initial=True, label="Start now")
 
     @property

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from clouddigit.compute.models import Account, Project, Region, TaggedQuerySet, validate_tags
 from clouddigit.compute.permissions import Perm
+from clouddigit.names import validate_name
 from clouddigit.operations import Leased
 from clouddigit.statemachine import StateMachineMixin
 
@@ -113,7 +114,7 @@ class Image(StateMachineMixin, Leased):
         help_text="Empty for stock and hardened images, which every project may use",
     )
     region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="images")
-    name = models.CharField(max_length=63)
+    name = models.CharField(max_length=63, validators=[validate_name])
     description = models.CharField(max_length=300, blank=True)
     visibility = models.CharField(max_length=8, choices=Visibility.choices, default=Visibility.PROJECT)
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.UPLOAD)

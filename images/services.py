@@ -29,8 +29,9 @@ from clouddigit.backends import volumes
 from clouddigit.backends.objectstore import ObjectStore
 from clouddigit.compute.models import Project, Region
 from clouddigit.compute.permissions import Perm
-from clouddigit.compute.services import check_name, check_tags
+from clouddigit.compute.services import check_tags
 from clouddigit.errors import Conflict, InvalidRequest, ServiceError
+from clouddigit.names import check_name
 from clouddigit.queueing import enqueue, hypervisor_queue
 from images import inspection, storage, tasks
 from images.models import DEFAULT_CUSTOM_IMAGES_PER_PROJECT, Image, ImageQuota, ImageShare
@@ -297,6 +298,20 @@ def _write_upload(image: Image, stream: BinaryIO, length: int | None) -> int:
             f"the upload stopped after {received} of {length} bytes; upload the file again.", field="file"
         )
     return received
+
+
+def promote_role_hint(actor) -> str:
+    """What to add to "no such snapshot" for a publisher who sees no snapshots where they publish: the
+    role they lack (said whether or not the snapshot exists, so it reveals nothing)."""
+    publishes = Project.objects.visible_to(actor, Perm.PUBLISH_IMAGES)
+    blind = publishes.exclude(pk__in=Project.objects.visible_to(actor, Perm.VIEW_SNAPSHOTS).values("pk"))
+    if not blind.exists():
+        return ""
+    return (
+        " Promoting also needs a role that sees the project's snapshots (snapshot.viewer or above) "
+        f"in {', '.join(str(project) for project in blind.select_related('account')[:5])}: "
+        "ask an account admin."
+    )
 
 
 @audited("image.promote")

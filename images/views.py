@@ -628,6 +628,7 @@ def _launch(request):
                 flavor=data["flavor"],
                 vpc=data["vpc"],
                 boot_size_bytes=form.boot_size_bytes,
+                tags=data["tags"],
                 start=data["start"],
             )
         except ServiceError as error:

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from clouddigit.compute.models import VM, Volume
 from clouddigit.errors import BackendUnavailable, ServiceError
+from clouddigit.names import derived_name
 from policies import notifications
 from policies.models import Policy, SlotRun
 from policies.schedule import slots_between, spread
@@ -43,7 +44,7 @@ class LiveEffects:
         return snapshots.create_snapshot(
             actor=None,
             vm=run.vm,
-            name=f"{run.vm.name}-{run.klass}-{run.slot_at:%Y%m%d-%H%M}",
+            name=derived_name(run.vm.name, f"-{run.klass}-{run.slot_at:%Y%m%d-%H%M}"),
             consistency=Snapshot.Consistency.APPLICATION
             if spec.application_consistent
             else Snapshot.Consistency.CRASH,

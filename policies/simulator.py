@@ -20,6 +20,7 @@ from django.utils import timezone
 from clouddigit.access import require
 from clouddigit.compute.models import Project
 from clouddigit.compute.permissions import Perm
+from clouddigit.names import derived_name
 from policies import engine
 from policies.models import Policy, SlotRun
 from policies.schedule import slots_between
@@ -39,7 +40,7 @@ class SimulatedEffects(engine.LiveEffects):
         return Snapshot.objects.create(
             project=policy.project,
             region_id=run.vm.region_id,
-            name=f"{run.vm.name}-{run.klass}-{run.slot_at:%Y%m%d-%H%M}",
+            name=derived_name(run.vm.name, f"-{run.klass}-{run.slot_at:%Y%m%d-%H%M}"),
             kind=Snapshot.Kind.VM,
             vm=run.vm,
             vm_name=run.vm.name,

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from clouddigit.access import project_by_reference
 from clouddigit.api.base import valid_data, visible_or_400
 from clouddigit.compute.models import VM, Volume
+from clouddigit.names import validate_name
 from snapshots import diagnosis, services
 from snapshots.filters import NEWEST_FIRST, SnapshotFilter
 from snapshots.models import Restore, Snapshot, SnapshotDisk, SnapshotLimit
@@ -162,7 +163,7 @@ class SnapshotLimitSerializer(serializers.ModelSerializer):
 class SnapshotCreateSerializer(serializers.Serializer):
     volume = serializers.UUIDField(required=False, help_text="A volume snapshot of this volume")
     vm = serializers.UUIDField(required=False, help_text="A VM snapshot of all this VM's volumes")
-    name = serializers.CharField(required=False, allow_blank=True, default="", max_length=100)
+    name = serializers.CharField(required=False, allow_blank=True, default="", validators=[validate_name])
     consistency = serializers.ChoiceField(
         choices=Snapshot.Consistency.choices, default=Snapshot.Consistency.APPLICATION
     )
@@ -170,7 +171,7 @@ class SnapshotCreateSerializer(serializers.Serializer):
 
 
 class RestoreToVolumeSerializer(serializers.Serializer):
-    name = serializers.CharField(help_text="The new volume's name")
+    name = serializers.CharField(validators=[validate_name], help_text="The new volume's name")
     disk = serializers.CharField(
         required=False,
         allow_blank=True,
@@ -180,12 +181,20 @@ class RestoreToVolumeSerializer(serializers.Serializer):
 
 
 class RestoreToVMSerializer(serializers.Serializer):
-    name = serializers.CharField(help_text="The new VM's name")
+    name = serializers.CharField(validators=[validate_name], help_text="The new VM's name")
     vpc = serializers.CharField()
     flavor = serializers.CharField(
         required=False, allow_blank=True, default="", help_text="Default: as taken"
     )
     acknowledge_warnings = serializers.BooleanField(default=False)
+    keep_tags = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Keys of the source VM's tags to keep. Default: all but those that would put the new VM "
+        "under a snapshot policy of the project (the restore's warnings name them).",
+    )
 
 
 class RollbackSerializer(serializers.Serializer):
@@ -309,6 +318,7 @@ class SnapshotViewSet(viewsets.ReadOnlyModelViewSet):
             vpc=data["vpc"],
             flavor=data["flavor"] or None,
             acknowledge_warnings=data["acknowledge_warnings"],
+            keep_tags=data["keep_tags"],
         )
         return _restore(request.user, restore)
 

@@ -9,6 +9,7 @@ class SnapshotsConfig(AppConfig):
 
     def ready(self) -> None:
         from clouddigit import operations
+        from clouddigit.compute.services import register_delete_check
         from snapshots import services
         from snapshots.models import Restore, Snapshot
 
@@ -24,3 +25,4 @@ class SnapshotsConfig(AppConfig):
             resume=services.resume_restore,
             give_up=services.give_up_restore,
         )
+        register_delete_check(services.vm_delete_blocker)

@@ -94,7 +94,7 @@ class SnapshotFilter(django_filters.FilterSet):
 
     name = django_filters.CharFilter(lookup_expr="icontains", label="Name contains")
     volume = django_filters.CharFilter(method="filter_volume", label="Volume (id or name)")
-    vm = django_filters.CharFilter(method="filter_vm", label="VM (id or name)")
+    vm = django_filters.CharFilter(method="filter_vm", label="VM snapshots of (VM id or name)")
     tag = TagFilter(label="Tag (key=value)")
     state = django_filters.ChoiceFilter(choices=Snapshot.State.choices, empty_label="any")
     policy = django_filters.CharFilter(field_name="policy_name", label="Policy")
@@ -130,10 +130,13 @@ class SnapshotFilter(django_filters.FilterSet):
         return queryset.filter(pk__in=SnapshotDisk.objects.filter(disks).values("snapshot"))
 
     def filter_vm(self, queryset, name, value):
+        """The VM's own snapshots (all its volumes), which `vm restore` takes: the spec's drill recipe
+        `snapshot list --vm db-01 --latest 1 -o id` must never answer a volume snapshot of one of its
+        disks. Those are found with `volume`."""
         vms = Q(vm_name=value) | Q(vm__name=value)
         if vm_id := _as_uuid(value):
             vms |= Q(vm_id=vm_id)
-        return queryset.filter(vms)
+        return queryset.filter(vms, kind=Snapshot.Kind.VM)
 
     def filter_queryset(self, queryset):
         queryset = super().filter_queryset(queryset).order_by(*NEWEST_FIRST)

@@ -2,13 +2,12 @@ from __future__ import annotations
 
 from django import forms
 
+from clouddigit.names import NameField
 from snapshots.models import Snapshot
 
 
 class CreateForm(forms.Form):
-    name = forms.CharField(
-        required=False, max_length=100, help_text="optional; defaults to a timestamped name"
-    )
+    name = NameField(required=False, help_text="optional; defaults to a timestamped name")
     consistency = forms.ChoiceField(
         choices=Snapshot.Consistency.choices,
         initial=Snapshot.Consistency.APPLICATION,
@@ -18,7 +17,7 @@ class CreateForm(forms.Form):
 
 
 class RestoreVolumeForm(forms.Form):
-    name = forms.CharField(max_length=63, label="New volume name")
+    name = NameField(label="New volume name")
     # Any value passes the form: the service names the disks there are when it is not one of them.
     disk = forms.CharField(required=False, label="Disk", widget=forms.Select)
 
@@ -34,12 +33,30 @@ class RestoreVolumeForm(forms.Form):
 
 
 class RestoreVMForm(forms.Form):
-    name = forms.CharField(max_length=63, label="New VM name")
+    name = NameField(label="New VM name")
     vpc = forms.CharField(max_length=63, label="VPC")
     flavor = forms.CharField(max_length=32, required=False, help_text="empty: the snapshot's flavor")
+    keep_tags = forms.MultipleChoiceField(
+        required=False, widget=forms.CheckboxSelectMultiple, label="Tags to keep from the source VM"
+    )
     acknowledge_warnings = forms.BooleanField(
         required=False, label="I have read the warnings; restore anyway"
     )
+
+    def __init__(self, *args, tags: dict, scoped: dict[str, str], **kwargs):
+        """`tags`: the source VM's; `scoped`: {key: why} for those that would put the new VM under a
+        policy, which start unticked (services.tag_choices)."""
+        kwargs.setdefault("initial", {})
+        kwargs["initial"].setdefault("keep_tags", [key for key in tags if key not in scoped])
+        super().__init__(*args, **kwargs)
+        field = self.fields["keep_tags"]
+        assert isinstance(field, forms.MultipleChoiceField)
+        field.choices = [(key, f"{key}={value}") for key, value in tags.items()]
+        field.help_text = " ".join(
+            f"{key}={tags[key]} is not kept by default: {why}." for key, why in scoped.items()
+        )
+        if not tags:
+            del self.fields["keep_tags"]
 
 
 class TagForm(forms.Form):

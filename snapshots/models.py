@@ -19,6 +19,7 @@ from clouddigit.compute.models import (
 )
 from clouddigit.compute.permissions import Perm
 from clouddigit.errors import Conflict
+from clouddigit.names import validate_name
 from clouddigit.operations import Leased
 from clouddigit.statemachine import StateMachineMixin
 
@@ -59,7 +60,7 @@ class Snapshot(StateMachineMixin, Leased):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="snapshots")
     region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="snapshots")
-    name = models.CharField(max_length=100)
+    name = models.CharField(max_length=100, validators=[validate_name])
     kind = models.CharField(max_length=8, choices=Kind.choices)
     vm = models.ForeignKey(VM, on_delete=models.SET_NULL, null=True, blank=True, related_name="snapshots")
     vm_name = models.CharField(max_length=63, blank=True, help_text="Kept when the VM is gone")

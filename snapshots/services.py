@@ -28,8 +28,10 @@ from clouddigit.compute.flavors import FLAVORS
 from clouddigit.compute.models import VM, Project, Volume
 from clouddigit.compute.permissions import Perm
 from clouddigit.errors import Conflict, InvalidRequest, ServiceError
+from clouddigit.names import check_name, derived_name, shown
 from clouddigit.queueing import enqueue, hypervisor_queue
 from images import storage
+from policies.scope import policy_scope_tags
 from snapshots import chains, sizes, tasks
 from snapshots.models import (
     DEFAULT_SNAPSHOTS_PER_VOLUME,
@@ -178,6 +180,9 @@ def create_snapshot(
     if consistency not in Snapshot.Consistency.values:
         raise InvalidRequest("Consistency is 'application' or 'crash'.", field="consistency")
     tags = compute.check_tags(tags)
+    owner = source if isinstance(source, VM) else source.vm
+    if owner is not None and owner.state == VM.State.DELETING:
+        raise Conflict(f"VM {owner.name} is being deleted; there is nothing to snapshot.")
     captured = [source] if isinstance(source, Volume) else list(source.volumes.order_by("device"))
     if not captured:
         raise InvalidRequest(f"VM {source.name} has no volumes to snapshot.", field="vm")
@@ -187,12 +192,11 @@ def create_snapshot(
     storage.check_not_full(project=source.project, what="a new snapshot")
     for each in captured:
         _make_room(each)
-    owner = source if isinstance(source, VM) else source.vm
-    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    name = check_name(name) if name else derived_name(source.name, f"-{timezone.now():%Y%m%d-%H%M%S}")
     snapshot = Snapshot.objects.create(
         project=source.project,
         region=source.region,
-        name=(name or f"{source.name}-{stamp}").strip()[:100],
+        name=name,
         kind=Snapshot.Kind.VM if vm else Snapshot.Kind.VOLUME,
         vm=owner,
         vm_name=owner.name if owner else "",
@@ -218,6 +222,13 @@ def create_snapshot(
         )
     enqueue(tasks.take, str(snapshot.pk), queue=hypervisor_queue(snapshot.region_id))
     return snapshot
+
+
+def vm_delete_blocker(vm: VM) -> str:
+    """Why `vm` cannot be deleted now, seen from snapshots: a snapshot (or roll-back) being taken of its
+    volumes would find them gone. Registered with compute's delete checks."""
+    taking = Snapshot.objects.filter(state=Snapshot.State.CREATING, disks__volume__vm=vm).distinct().first()
+    return f"snapshot {taking.name} of it is being taken" if taking else ""
 
 
 class Waiting(Exception):
@@ -291,11 +302,17 @@ def _seal_running(snapshot: Snapshot, vm: VM, disks: list[SnapshotDisk]) -> tupl
 
 
 def _record_agent(vm: VM, responded: bool) -> None:
-    """A freeze attempt is the freshest word on the guest agent."""
-    if responded and vm.guest_agent != VM.GuestAgent.RUNNING:
-        VM.objects.filter(pk=vm.pk).update(guest_agent=VM.GuestAgent.RUNNING)
-    elif not responded and vm.guest_agent == VM.GuestAgent.RUNNING:
-        VM.objects.filter(pk=vm.pk).update(guest_agent=VM.GuestAgent.NOT_RUNNING)
+    """A freeze attempt is the freshest word on the guest agent: the VM shows what it found, and when.
+    A freeze cannot tell "not installed" from "not running", so a known "not installed" stays."""
+    if responded:
+        status = VM.GuestAgent.RUNNING
+    elif vm.guest_agent == VM.GuestAgent.NOT_INSTALLED:
+        status = VM.GuestAgent.NOT_INSTALLED
+    else:
+        status = VM.GuestAgent.NOT_RUNNING
+    now = timezone.now()
+    VM.objects.filter(pk=vm.pk).update(guest_agent=status, guest_agent_checked_at=now)
+    vm.guest_agent, vm.guest_agent_checked_at = status, now
 
 
 def fail(snapshot_id: str, error: str) -> None:
@@ -539,7 +556,7 @@ def restore_to_volume(*, actor, snapshot: Snapshot, name: str, disk: SnapshotDis
                 field="disk",
             )
         disk = disks[0]
-    name = compute.check_name(name)
+    name = check_name(name)
     restore = Restore.objects.create(
         snapshot=snapshot,
         snapshot_name=snapshot.name,
@@ -580,8 +597,11 @@ def restore_to_vm(
     vpc: str,
     flavor: str | None = None,
     acknowledge_warnings: bool = False,
+    keep_tags: list[str] | None = None,
 ) -> Restore:
-    """A new VM from a VM snapshot: its volumes restored with the same devices, then started."""
+    """A new VM from a VM snapshot: its volumes restored with the same devices, then started. It keeps
+    the source VM's tags named in `keep_tags` (None: all but those that would put it under a snapshot
+    policy, see `restored_tags`); which were left out, and why, is noted on the restore."""
     require(actor, Perm.RESTORE_SNAPSHOTS, snapshot.project, "restore snapshots")
     _require_available(snapshot)
     if snapshot.kind != Snapshot.Kind.VM:
@@ -594,7 +614,8 @@ def restore_to_vm(
         raise RestoreNeedsConfirmation(
             " ".join(warnings) + " Restore again with the warnings acknowledged to go on."
         )
-    name, vpc = compute.check_name(name), compute.check_name(vpc, field="vpc")
+    name, vpc = check_name(name), check_name(vpc, field="vpc")
+    tags, dropped = restored_tags(snapshot, keep_tags)
     if VM.objects.filter(project=snapshot.project, region=snapshot.region, name=name).exists():
         raise Conflict(f"A VM named {name!r} already exists in {snapshot.project}.", field="name")
     vm = VM.objects.create(
@@ -604,7 +625,7 @@ def restore_to_vm(
         name=name,
         flavor=flavor,
         vpc=vpc,
-        tags={**snapshot.vm_definition.get("tags", {}), "restored-from": str(snapshot.pk)[:8]},
+        tags={**tags, "restored-from": str(snapshot.pk)[:8]},
     )
     restore = Restore.objects.create(
         snapshot=snapshot,
@@ -613,7 +634,7 @@ def restore_to_vm(
         kind=Restore.Kind.VM,
         name=name,
         vm=vm,
-        warnings=warnings,
+        warnings=warnings + dropped,
         requested_by=actor_name(actor),
         **operations.queued(),
     )
@@ -621,12 +642,43 @@ def restore_to_vm(
         volume = _new_restored_volume(
             snapshot,
             disk,
-            compute.derived_name(name, f"-{disk.device or disk.volume_name}"),
+            derived_name(name, f"-{disk.device or disk.volume_name}"),
             bootable=disk.bootable,
         )
         Volume.objects.filter(pk=volume.pk).update(vm=vm, device=disk.device)
     enqueue(tasks.finish_restore, str(restore.pk), queue=hypervisor_queue(snapshot.region_id))
     return restore
+
+
+def source_tags(snapshot: Snapshot) -> dict:
+    """The tags the VM had when the snapshot was taken."""
+    return dict(snapshot.vm_definition.get("tags") or {})
+
+
+def tag_choices(snapshot: Snapshot) -> tuple[dict, dict[str, str]]:
+    """The source VM's tags, and {key: why not kept by default} for those that would put a restored VM
+    under a snapshot policy of the project."""
+    tags = source_tags(snapshot)
+    return tags, policy_scope_tags(snapshot.project, tags)
+
+
+def restored_tags(snapshot: Snapshot, keep: list[str] | None) -> tuple[dict, list[str]]:
+    """The tags a VM restored from `snapshot` gets, and a note for each tag left out that mattered.
+
+    `keep` names the source tags to keep; None keeps all but the policy-scope ones, so that a sandbox
+    restore of a prod VM never falls under the prod policy without being asked to."""
+    tags, scoped = tag_choices(snapshot)
+    if keep is None:
+        keep = [key for key in tags if key not in scoped]
+    unknown = [key for key in keep if key not in tags]
+    if unknown:
+        having = ", ".join(sorted(tags)) or "none"
+        raise InvalidRequest(
+            f"The VM snapshotted had no tag {shown(str(unknown[0]))}; its tags are: {having}.",
+            field="keep_tags",
+        )
+    notes = [f"{key}={tags[key]} not kept: {why}." for key, why in scoped.items() if key not in keep]
+    return {key: value for key, value in tags.items() if key in keep}, notes
 
 
 def finish_restore(restore_id: str) -> None:

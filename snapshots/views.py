@@ -56,7 +56,7 @@ def snapshot_context(request, snapshot: Snapshot, **forms) -> dict:
         "restore_volume_form": forms.get("restore_volume_form")
         or RestoreVolumeForm(disks=snapshot.disks.all()),
         "restore_vm_form": forms.get("restore_vm_form")
-        or RestoreVMForm(initial={"vpc": snapshot.vm_definition.get("vpc", "")}),
+        or restore_vm_form(snapshot, initial={"vpc": snapshot.vm_definition.get("vpc", "")}),
         "rollback_form": forms.get("rollback_form") or ConfirmForm(),
         "delete_form": forms.get("delete_form") or ConfirmForm(),
         "tag_form": forms.get("tag_form") or TagForm(),
@@ -120,10 +120,16 @@ def restore_volume(request, pk):
     )
 
 
+def restore_vm_form(snapshot: Snapshot, *args, **kwargs) -> RestoreVMForm:
+    tags, scoped = services.tag_choices(snapshot)
+    return RestoreVMForm(*args, tags=tags, scoped=scoped, **kwargs)
+
+
 @login_required
 @require_POST
 def restore_vm(request, pk):
-    form = RestoreVMForm(request.POST)
+    snapshot = get_object_or_404(_snapshots(request.user), pk=pk)
+    form = restore_vm_form(snapshot, request.POST)
     return _on_snapshot(
         request,
         pk,
@@ -135,6 +141,7 @@ def restore_vm(request, pk):
             vpc=form.cleaned_data["vpc"],
             flavor=form.cleaned_data["flavor"] or None,
             acknowledge_warnings=form.cleaned_data["acknowledge_warnings"],
+            keep_tags=form.cleaned_data.get("keep_tags", []),
         ),
         success=lambda result: f"Restoring to new VM {result.name}: it starts once its volumes are ready.",
         form=form,

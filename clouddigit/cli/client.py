@@ -164,6 +164,10 @@ class Client:
         """PUT: set the whole of a resource (a project's image policy)."""
         return self._json(self._request("PUT", self.api_url(path), json=body))
 
+    def update(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """PATCH: change part of a resource (a VM's tags)."""
+        return self._json(self._request("PATCH", self.api_url(path), json=body))
+
     def delete(self, path: str) -> dict[str, Any] | None:
         """The deleted object when the API answers one (a delete that goes on in the background)."""
         response = self._request("DELETE", self.api_url(path))

@@ -303,6 +303,13 @@ def add_vm_restore_command(vms: Subcommands) -> None:
     restore.add_argument(
         "--yes", action="store_true", help="go on despite warnings (e.g. a flavor unlike the snapshot's)"
     )
+    restore.add_argument(
+        "--keep-tag",
+        action="append",
+        metavar="KEY",
+        help="keep this tag of the source VM (repeatable). Default: all but those that would put the new "
+        "VM under a snapshot policy",
+    )
 
 
 def restore_vm(args: argparse.Namespace) -> None:
@@ -310,6 +317,8 @@ def restore_vm(args: argparse.Namespace) -> None:
     body = {"name": args.name, "vpc": args.vpc, "acknowledge_warnings": args.yes}
     if args.flavor:
         body["flavor"] = args.flavor
+    if args.keep_tag is not None:
+        body["keep_tags"] = args.keep_tag
     restore = client.create(snapshot_url(client, args, "restore-vm"), body)
     show_restore(restore, args.output)
     for warning in restore["warnings"]:

@@ -1,9 +1,11 @@
-"""`clouddigit compute vm ...`: list VMs and create one from an image. (`vm restore`, from a VM snapshot,
-is in snapshots.py.)"""
+"""`clouddigit compute vm ...`: list VMs, create one from an image, tag and delete one. (`vm restore`,
+from a VM snapshot, is in snapshots.py.)"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import urllib.parse
 
 from clouddigit.cli.client import Client
 from clouddigit.cli.common import (
@@ -12,6 +14,7 @@ from clouddigit.cli.common import (
     REGION,
     STATE,
     TAG,
+    CLIError,
     ListFilter,
     Resource,
     Subcommands,
@@ -19,6 +22,7 @@ from clouddigit.cli.common import (
     add_output_option,
     add_where_options,
     header,
+    resolve,
     tags,
     where,
 )
@@ -68,6 +72,71 @@ def add_commands(vms: Subcommands) -> None:
     create.add_argument("--no-start", action="store_true", help="define the VM but leave it stopped")
     add_output_option(create)
     create.set_defaults(handler=create_vm, parser=create)
+
+    tag = _vm_command(vms, "tag", "set and remove a VM's tags (they decide which snapshot policies cover it)")
+    tag.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+    tag.add_argument("--unset", action="append", default=[], metavar="KEY", help="repeatable")
+    tag.set_defaults(handler=tag_vm)
+
+    delete = _vm_command(
+        vms,
+        "delete",
+        "delete a stopped VM; unless named, its boot volume is deleted and data volumes are kept, detached",
+    )
+    delete.add_argument("--confirm", required=True, metavar="NAME", help="the VM's name")
+    delete.add_argument(
+        "--keep-volume", action="append", default=[], metavar="VOLUME", help="keep it, detached (repeatable)"
+    )
+    delete.add_argument(
+        "--delete-volume", action="append", default=[], metavar="VOLUME", help="delete it too (repeatable)"
+    )
+    delete.set_defaults(handler=delete_vm)
+
+
+def _vm_command(vms: Subcommands, name: str, help: str) -> argparse.ArgumentParser:
+    """A command acting on one VM, named by VM: its id, or its name when unique (--project narrows)."""
+    parser = vms.add_parser(name, help=help, description=help)
+    parser.add_argument("vm", metavar="VM", help="the VM's id, or its name when unique")
+    parser.add_argument("--project", metavar="ACCOUNT/PROJECT", help="look the name up in this project")
+    add_output_option(parser)
+    parser.set_defaults(parser=parser)
+    return parser
+
+
+def _vm_path(client: Client, args: argparse.Namespace) -> str:
+    return f"{VMS.path}{resolve(client, VMS, 'VM', args.vm, args.project)}/"
+
+
+def tag_vm(args: argparse.Namespace) -> None:
+    """A JSON merge patch: `--set env=prod` sends {"env": "prod"}, `--unset env` sends {"env": null}."""
+    patch: dict[str, str | None] = dict(tags(args, args.set, "--set"))
+    for key in args.unset:
+        if key in patch:
+            args.parser.error(f"tag {key!r} is both set and unset")
+        patch[key] = None
+    if not patch:
+        args.parser.error("say what to change: --set KEY=VALUE and/or --unset KEY")
+    client = Client.from_environment()
+    vm = client.update(_vm_path(client, args), {"tags": patch})
+    show(vm, args.output, VMS.columns, header=header(VMS))
+
+
+def delete_vm(args: argparse.Namespace) -> None:
+    both = set(args.keep_volume) & set(args.delete_volume)
+    if both:
+        args.parser.error(f"volume {sorted(both)[0]!r} is both kept and deleted")
+    client = Client.from_environment()
+    query = urllib.parse.urlencode(
+        [("confirm", args.confirm)]
+        + [("keep_volume", name) for name in args.keep_volume]
+        + [("delete_volume", name) for name in args.delete_volume],
+    )
+    vm = client.delete(f"{_vm_path(client, args)}?{query}")
+    if vm is None:
+        raise CLIError("BadResponse", "the console answered the delete without the VM")
+    show(vm, args.output, VMS.columns, header=header(VMS))
+    note = f"note: VM {vm['name']} is {vm['state']}; it leaves `vm list` once its worker is done"
+    print(note, file=sys.stderr)
 
 
 def create_vm(args: argparse.Namespace) -> None:

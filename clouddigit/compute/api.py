@@ -15,6 +15,8 @@ from clouddigit.api.base import region_named, valid_data
 from clouddigit.compute import services
 from clouddigit.compute.filters import VMFilter, VolumeFilter
 from clouddigit.compute.models import VM, Project, Region, Volume
+from clouddigit.errors import InvalidRequest
+from clouddigit.names import shown
 
 
 class ProjectSerializer(serializers.ModelSerializer):
@@ -93,6 +95,7 @@ class VMSerializer(serializers.ModelSerializer):
             "state",
             "vpc",
             "guest_agent",
+            "guest_agent_checked_at",
             "tags",
             "last_error",
             "created_at",
@@ -137,6 +140,19 @@ class RegionViewSet(viewsets.ReadOnlyModelViewSet):
     lookup_field = "slug"
 
 
+class TagsPatchSerializer(serializers.Serializer):
+    tags = serializers.DictField(
+        child=serializers.CharField(allow_blank=True, allow_null=True),
+        help_text='A JSON merge patch of the tags: {"env": "prod"} sets a tag, {"env": null} removes it.',
+    )
+
+
+def patch_tags(request, obj, service, **target):
+    """PATCH of a VM's or volume's tags (the only field a PATCH changes), through `service`."""
+    data = valid_data(TagsPatchSerializer, request)
+    return service(actor=request.user, tags=services.merged_tags(obj.tags, data["tags"]), **target)
+
+
 # VMs and their power. A VM is created from an image: images.api.VMLaunchViewSet adds the create to
 # this class, and the API serves that one at compute/vms.
 class VMViewSet(viewsets.ReadOnlyModelViewSet):
@@ -165,6 +181,39 @@ class VMViewSet(viewsets.ReadOnlyModelViewSet):
     def stop(self, request, pk=None):
         """Queue a stop; the VM is `stopping` until the hypervisor worker has stopped it."""
         return self._power(request, services.stop_vm)
+
+    @extend_schema(request=TagsPatchSerializer, responses={200: VMSerializer})
+    def partial_update(self, request, *args, **kwargs):
+        """Change the VM's tags (they decide which snapshot policies cover it)."""
+        vm = self.get_object()
+        return Response(VMSerializer(patch_tags(request, vm, services.set_vm_tags, vm=vm)).data)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("confirm", str, required=True, description="the VM's name, to confirm"),
+            OpenApiParameter(
+                "keep_volume", str, many=True, description="a volume (name or id) to keep, detached"
+            ),
+            OpenApiParameter("delete_volume", str, many=True, description="a volume (name or id) to delete"),
+        ],
+        request=None,
+        responses={202: VMSerializer},
+    )
+    def destroy(self, request, *args, **kwargs):
+        """Delete a stopped VM: it is `deleting` until the hypervisor worker has removed its domain and
+        the volumes not kept. Unless named, the boot volume is deleted and data volumes are kept."""
+        query = request.query_params
+        fates = {name: services.VolumeFate.KEEP for name in query.getlist("keep_volume")}
+        for name in query.getlist("delete_volume"):
+            if name in fates:
+                raise InvalidRequest(
+                    f"Volume {shown(name)} is both kept and deleted; say one.", field="volumes"
+                )
+            fates[name] = services.VolumeFate.DELETE
+        vm = services.delete_vm(
+            actor=request.user, vm=self.get_object(), confirm=query.get("confirm", ""), volumes=fates
+        )
+        return Response(VMSerializer(vm).data, status=status.HTTP_202_ACCEPTED)
 
 
 class VolumeViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
@@ -241,6 +290,14 @@ class VolumeViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.
             snapshots=request.query_params.get("snapshots", ""),
         )
         return Response(VolumeSerializer(volume).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=TagsPatchSerializer, responses={200: VolumeSerializer})
+    def partial_update(self, request, *args, **kwargs):
+        """Change the volume's tags."""
+        volume = self.get_object()
+        return Response(
+            VolumeSerializer(patch_tags(request, volume, services.set_volume_tags, volume=volume)).data
+        )
 
     def get_queryset(self):
         return (

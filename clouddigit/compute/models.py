@@ -14,11 +14,13 @@ from guardian.shortcuts import get_objects_for_user
 
 from clouddigit.compute.flavors import FLAVOR_CHOICES, FLAVORS
 from clouddigit.compute.permissions import PERMISSIONS, Perm
+from clouddigit.names import shown, validate_name
 from clouddigit.operations import Leased
 from clouddigit.statemachine import StateMachineMixin
 
 BOOT_DEVICES = ("vda", "sda")
-TAG_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._:/-]{0,62}$")
+TAG_KEY_RE = re.compile(r"[a-z0-9][a-z0-9._:/-]{0,62}")  # fullmatch: `$` would pass "env\n"
+MAX_TAGS = 50
 
 
 def validate_tags(tags: object) -> None:
@@ -28,22 +30,25 @@ def validate_tags(tags: object) -> None:
     %-formats every message it reports, so a `%` in a filter value would otherwise be a 500."""
     if not isinstance(tags, dict):
         raise ValidationError("Tags must be a map of key=value pairs.")
+    if len(tags) > MAX_TAGS:
+        raise ValidationError("At most %(most)d tags are allowed; remove some.", params={"most": MAX_TAGS})
     for key, value in tags.items():
-        if not isinstance(key, str) or not TAG_KEY_RE.match(key) or "__" in key:
+        if not isinstance(key, str) or not TAG_KEY_RE.fullmatch(key) or "__" in key:
             raise ValidationError(
-                "Tag key %(key)r is not valid: use lower-case letters, digits and . _ : / - "
+                "Tag key %(key)s is not valid: use lower-case letters, digits and . _ : / - "
                 "(up to 63 characters, starting with a letter or digit).",
-                params={"key": key},
+                params={"key": shown(str(key))},
             )
         if not isinstance(value, str) or len(value) > 255:
             raise ValidationError(
-                "Tag %(key)r: the value must be text of at most 255 characters.", params={"key": key}
+                "Tag %(key)s: the value must be text of at most 255 characters.",
+                params={"key": shown(str(key))},
             )
         if any(ord(character) < 32 or ord(character) == 127 for character in value):
             # Never stored (PostgreSQL refuses NUL in JSON) and never shown as something it is not.
             raise ValidationError(
-                "Tag %(key)r: the value must not hold control characters (tabs, new lines, NUL).",
-                params={"key": key},
+                "Tag %(key)s: the value must not hold control characters (tabs, new lines, NUL).",
+                params={"key": shown(str(key))},
             )
 
 
@@ -52,7 +57,7 @@ def parse_tag(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep:
         raise ValidationError(
-            "Tag %(text)r must look like key=value, for example env=prod.", params={"text": text}
+            "Tag %(text)s must look like key=value, for example env=prod.", params={"text": shown(text)}
         )
     validate_tags({key.strip(): value.strip()})
     return key.strip(), value.strip()
@@ -193,34 +198,44 @@ class TaggedQuerySet(ProjectScopedQuerySet):
         return self.filter(**{f"tags__{key}": value})
 
 
-class VM(StateMachineMixin, models.Model):
+class VM(StateMachineMixin, Leased):
+    """A VM. Deleting one is a long operation (its domain leaves the host, the volumes it does not keep
+    are removed): the row carries the lease fields of `clouddigit.operations`."""
+
     class State(models.TextChoices):
         STOPPED = "stopped", "Stopped"
         STARTING = "starting", "Starting"
         RUNNING = "running", "Running"
         STOPPING = "stopping", "Stopping"
+        DELETING = "deleting", "Deleting"
 
     TRANSITIONS = {
-        State.STOPPED: {State.STARTING},
         State.STARTING: {State.RUNNING, State.STOPPED},
         State.RUNNING: {State.STOPPING},
         State.STOPPING: {State.STOPPED, State.RUNNING},
+        # Only a stopped VM is deleted; a delete that fails leaves it stopped, to be deleted again.
+        State.STOPPED: {State.STARTING, State.DELETING},
+        State.DELETING: {State.STOPPED},
     }
 
     class GuestAgent(models.TextChoices):
         RUNNING = "running", "Running"
         NOT_RUNNING = "not-running", "Installed, not running"
         NOT_INSTALLED = "not-installed", "Not installed"
+        UNKNOWN = "unknown", "Unknown"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="vms")
     region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="vms")
     host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="vms")
-    name = models.CharField(max_length=63)
+    name = models.CharField(max_length=63, validators=[validate_name])
     flavor = models.CharField(max_length=32, choices=FLAVOR_CHOICES)
     state = models.CharField(max_length=16, choices=State.choices, default=State.STOPPED)
     vpc = models.CharField("VPC", max_length=63)
-    guest_agent = models.CharField(max_length=16, choices=GuestAgent.choices, default=GuestAgent.RUNNING)
+    guest_agent = models.CharField(max_length=16, choices=GuestAgent.choices, default=GuestAgent.UNKNOWN)
+    guest_agent_checked_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a guest freeze last found the agent's status (none: never)"
+    )
     tags = models.JSONField(default=dict, blank=True, validators=[validate_tags])
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
@@ -288,7 +303,7 @@ class Volume(StateMachineMixin, Leased):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="volumes")
     region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="volumes")
-    name = models.CharField(max_length=63)
+    name = models.CharField(max_length=63, validators=[validate_name])
     size_bytes = models.PositiveBigIntegerField()
     state = models.CharField(max_length=16, choices=State.choices, default=State.AVAILABLE)
     vm = models.ForeignKey(VM, on_delete=models.PROTECT, null=True, blank=True, related_name="volumes")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import Count
 
 from clouddigit import operations
@@ -19,11 +19,12 @@ from clouddigit.access import require
 from clouddigit.audit.log import Target, audited, record, record_refusal
 from clouddigit.audit.models import AuditEntry
 from clouddigit.backends import hypervisor, volumes
-from clouddigit.compute import recorded_chain, tasks
+from clouddigit.compute import chainlocks, recorded_chain, tasks
 from clouddigit.compute.flavors import FLAVORS
 from clouddigit.compute.models import BOOT_DEVICES, VM, Host, Project, Region, Volume, validate_tags
 from clouddigit.compute.permissions import Perm
 from clouddigit.errors import BackendUnavailable, Conflict, InvalidRequest, NotFound
+from clouddigit.names import check_name, derived_name, shown
 from clouddigit.queueing import enqueue, hypervisor_queue
 
 log = logging.getLogger(__name__)
@@ -72,20 +73,6 @@ def _host_info_or_empty(uri: str) -> dict:
     except hypervisor.HypervisorError as error:
         log.warning("host %s does not answer: %s", uri, error)
         return {}
-
-
-def check_name(name: str, field: str = "name") -> str:
-    name = (name or "").strip()
-    if not name or len(name) > 63 or not all(c.isalnum() or c in "-_." for c in name):
-        raise InvalidRequest(
-            f"{name!r} is not a valid name: use 1-63 letters, digits, '-', '_' or '.'.", field=field
-        )
-    return name
-
-
-def derived_name(name: str, suffix: str) -> str:
-    """`db-01` + `-boot`: a resource named after another, cut to fit the 63-character limit."""
-    return f"{name[: 63 - len(suffix)]}{suffix}"
 
 
 def check_tags(tags: dict | None) -> dict:
@@ -181,7 +168,7 @@ def create_vm(
     vpc: str,
     boot_size_bytes: int,
     tags: dict | None = None,
-    guest_agent: str = VM.GuestAgent.RUNNING,
+    guest_agent: str = VM.GuestAgent.UNKNOWN,
     boot_source_path: str | None = None,
 ) -> VM:
     """A stopped VM with a fresh boot volume attached as `vda` (`sda` on bare metal): empty, or a copy
@@ -480,9 +467,7 @@ def resize_volume(*, actor, volume: Volume, size_gib) -> Volume:
 
 def _chain_held(volume: Volume, purpose: str):
     """The volume's chain lock, waited for briefly: a request does not wait for a long snapshot job."""
-    from snapshots import chains
-
-    return chains.locked(volume, purpose=purpose, timeout=settings.VOLUME_REQUEST_WAIT_SECONDS)
+    return chainlocks.locked(volume, purpose=purpose, timeout=settings.VOLUME_REQUEST_WAIT_SECONDS)
 
 
 class DeleteNeedsChoice(InvalidRequest):
@@ -536,9 +521,7 @@ def finish_delete_volume(volume_id: str) -> None:
     volume = Volume.objects.filter(pk=volume_id).select_related("region").first()
     if volume is None or volume.state != Volume.State.DELETING:
         return
-    from snapshots import chains
-
-    with chains.locked(volume, purpose=f"deleting volume {volume.name}"):
+    with chainlocks.locked(volume, purpose=f"deleting volume {volume.name}"):
         operations.checkpoint(f"deleting file of {volume.name}")
         Path(volume.path).unlink(missing_ok=True)
         volume.delete()
@@ -647,11 +630,172 @@ def apply_power_state(vm_id: str) -> None:
 
 
 def destroy_vm(vm_id: str) -> None:
-    """Worker side of removing a VM: its domain off the host, its volumes' files and rows, then the VM.
-    Used by restore drills to clean up; the sealed layers its volumes backed onto belong to snapshots."""
+    """Worker side of removing a VM with all its volumes: restore drills clean up with it, and a failed
+    restore's VM goes with it. The sealed layers its volumes backed onto belong to snapshots."""
     vm = VM.objects.select_related("host", "project__account").get(pk=vm_id)
+    _remove_vm(vm)
+
+
+def _remove_vm(vm: VM) -> None:
+    """The domain off the host, then each volume still attached (file and row), then the VM's row.
+    Each step can run again: a removed domain or file is simply not there any more."""
     hypervisor.remove(vm.host.libvirt_uri, domain_spec(vm))
-    for volume in vm.volumes.all():
-        Path(volume.path).unlink(missing_ok=True)
-        volume.delete()
+    for volume in vm.volumes.select_related("region"):
+        _remove_volume_file(volume, purpose=f"deleting VM {vm.name}")
     vm.delete()
+
+
+def _remove_volume_file(volume: Volume, *, purpose: str) -> None:
+    """A volume's active file and row. Under its chain's lock: a measurement or a merge may be reading
+    the file (see clouddigit.compute.chainlocks); its snapshots' layers stay with the snapshots."""
+    try:
+        with chainlocks.locked(volume, purpose=purpose):
+            Path(volume.path).unlink(missing_ok=True)
+            volume.delete()
+    except Volume.DoesNotExist:
+        return  # deleted meanwhile (an earlier attempt)
+
+
+# --- VM delete, tags ---------------------------------------------------------------------------------
+
+
+class VolumeFate(models.TextChoices):
+    KEEP = "keep", "Keep as a detached volume"
+    DELETE = "delete", "Delete"
+
+
+def default_fate(volume: Volume) -> str:
+    """Unless told otherwise, the boot volume goes with its VM and data volumes stay, detached (the
+    defaults of EC2's DeleteOnTermination): deleting a VM never destroys a data disk silently."""
+    return VolumeFate.DELETE if volume.bootable else VolumeFate.KEEP
+
+
+def volume_fates(vm: VM, chosen: dict | None) -> dict[Volume, str]:
+    """Each attached volume and what happens to it: as `chosen` ({volume name or id: keep|delete}),
+    else the default. A choice naming no volume of the VM, or a fate other than keep/delete, is refused."""
+    attached = list(vm.volumes.order_by("device"))
+    chosen = dict(chosen or {})
+    fates = {}
+    for volume in attached:
+        fate = chosen.pop(volume.name, None) or chosen.pop(str(volume.pk), None) or default_fate(volume)
+        if fate not in VolumeFate.values:
+            raise InvalidRequest(
+                f"Volume {volume.name}: say keep or delete, not {shown(str(fate))}.", field="volumes"
+            )
+        fates[volume] = fate
+    if chosen:
+        names = ", ".join(shown(str(name)) for name in chosen)
+        attached_names = ", ".join(volume.name for volume in attached) or "none"
+        raise InvalidRequest(
+            f"VM {vm.name} has no attached volume {names}; its volumes are: {attached_names}.",
+            field="volumes",
+        )
+    return fates
+
+
+# Other apps say why a VM cannot be deleted now (a snapshot of it is being taken): each check answers
+# a reason or "". Registered in their AppConfig.ready(), since compute does not import them.
+DELETE_CHECKS: list = []
+
+
+def register_delete_check(check) -> None:
+    DELETE_CHECKS.append(check)
+
+
+@audited("compute.vm.delete", target="vm")
+def delete_vm(*, actor, vm: VM, confirm: str, volumes: dict | None = None) -> VM:
+    """Delete a stopped VM: volumes to keep are detached now (a stopped VM holds no file open), the
+    worker removes the domain and the other volumes. `confirm` is the VM's name, typed by the user."""
+    require(actor, Perm.OPERATE_VMS, vm.project, f"delete VM {vm.name}")
+    if vm.state == VM.State.DELETING:
+        raise Conflict(f"VM {vm.name} is already being deleted.")
+    if vm.state != VM.State.STOPPED:
+        raise Conflict(
+            f"VM {vm.name} is {vm.get_state_display().lower()}: stop it first, then delete it. "
+            "Nothing was changed."
+        )
+    fates = volume_fates(vm, volumes)
+    creating = [volume.name for volume in fates if volume.state == Volume.State.CREATING]
+    busy = [reason for check in DELETE_CHECKS if (reason := check(vm))]
+    if creating:
+        busy.insert(0, f"volume {', '.join(creating)} is still being created (a restore is under way)")
+    if busy:
+        raise Conflict(
+            f"VM {vm.name} cannot be deleted now: {'; '.join(busy)}. Delete it once that has finished."
+        )
+    doomed = [volume.name for volume, fate in fates.items() if fate == VolumeFate.DELETE]
+    if confirm != vm.name:
+        lost = f" and deletes volume {', '.join(doomed)}" if doomed else ""
+        raise InvalidRequest(
+            f"Deleting VM {vm.name} removes it{lost} for good. Type {vm.name!r} to confirm.", field="confirm"
+        )
+    for volume, fate in fates.items():
+        if fate == VolumeFate.KEEP:
+            volume.transition(Volume.State.DETACHING)
+            volume.transition(Volume.State.AVAILABLE, vm=None, device="")
+    vm.transition(VM.State.DELETING, last_error="", **operations.restarted())
+    enqueue(tasks.finish_delete_vm, str(vm.pk), queue=hypervisor_queue(vm.region_id))
+    return vm
+
+
+def finish_delete_vm(vm_id: str) -> None:
+    """Worker side of `delete_vm`: the domain, then the volumes not kept, then the row."""
+    vm = VM.objects.select_related("host", "project__account").filter(pk=vm_id).first()
+    if vm is None or vm.state != VM.State.DELETING:
+        return
+    operations.checkpoint(f"deleting VM {vm.name}")
+    _remove_vm(vm)
+
+
+def fail_delete_vm(vm_id: str, error: str) -> None:
+    """A delete that failed leaves the VM stopped with the reason; what was already removed stays
+    removed (the row is the truth: the domain is defined again from it when needed), and the owner
+    deletes it again."""
+    vm = VM.objects.filter(pk=vm_id).first()
+    if vm is not None and vm.state == VM.State.DELETING:
+        vm.transition(VM.State.STOPPED, last_error=f"Delete failed: {error}"[:2000])
+        record(
+            actor=None,
+            action="compute.vm.delete",
+            outcome=AuditEntry.Outcome.FAILED,
+            target=Target.of(vm),
+            message=error,
+        )
+
+
+def resume_delete_vm(vm: VM) -> None:
+    enqueue(tasks.finish_delete_vm, str(vm.pk), queue=hypervisor_queue(vm.region_id))
+
+
+def give_up_delete_vm(vm: VM, reason: str) -> None:
+    fail_delete_vm(str(vm.pk), f"Gave up: {reason}")
+
+
+@audited("compute.vm.tag", target="vm")
+def set_vm_tags(*, actor, vm: VM, tags: dict) -> VM:
+    """Replace a VM's tags. Its tags decide which snapshot policies cover it (the spec's scope.vm_tags)."""
+    require(actor, Perm.OPERATE_VMS, vm.project, f"tag VM {vm.name}")
+    vm.tags = check_tags(tags)
+    VM.objects.filter(pk=vm.pk).update(tags=vm.tags)
+    return vm
+
+
+@audited("compute.volume.tag", target="volume")
+def set_volume_tags(*, actor, volume: Volume, tags: dict) -> Volume:
+    """Replace a volume's tags."""
+    require(actor, Perm.OPERATE_VMS, volume.project, f"tag volume {volume.name}")
+    volume.tags = check_tags(tags)
+    Volume.objects.filter(pk=volume.pk).update(tags=volume.tags)
+    return volume
+
+
+def merged_tags(tags: dict, patch: object) -> dict:
+    """`tags` changed by a JSON merge patch (RFC 7396): `{"env": "prod"}` sets a tag, `{"env": null}`
+    removes it. Removing a tag that is not there is refused: a typo would otherwise pass silently."""
+    if not isinstance(patch, dict):
+        raise InvalidRequest("Tags must be a map of key=value pairs.", field="tags")
+    missing = [key for key, value in patch.items() if value is None and key not in tags]
+    if missing:
+        raise InvalidRequest(f"There is no tag {shown(str(missing[0]))} to remove.", field="tags")
+    merged = {**tags, **{key: value for key, value in patch.items() if value is not None}}
+    return {key: value for key, value in merged.items() if patch.get(key, "") is not None}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from clouddigit.compute import services
-from clouddigit.compute.models import Volume
+from clouddigit.compute.models import VM, Volume
 from clouddigit.operations import claimed
 
 
@@ -26,22 +26,28 @@ def plug_in(volume_id: str) -> None:
     services.plug_in(volume_id)
 
 
-def _volume_operation(volume_id: str, step) -> None:
-    with claimed(Volume, volume_id) as claim:
+def _operation(model, pk: str, step, fail) -> None:
+    """Run one step of a long operation on a claimed row; a failure is recorded on the row, then raised."""
+    with claimed(model, pk) as claim:
         if not claim:
             return
         try:
-            step(volume_id)
+            step(pk)
         except Exception as error:
-            services.fail_volume_operation(volume_id, str(error))
+            fail(pk, str(error))
             raise
 
 
 @shared_task
 def finish_detach(volume_id: str) -> None:
-    _volume_operation(volume_id, services.finish_detach)
+    _operation(Volume, volume_id, services.finish_detach, services.fail_volume_operation)
 
 
 @shared_task
 def finish_delete_volume(volume_id: str) -> None:
-    _volume_operation(volume_id, services.finish_delete_volume)
+    _operation(Volume, volume_id, services.finish_delete_volume, services.fail_volume_operation)
+
+
+@shared_task
+def finish_delete_vm(vm_id: str) -> None:
+    _operation(VM, vm_id, services.finish_delete_vm, services.fail_delete_vm)

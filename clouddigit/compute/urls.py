@@ -10,6 +10,8 @@ urlpatterns = [
     path("vms/<uuid:pk>/", views.vm_detail, name="vm-detail"),
     path("vms/<uuid:pk>/start/", views.vm_power, {"action": "start"}, name="vm-start"),
     path("vms/<uuid:pk>/stop/", views.vm_power, {"action": "stop"}, name="vm-stop"),
+    path("vms/<uuid:pk>/delete/", views.vm_delete, name="vm-delete"),
+    path("vms/<uuid:pk>/tags/", views.vm_tags, name="vm-tags"),
     path("volumes/", views.volume_list, name="volume-list"),
     path("volumes/create/", views.volume_create, name="volume-create"),
     path("volumes/<uuid:pk>/", views.volume_detail, name="volume-detail"),
@@ -17,4 +19,5 @@ urlpatterns = [
     path("volumes/<uuid:pk>/detach/", views.volume_detach, name="volume-detach"),
     path("volumes/<uuid:pk>/resize/", views.volume_resize, name="volume-resize"),
     path("volumes/<uuid:pk>/delete/", views.volume_delete, name="volume-delete"),
+    path("volumes/<uuid:pk>/tags/", views.volume_tags, name="volume-tags"),
 ]

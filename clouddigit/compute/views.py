@@ -12,7 +12,14 @@ from django.views.decorators.http import require_POST
 from clouddigit.access import can
 from clouddigit.compute import services
 from clouddigit.compute.filters import VMFilter, VolumeFilter
-from clouddigit.compute.forms import AttachForm, DeleteVolumeForm, ResizeForm, VolumeCreateForm
+from clouddigit.compute.forms import (
+    AttachForm,
+    DeleteVMForm,
+    DeleteVolumeForm,
+    ResizeForm,
+    TagsForm,
+    VolumeCreateForm,
+)
 from clouddigit.compute.models import VM, Region, Volume
 from clouddigit.compute.permissions import Perm
 from clouddigit.console import act, settle
@@ -42,12 +49,39 @@ def _vms(user):
     return VM.objects.visible_to(user).select_related("project__account", "region", "host")
 
 
-def vm_context(request, vm: VM) -> dict:
+def vm_context(request, vm: VM, **forms) -> dict:
+    volumes = list(vm.volumes.order_by("device"))
     return {
         "vm": vm,
-        "volumes": vm.volumes.order_by("device"),
+        "volumes": volumes,
         "can_operate": can(request.user, Perm.OPERATE_VMS, vm.project),
+        "boot_problems": boot_problems(vm, volumes),
+        "tags_form": forms.get("tags_form") or TagsForm(initial={"tags": vm.tags}),
+        "delete_form": forms.get("delete_form") or DeleteVMForm(volumes=volumes),
     }
+
+
+def boot_problems(vm: VM, volumes: list[Volume]) -> list[dict]:
+    """The spec's "No bootable device" row, as the page can see it: a boot volume attached as something
+    other than vda/sda (the fix is one action: attach it as boot), or no boot volume at all."""
+    boot_device = "sda" if vm.flavor_spec.bare_metal else "vda"
+    problems = [
+        {
+            "volume": volume,
+            "text": f'"No bootable device": boot volume {volume.name} is attached as {volume.device}, '
+            f"not {boot_device}. Detach it and attach it again as the boot disk.",
+        }
+        for volume in volumes
+        if volume.bootable and volume.device not in {"vda", "sda"}
+    ]
+    if volumes and not any(volume.bootable for volume in volumes):
+        problems.append(
+            {
+                "volume": None,
+                "text": f'"No bootable device": no boot volume is attached. Attach one as {boot_device}.',
+            }
+        )
+    return problems
 
 
 @login_required
@@ -55,6 +89,10 @@ def vm_detail(request, pk):
     vm = get_object_or_404(_vms(request.user), pk=pk)
     response = render_page_or_fragment(request, "compute/vm_detail.html", "power", vm_context(request, vm))
     return settle(request, response, settled=not vm.in_transition)
+
+
+def vm_page(request, vm: VM, **forms):
+    return render(request, "compute/vm_detail.html", vm_context(request, vm, **forms))
 
 
 POWER = {
@@ -73,8 +111,46 @@ def vm_power(request, pk, action):
         action=audit_action,
         target=vm,
         run=lambda: operation(actor=request.user, vm=vm),
-        page=lambda: render(request, "compute/vm_detail.html", vm_context(request, vm)),
+        page=lambda: vm_page(request, vm),
         success=lambda result: f"VM {vm.name} is {vm.get_state_display().lower()}.",
+        then=reverse("compute:vm-detail", args=[vm.pk]),
+    )
+
+
+@login_required
+@require_POST
+def vm_delete(request, pk):
+    vm = get_object_or_404(_vms(request.user), pk=pk)
+    form = DeleteVMForm(request.POST, volumes=vm.volumes.order_by("device"))
+    return act(
+        request,
+        action="compute.vm.delete",
+        target=vm,
+        run=lambda: services.delete_vm(
+            actor=request.user, vm=vm, confirm=form.cleaned_data["confirm"], volumes=form.fates()
+        ),
+        page=lambda: vm_page(request, vm, delete_form=form),
+        form=form,
+        success=lambda result: (
+            f"Deleting VM {vm.name}: its domain and the volumes not kept are removed in the background."
+        ),
+        then=reverse("compute:vm-list"),
+    )
+
+
+@login_required
+@require_POST
+def vm_tags(request, pk):
+    vm = get_object_or_404(_vms(request.user), pk=pk)
+    form = TagsForm(request.POST)
+    return act(
+        request,
+        action="compute.vm.tag",
+        target=vm,
+        run=lambda: services.set_vm_tags(actor=request.user, vm=vm, tags=form.cleaned_data["tags"]),
+        page=lambda: vm_page(request, vm, tags_form=form),
+        form=form,
+        success=lambda result: f"Tags of VM {vm.name} updated.",
         then=reverse("compute:vm-detail", args=[vm.pk]),
     )
 
@@ -111,6 +187,10 @@ def volume_context(request, volume: Volume, **forms) -> dict:
         "delete_form": forms.get("delete_form") or DeleteVolumeForm(),
         "held_snapshots": held,
         "vm_snapshots_kept": kept,
+        "tags_form": forms.get("tags_form") or TagsForm(initial={"tags": volume.tags}),
+        # A restored volume: the spec's boot recovery is one action from here (attach it to a known-good
+        # VM as a secondary disk, mount, inspect).
+        "restored": "restored-from" in volume.tags,
     }
 
 
@@ -242,4 +322,21 @@ def volume_delete(request, pk):
         success=lambda volume: f"Deleting volume {volume.name}.",
         form=form,
         form_key="delete_form",
+    )
+
+
+@login_required
+@require_POST
+def volume_tags(request, pk):
+    form = TagsForm(request.POST)
+    return _on_volume(
+        request,
+        pk,
+        action="compute.volume.tag",
+        run=lambda volume: services.set_volume_tags(
+            actor=request.user, volume=volume, tags=form.cleaned_data["tags"]
+        ),
+        success=lambda volume: f"Tags of volume {volume.name} updated.",
+        form=form,
+        form_key="tags_form",
     )

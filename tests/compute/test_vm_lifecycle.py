@@ -257,7 +257,7 @@ def test_a_10000_character_name_is_a_short_clear_error_audited_nothing_made(alic
 
 
 def test_the_demo_names_pass_the_rule():
-    from clouddigit.compute.management.commands import demo
+    from clouddigit.management.commands import demo
 
     names = [vm.name for vm in demo.VMS] + [image[1] for image in demo.PLATFORM_IMAGES]
     names += [volume[0] for vm in demo.VMS for volume in vm.data_volumes]

@@ -131,7 +131,7 @@ def test_a_refused_snapshot_shows_its_error_in_the_panel_on_the_vm_page(client, 
         page = response.content.decode()
         # The whole VM page (not its polled fragment), the error at the snapshots panel's form.
         assert "<h2>Power</h2>" in page and "<h2>Volumes</h2>" in page
-        assert page.index("at most 100 characters") > page.index('class="inline-form take"')
+        assert page.index("is not a valid name") > page.index('class="inline-form take"')
         assert f'href="{reverse("compute:vm-list")}" aria-current="page">VMs</a>' in page
     assert response["HX-Retarget"] == "body"
     assert not Snapshot.objects.filter(vm=db01).exists()

@@ -9,18 +9,18 @@ class SnapshotsConfig(AppConfig):
 
     def ready(self) -> None:
         from clouddigit import operations
-        from snapshots import services
+        from snapshots import services, work
         from snapshots.models import Restore, Snapshot
 
         operations.register(
             Snapshot,
             active=[Snapshot.State.CREATING, Snapshot.State.DELETING],
             resume=services.resume,
-            give_up=services.give_up,
+            give_up=work.give_up,
         )
         operations.register(
             Restore,
             active=[Restore.State.RESTORING],
             resume=services.resume_restore,
-            give_up=services.give_up_restore,
+            give_up=work.give_up_restore,
         )

@@ -162,7 +162,7 @@ def merge_away(layer: Layer) -> None:
 
 def _running_vm_reading(child):
     """(vm, uri, spec) when a real qemu runs a VM whose disk chain contains `child`; else None."""
-    from clouddigit.compute import services as compute
+    from clouddigit.compute import work as compute
 
     pending, tops = [child], []
     while pending:

@@ -1,5 +1,5 @@
-"""Every operation on the compute inventory. Console views, API views, tasks and commands call these;
-none of them writes the models itself."""
+"""Every operation on the compute inventory. Console views, API views and commands call these; none of
+them writes the models itself. What a worker does on the hypervisor is in `work.py`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Count
 
 from clouddigit.access import require
-from clouddigit.audit.log import Target, audited, record
-from clouddigit.audit.models import AuditEntry
+from clouddigit.audit.log import audited
 from clouddigit.backends import hypervisor, volumes
 from clouddigit.compute import tasks
 from clouddigit.compute.flavors import FLAVORS
@@ -221,29 +220,6 @@ def attach_volume(*, actor, volume: Volume, vm: VM, device: str) -> Volume:
     return volume
 
 
-def domain_spec(vm: VM) -> hypervisor.DomainSpec:
-    """What the hypervisor should run for this row: the database is the truth."""
-    disks = [
-        hypervisor.DiskSpec(
-            path=volume.path,
-            target_dev=volume.device,
-            bus="virtio" if volume.device.startswith("vd") else "scsi",
-            fmt="qcow2",
-            boot=volume.bootable,
-        )
-        for volume in vm.volumes.order_by("device")
-    ]
-    flavor = vm.flavor_spec
-    return hypervisor.DomainSpec(
-        # Readable on the host, and unique even when a name is reused after a VM was deleted.
-        name=f"{vm.project.account.slug}-{vm.project.slug}-{vm.name}-{vm.id.hex[:8]}",
-        uuid=str(vm.id),
-        vcpus=flavor.vcpus,
-        memory_mib=flavor.memory_mib,
-        disks=disks,
-    )
-
-
 @audited("compute.vm.start", target="vm")
 def start_vm(*, actor, vm: VM) -> VM:
     require(actor, Perm.OPERATE_VMS, vm.project, f"start VM {vm.name}")
@@ -260,72 +236,6 @@ def stop_vm(*, actor, vm: VM) -> VM:
     return vm
 
 
-def hypervisor_target(vm: VM) -> tuple[str, hypervisor.DomainSpec]:
-    """The host URI and domain of a VM, with a fake (test-driver) host brought in step with the row."""
-    uri, spec = vm.host.libvirt_uri, domain_spec(vm)
-    hypervisor.adopt_state(uri, spec, running=vm.state in {VM.State.RUNNING, VM.State.STOPPING})
-    return uri, spec
-
-
 def queue_definition(vm: VM) -> None:
     """Have the region's worker define a new VM's domain on its host (starting it does so too)."""
     enqueue(tasks.define_vm, str(vm.id), queue=hypervisor_queue(vm.region_id))
-
-
-def define_vm(vm_id: str) -> None:
-    """Worker side: the VM's domain defined (or brought up to date) on its host, left shut off."""
-    vm = VM.objects.select_related("host", "project__account").get(pk=vm_id)
-    try:
-        hypervisor.ensure_domain(vm.host.libvirt_uri, domain_spec(vm))
-    except hypervisor.HypervisorError as error:
-        VM.objects.filter(pk=vm.pk).update(last_error=str(error))
-        raise
-
-
-def apply_power_state(vm_id: str) -> None:
-    """Worker side of start/stop: make the domain match a STARTING/STOPPING row, then settle the row.
-
-    Idempotent: a row already RUNNING or STOPPED is left alone, so a redelivered task does nothing.
-    """
-    vm = VM.objects.select_related("host", "project__account").get(pk=vm_id)
-    uri, spec = vm.host.libvirt_uri, domain_spec(vm)
-    if vm.state == VM.State.STARTING:
-        action, done, undone, operation = (
-            "compute.vm.start",
-            VM.State.RUNNING,
-            VM.State.STOPPED,
-            hypervisor.start,
-        )
-    elif vm.state == VM.State.STOPPING:
-        action, done, undone, operation = (
-            "compute.vm.stop",
-            VM.State.STOPPED,
-            VM.State.RUNNING,
-            hypervisor.stop,
-        )
-    else:
-        return
-    try:
-        operation(uri, spec)
-    except hypervisor.HypervisorError as error:
-        vm.transition(undone, last_error=str(error))
-        record(
-            actor=None,
-            action=action,
-            outcome=AuditEntry.Outcome.FAILED,
-            target=Target.of(vm),
-            message=str(error),
-        )
-        raise
-    vm.transition(done)
-
-
-def destroy_vm(vm_id: str) -> None:
-    """Worker side of removing a VM: its domain off the host, its volumes' files and rows, then the VM.
-    Used by restore drills to clean up; the sealed layers its volumes backed onto belong to snapshots."""
-    vm = VM.objects.select_related("host", "project__account").get(pk=vm_id)
-    hypervisor.remove(vm.host.libvirt_uri, domain_spec(vm))
-    for volume in vm.volumes.all():
-        Path(volume.path).unlink(missing_ok=True)
-        volume.delete()
-    vm.delete()

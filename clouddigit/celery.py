@@ -11,7 +11,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clouddigit.settings")
 
 app = Celery("clouddigit")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks()
+app.autodiscover_tasks()  # <app>/tasks.py: the worker steps
+app.autodiscover_tasks(related_name="beat")  # <app>/beat.py: what beat starts
 
 
 @app.on_after_configure.connect

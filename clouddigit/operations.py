@@ -4,7 +4,8 @@ A message is not a reliable record of work to do: kombu's `filesystem://` broker
 worker takes it (so `acks_late` never redelivers after a SIGKILL), and Redis or RabbitMQ redeliver late
 or twice. The operation's row is the record instead. Its `lease_until` says until when someone is
 answerable for it: the queue (for `QUEUE_GRACE` after the row was queued) or the worker that claimed it
-(for `LEASE`, renewed by a thread while the task runs). A task claims its row with a conditional UPDATE,
+(for `LEASE`, renewed by a thread while the task runs). A task runs a step only through `run()`, which
+claims the row in the state the step starts from with one conditional UPDATE (never a read, then an act),
 so two deliveries of one operation never run at once; the reconciler (beat) re-queues the next step of
 every operation in a non-final state whose lease has run out, and after `MAX_ATTEMPTS` claims that all
 ended without finishing gives up, failing the operation with that reason.
@@ -88,10 +89,6 @@ def register(model, *, active, resume, give_up) -> None:
     KINDS.append(Kind(model, tuple(active), resume, give_up))
 
 
-def _kind(model) -> Kind:
-    return next(kind for kind in KINDS if kind.model is model)
-
-
 # --- Worker side ------------------------------------------------------------------------------------
 
 
@@ -106,6 +103,15 @@ def _renew_until_stopped(model, pk, token: str, stop: threading.Event) -> None:
                 log.warning("could not renew the lease of %s %s", model.__name__, pk, exc_info=True)
     finally:
         connections.close_all()  # this thread's own connections
+
+
+class Waiting(Exception):
+    """A step that cannot go on yet (a volume still detaching, a restore another worker finishes): the
+    queue answers for the row for `seconds`, and the task retries itself then."""
+
+    def __init__(self, reason: str, *, seconds: float):
+        super().__init__(reason)
+        self.seconds = seconds
 
 
 class Claim:
@@ -125,13 +131,15 @@ class Claim:
 
 
 @contextmanager
-def claimed(model, pk) -> Iterator[Claim]:
-    """Claim the row for this worker while the block runs; yields a false Claim (do nothing) when the
-    row is final, gone, or held by another worker whose lease has not run out."""
-    kind, now = _kind(model), timezone.now()
+def claimed(model, pk, state: str) -> Iterator[Claim]:
+    """Claim the row for this worker while the block runs, if it is in `state` (the state the step
+    starts from); yields a false Claim (do nothing) when the row is in another state, gone, or held by
+    another worker whose lease has not run out. The claim is one conditional UPDATE: the database decides
+    which of two deliveries runs, not a state read beforehand."""
+    now = timezone.now()
     token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"[:100]
     won = (
-        model._default_manager.filter(pk=pk, state__in=kind.active)
+        model._default_manager.filter(pk=pk, state=state)
         .filter(Q(claimed_by="") | Q(lease_until__lt=now) | Q(lease_until__isnull=True))
         .update(
             claimed_by=token,
@@ -157,6 +165,27 @@ def claimed(model, pk) -> Iterator[Claim]:
             mine.update(**queued())
         else:
             mine.update(**queued(delay_seconds=claim.wait_seconds), attempts=F("attempts") - 1)
+
+
+def run(model, pk, *, state: str, step: Callable, fail: Callable[[str, str], None] | None = None):
+    """The one way a task runs a step of a long operation: claim the row in `state`, call `step(pk)`
+    under the claim, and record an error on the row with `fail(pk, message)` before re-raising it.
+
+    Returns what `step` returned, or None when the row was not claimed (finished, in another state,
+    gone, or another worker's): duplicate deliveries and the reconciler's re-queues are harmless. A
+    `Waiting` from the step is re-raised for the task to retry itself, and costs no attempt."""
+    with claimed(model, pk, state) as claim:
+        if not claim:
+            return None
+        try:
+            return step(pk)
+        except Waiting as waiting:
+            claim.waiting(waiting.seconds)
+            raise
+        except Exception as error:
+            if fail is not None:
+                fail(pk, str(error))
+            raise
 
 
 def checkpoint(step: str) -> None:

@@ -335,13 +335,13 @@ OPERATION_QUEUE_GRACE_SECONDS = env_int("CLOUDDIGIT_OPERATION_QUEUE_GRACE_SECOND
 OPERATION_MAX_ATTEMPTS = env_int("CLOUDDIGIT_OPERATION_MAX_ATTEMPTS", 5)
 RECONCILE_SECONDS = env_int("CLOUDDIGIT_RECONCILE_SECONDS", 30)
 CELERY_BEAT_SCHEDULE = {
-    "heartbeat": {"task": "clouddigit.tasks.heartbeat", "schedule": 30.0},
-    "reconcile-operations": {"task": "clouddigit.tasks.reconcile", "schedule": float(RECONCILE_SECONDS)},
-    "snapshot-sweeper": {"task": "snapshots.tasks.sweep", "schedule": 60.0},
-    "snapshot-sizes": {"task": "snapshots.tasks.measure_all", "schedule": 15 * 60.0},
-    "policy-tick": {"task": "policies.tasks.tick", "schedule": 60.0},
-    "policy-drills": {"task": "policies.tasks.due_drills", "schedule": 24 * 3600.0},
-    "image-scratch-sweep": {"task": "images.tasks.sweep", "schedule": 3600.0},
+    "heartbeat": {"task": "clouddigit.beat.heartbeat", "schedule": 30.0},
+    "reconcile-operations": {"task": "clouddigit.beat.reconcile", "schedule": float(RECONCILE_SECONDS)},
+    "snapshot-sweeper": {"task": "snapshots.beat.sweep", "schedule": 60.0},
+    "snapshot-sizes": {"task": "snapshots.beat.measure_all", "schedule": 15 * 60.0},
+    "policy-tick": {"task": "policies.beat.tick", "schedule": 60.0},
+    "policy-drills": {"task": "policies.beat.due_drills", "schedule": 24 * 3600.0},
+    "image-scratch-sweep": {"task": "images.beat.sweep", "schedule": 3600.0},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 

@@ -9,9 +9,9 @@ class ImagesConfig(AppConfig):
 
     def ready(self) -> None:
         from clouddigit import operations
-        from images import services
+        from images import processing, services
         from images.models import Image
 
         operations.register(
-            Image, active=[Image.State.PROCESSING], resume=services.resume, give_up=services.give_up
+            Image, active=[Image.State.PROCESSING], resume=services.resume, give_up=processing.give_up
         )

@@ -2,7 +2,7 @@
 worker, a browser that never finished sending): scratch files nothing in flight owns, uploads nobody
 finished, and multipart uploads still open in a region's bucket.
 
-A failure that is caught removes its own scratch (`services.fail`); this sweep is for the rest. Only what
+A failure that is caught removes its own scratch (`processing.fail`); this sweep is for the rest. Only what
 is older than `IMAGE_SCRATCH_MAX_AGE_HOURS` is judged, so a file being written or an upload being sent
 right now is never touched.
 """
@@ -21,7 +21,7 @@ from clouddigit.audit.log import Target, record
 from clouddigit.audit.models import AuditEntry
 from clouddigit.backends.objectstore import ObjectStoreError
 from clouddigit.compute.models import Region
-from images import services
+from images.files import object_store
 from images.models import Image
 
 log = logging.getLogger(__name__)
@@ -109,9 +109,7 @@ def _remove_old_scratch(
 
 def _abort_old_multipart_uploads(region: Region, cutoff: datetime) -> None:
     try:
-        aborted = services.object_store(region).abort_incomplete_uploads(
-            started_before=cutoff, prefix="images/"
-        )
+        aborted = object_store(region).abort_incomplete_uploads(started_before=cutoff, prefix="images/")
     except ObjectStoreError as error:  # one region's store being down must not stop the others' sweep
         log.warning("could not sweep multipart uploads in %s: %s", region, error)
         return

@@ -15,8 +15,8 @@ from clouddigit.compute.models import VM, Project, Region
 from clouddigit.compute.permissions import Perm
 from clouddigit.errors import InvalidRequest
 from images import attestation
+from images.files import local_file
 from images.models import Image
-from images.services import local_file
 
 MiB = 2**20
 

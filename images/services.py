@@ -1,22 +1,19 @@
-"""Every image operation. Console views, API views, the CLI (through the API) and tasks call these.
+"""Every image operation. Console views, API views and the CLI (through the API) call these.
 
 An import is two requests and a task: `start_import` writes the row (UPLOADING), `receive_upload`
 streams the bytes to disk and runs the header inspection before any tool opens them, and the worker
-(`process`) converts to qcow2, checksums and stores the file in the region's object store. Promotion
-and cross-region copy write a PROCESSING row and use the same worker.
+(`processing.process`, queued through `tasks.py`) converts to qcow2, checksums and stores the file in the
+region's object store. Promotion and cross-region copy write a PROCESSING row and use the same worker.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
-from django.core.exceptions import ObjectDoesNotExist
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -25,53 +22,22 @@ from clouddigit import operations
 from clouddigit.access import actor_name, require
 from clouddigit.audit.log import Target, audited, record
 from clouddigit.audit.models import AuditEntry
-from clouddigit.backends import volumes
-from clouddigit.backends.objectstore import ObjectStore
 from clouddigit.compute.models import Project, Region
 from clouddigit.compute.permissions import Perm
 from clouddigit.compute.services import check_tags
-from clouddigit.errors import Conflict, InvalidRequest, ServiceError
+from clouddigit.errors import Conflict, InvalidRequest
 from clouddigit.names import check_name
 from clouddigit.queueing import enqueue, hypervisor_queue
 from images import inspection, storage, tasks
+from images.errors import ImagePromoteFailed, ImageQuotaExceeded, ImageUploadFailed
+from images.files import cache_path, object_store, staging_path
 from images.models import DEFAULT_CUSTOM_IMAGES_PER_PROJECT, Image, ImageQuota, ImageShare
-from snapshots import chains
 from snapshots.models import Snapshot
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1024 * 1024
 MiB = 2**20
-
-
-class ImageUploadFailed(ServiceError):
-    code = "ImageUploadFailed"
-    status = 400
-
-
-class ImagePromoteFailed(ServiceError):
-    code = "ImagePromoteFailed"
-    status = 409
-
-
-class ImageQuotaExceeded(ServiceError):
-    code = "ImageQuotaExceeded"
-    status = 409
-
-
-def object_store(region: Region) -> ObjectStore:
-    return ObjectStore.for_region(region.config)
-
-
-def cache_path(image: Image) -> Path:
-    """The region's local copy of an image's qcow2 file, which boot volumes are copied from."""
-    return Path(image.region.volume_dir) / "images" / f"{image.id}.qcow2"
-
-
-def _step(image: Image, text: str) -> None:
-    Image.objects.filter(pk=image.pk).update(step=text[:200], updated_at=timezone.now())
-    image.step = text[:200]
-    operations.checkpoint(text)
 
 
 # --- Quota ------------------------------------------------------------------------------------------
@@ -418,10 +384,6 @@ def resume(image: Image) -> None:
     enqueue(tasks.process, str(image.id), queue=queue)
 
 
-def give_up(image: Image, reason: str) -> None:
-    fail(str(image.pk), f"Gave up: {reason}")
-
-
 @audited("image.retry", target="image")
 def retry_image(*, actor, image: Image) -> Image:
     """Process a failed or interrupted import, promotion or copy again, from its start."""
@@ -448,145 +410,6 @@ def retry_image(*, actor, image: Image) -> Image:
         )
     resume(image)
     return image
-
-
-# --- Worker side ------------------------------------------------------------------------------------
-
-
-def process(image_id: str) -> None:
-    """Make a PROCESSING image AVAILABLE: produce its qcow2 file, checksum it, store it. Idempotent:
-    an image in any other state is left alone, and every step starts from scratch files of its own."""
-    image = Image.objects.select_related("region", "project").filter(pk=image_id).first()
-    if image is None or image.state != Image.State.PROCESSING:
-        return
-    if image.source == Image.Source.COPY:
-        _copy_object(image)
-        return
-    staged = staging_path(image)
-    staged.unlink(missing_ok=True)
-    if image.source == Image.Source.SNAPSHOT:
-        _flatten_snapshot(image, staged)
-    else:
-        _convert_upload(image, staged)
-    _store(image, staged)
-    image.upload_path.unlink(missing_ok=True)
-
-
-def _convert_upload(image: Image, staged: Path) -> None:
-    # Inspected again: the worker trusts nothing it did not check, and the check reads only headers.
-    verdict = inspection.inspect(image.upload_path, image.declared_format)
-    if not verdict.safe:
-        raise ImageUploadFailed(verdict.reason)
-    assert verdict.format is not None  # a safe verdict names the format it checked
-    _step(image, f"convert {verdict.format} to qcow2")
-    volumes.convert(image.upload_path, inspection.QEMU_FORMAT[verdict.format], staged)
-
-
-def _flatten_snapshot(image: Image, staged: Path) -> None:
-    disks = list(image.source_snapshot.disks.all()) if image.source_snapshot else []
-    disk = next((disk for disk in disks if disk.device == image.source_device or len(disks) == 1), None)
-    if disk is None or disk.layer is None:
-        raise ImagePromoteFailed("the snapshot was deleted before its disk was copied; promote another one.")
-    _step(image, f"flatten {disk.volume_name}")
-    try:
-        with chains.locked(disk.layer, purpose=f"making image {image.name} from a snapshot", shared=True):
-            volumes.convert(disk.layer.path, "qcow2", staged)
-    except ObjectDoesNotExist:
-        raise ImagePromoteFailed(
-            "the snapshot was deleted before its disk was copied; promote another one."
-        ) from None
-
-
-def _store(image: Image, path: Path) -> None:
-    _step(image, "checksum the guest-visible bytes")
-    guest_sha256 = volumes.checksum(path)
-    virtual_size = volumes.info(path)["virtual-size"]
-    _step(image, f"store in the {image.region_id} object store")
-    key = f"images/{image.id}.qcow2"
-    store = object_store(image.region)
-    sha256 = store.put_file(key, path)
-    _verify_stored(store, key, sha256)
-    stored_bytes = path.stat().st_size
-    operations.checkpoint("stored; keeping the region's copy")
-    # The region's copy is in place before the row says Available: boot volumes are copied from it.
-    os.replace(path, cache_path(image))
-    image.transition(
-        Image.State.AVAILABLE,
-        object_key=key,
-        sha256=sha256,
-        guest_sha256=guest_sha256,
-        virtual_size=virtual_size,
-        stored_bytes=stored_bytes,
-        step="",
-        last_error="",
-    )
-
-
-def _verify_stored(store: ObjectStore, key: str, sha256: str) -> None:
-    stored = store.head(key)
-    if stored is None or stored["sha256"] != sha256:
-        raise ImageUploadFailed(
-            f"the object store holds {stored and stored['sha256']} for {key}, not {sha256}; retry the upload."
-        )
-
-
-def _copy_object(image: Image) -> None:
-    source = image.copied_from
-    if source is None or source.state != Image.State.AVAILABLE:
-        raise Conflict("the source image was deleted before it was copied; copy another one.")
-    key = f"images/{image.id}.qcow2"
-    _step(image, f"copy from {source.project} ({source.region_id})")
-    target, origin = object_store(image.region), object_store(source.region)
-    if target.endpoint == origin.endpoint:
-        target.copy(source.object_key, key, src_store=origin)
-    else:
-        with tempfile.TemporaryDirectory(prefix="clouddigit-image-copy-") as scratch:
-            local = Path(scratch) / "image.qcow2"
-            origin.get_file(source.object_key, local)
-            target.put_file(key, local, sha256=source.sha256)
-    _verify_stored(target, key, source.sha256)
-    image.transition(
-        Image.State.AVAILABLE,
-        object_key=key,
-        sha256=source.sha256,
-        guest_sha256=source.guest_sha256,
-        stored_bytes=source.stored_bytes,
-        step="",
-        last_error="",
-    )
-
-
-def fail(image_id: str, message: str) -> None:
-    """Record a worker failure on the row; the console shows it and the user may delete the image."""
-    image = Image.objects.filter(pk=image_id).first()
-    if image is None or image.state != Image.State.PROCESSING:
-        return
-    image.transition(Image.State.FAILED, last_error=message[:2000], step="")
-    record(
-        actor=None,
-        action="image.process",
-        outcome=AuditEntry.Outcome.FAILED,
-        target=Target.of(image),
-        message=message,
-    )
-    image.upload_path.unlink(missing_ok=True)
-    staging_path(image).unlink(missing_ok=True)
-
-
-def local_file(image: Image) -> Path:
-    """The image's qcow2 file in its region, fetched from the object store (and its SHA-256 checked
-    against the row) when this region has no copy yet."""
-    path = cache_path(image)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fetched = object_store(image.region).get_file(image.object_key, path)
-        if fetched != image.sha256:
-            path.unlink(missing_ok=True)
-            raise Conflict(
-                f"Image {image.name}'s stored bytes have SHA-256 {fetched}, not the recorded {image.sha256}; "
-                "it cannot be used. Upload it again or ask support."
-            )
-    return path
 
 
 # --- Change: tags, visibility, sharing, deprecation, delete -----------------------------------------
@@ -705,7 +528,3 @@ def _remove_files(image: Image) -> None:
     image.upload_path.unlink(missing_ok=True)
     cache_path(image).unlink(missing_ok=True)
     staging_path(image).unlink(missing_ok=True)
-
-
-def staging_path(image: Image) -> Path:
-    return Path(image.region.volume_dir) / "images" / f"{image.id}.staging.qcow2"

@@ -9,7 +9,7 @@ class PoliciesConfig(AppConfig):
 
     def ready(self) -> None:
         from clouddigit import operations
-        from policies import drills
+        from policies import drills, work
         from policies.models import Drill
 
-        operations.register(Drill, active=[Drill.State.RUNNING], resume=drills.resume, give_up=drills.give_up)
+        operations.register(Drill, active=[Drill.State.RUNNING], resume=drills.resume, give_up=work.give_up)

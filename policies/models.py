@@ -11,6 +11,7 @@ from django.utils import timezone
 from clouddigit.compute.models import Project, ProjectScopedQuerySet
 from clouddigit.compute.permissions import Perm
 from clouddigit.operations import Leased
+from clouddigit.statemachine import StateMachineMixin
 from policies.spec import PolicySpec, Slot
 
 
@@ -213,13 +214,16 @@ class DrillQuerySet(ProjectScopedQuerySet):
     view_perm = Perm.VIEW_SNAPSHOTS
 
 
-class Drill(Leased):
+class Drill(StateMachineMixin, Leased):
     """A restore drill: the latest snapshot of a VM restored to a sandbox VM, smoke-checked, cleaned up."""
 
     class State(models.TextChoices):
         RUNNING = "running", "Running"
         PASSED = "passed", "Passed"
         FAILED = "failed", "Failed"
+
+    # A passed drill is final; a failed one runs again from a fresh restore (Retry).
+    TRANSITIONS = {State.RUNNING: {State.PASSED, State.FAILED}, State.FAILED: {State.RUNNING}}
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     policy = models.ForeignKey(
@@ -247,6 +251,7 @@ class Drill(Leased):
     requested_by = models.CharField(max_length=150)
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
 
     objects = DrillQuerySet.as_manager()
 

@@ -10,19 +10,19 @@ class SnapshotsConfig(AppConfig):
     def ready(self) -> None:
         from clouddigit import operations
         from clouddigit.compute.services import register_delete_check
-        from snapshots import services
+        from snapshots import services, work
         from snapshots.models import Restore, Snapshot
 
         operations.register(
             Snapshot,
             active=[Snapshot.State.CREATING, Snapshot.State.DELETING],
             resume=services.resume,
-            give_up=services.give_up,
+            give_up=work.give_up,
         )
         operations.register(
             Restore,
             active=[Restore.State.RESTORING],
             resume=services.resume_restore,
-            give_up=services.give_up_restore,
+            give_up=work.give_up_restore,
         )
         register_delete_check(services.vm_delete_blocker)

@@ -17,7 +17,7 @@ from django.db import transaction
 
 from clouddigit.backends import hypervisor, volumes
 from clouddigit.compute import recorded_chain
-from clouddigit.compute import services as compute
+from clouddigit.compute import work as compute
 from clouddigit.compute.chainlocks import locked as locked  # jobs here name it `chains.locked`
 from clouddigit.compute.models import Layer, Volume
 from clouddigit.errors import Conflict

@@ -1,9 +1,8 @@
-"""Every snapshot operation. Console views, API views, the CLI (through the API) and tasks call these.
+"""Every snapshot operation. Console views, API views, the CLI (through the API), beat and other apps
+call these.
 
-The request side validates, checks permission, writes rows in a transitional state and queues a task;
-the worker side (`take`, `finish_restore`, `finish_delete`, `finish_rollback`) does the file work on the
-region's hypervisor queue, records each step on the row (so `diagnose` can say what it waits for), and
-can run again after an interruption.
+This is the request side: it validates, checks permission, writes rows in a transitional state and
+queues a task (`tasks.py`), which runs the worker side (`work.py`) on the region's hypervisor queue.
 """
 
 from __future__ import annotations
@@ -15,28 +14,26 @@ from pathlib import Path
 
 from celery import Task
 from django.conf import settings
-from django.core.exceptions import ObjectDoesNotExist
-from django.db import transaction
 from django.utils import timezone
 
 from clouddigit import operations
 from clouddigit.access import actor_name, require
 from clouddigit.audit.log import audited
-from clouddigit.backends import hypervisor, volumes
+from clouddigit.backends import hypervisor
 from clouddigit.compute import services as compute
 from clouddigit.compute.flavors import FLAVORS
 from clouddigit.compute.models import VM, Project, Volume
 from clouddigit.compute.permissions import Perm
+from clouddigit.compute.work import destroy_vm, domain_spec
 from clouddigit.errors import Conflict, InvalidRequest, ServiceError
 from clouddigit.names import check_name, derived_name, shown
 from clouddigit.queueing import enqueue, hypervisor_queue
 from images import storage
 from policies.scope import policy_scope_tags
-from snapshots import chains, sizes, tasks
+from snapshots import chains, tasks
 from snapshots.models import (
     DEFAULT_SNAPSHOTS_PER_VOLUME,
     Restore,
-    SizeSample,
     Snapshot,
     SnapshotDisk,
     SnapshotLimit,
@@ -45,7 +42,6 @@ from snapshots.models import (
 log = logging.getLogger(__name__)
 
 SAFETY_SNAPSHOT_LIFETIME = timedelta(hours=24)
-AT_REST = "the disks were at rest (VM stopped or volume not attached)"
 
 
 class QuotaExceeded(ServiceError):
@@ -56,14 +52,6 @@ class QuotaExceeded(ServiceError):
 class RestoreNeedsConfirmation(ServiceError):
     code = "RestoreNeedsConfirmation"
     status = 409
-
-
-def _step(snapshot: Snapshot, text: str) -> None:
-    """Record what the operation is doing now: `diagnose` and the sweeper read it."""
-    now, text = timezone.now(), text[:200]
-    Snapshot.objects.filter(pk=snapshot.pk).update(step=text, step_started_at=now, stuck_reason="")
-    snapshot.step, snapshot.step_started_at, snapshot.stuck_reason = text, now, ""
-    operations.checkpoint(text)
 
 
 def _new_file(volume_dir: str) -> str:
@@ -144,7 +132,7 @@ def _vm_definition(vm: VM | None) -> dict:
     if vm is None:
         return {}
     flavor = FLAVORS[vm.flavor]
-    spec = compute.domain_spec(vm)
+    spec = domain_spec(vm)
     return {
         "name": vm.name,
         "flavor": vm.flavor,
@@ -231,102 +219,6 @@ def vm_delete_blocker(vm: VM) -> str:
     return f"snapshot {taking.name} of it is being taken" if taking else ""
 
 
-class Waiting(Exception):
-    """The operation cannot go on yet (a volume is detaching); the task retries later."""
-
-
-def take(snapshot_id: str) -> None:
-    """Worker side of create: freeze (if asked and possible), seal every volume, thaw, record."""
-    snapshot = Snapshot.objects.select_related("vm__host", "vm__project__account").get(pk=snapshot_id)
-    if snapshot.state != Snapshot.State.CREATING:
-        return
-    disks = list(snapshot.disks.select_related("volume__backing_layer", "volume__region"))
-    detaching = [disk.volume_name for disk in disks if disk.existing_volume.state == Volume.State.DETACHING]
-    if detaching:
-        _step(snapshot, f"waiting for volume {', '.join(detaching)} to finish detaching")
-        raise Waiting(snapshot.step)
-    pending = [disk for disk in disks if disk.layer_id is None]
-    vm = snapshot.vm
-    # Before any freeze: the guest stays frozen only while the overlays are made, never while waiting.
-    with chains.locked(
-        *[disk.existing_volume for disk in pending], purpose=f"taking snapshot {snapshot.name}"
-    ):
-        if pending and vm is not None and vm.state == VM.State.RUNNING:
-            achieved, reason = _seal_running(snapshot, vm, pending)
-        else:
-            if pending:
-                _step(snapshot, "creating overlays")
-                _seal(pending)
-            achieved, reason = Snapshot.Consistency.APPLICATION, AT_REST
-    if len(pending) < len(disks):
-        achieved, reason = Snapshot.Consistency.CRASH, "resumed after an interruption: volumes captured apart"
-    snapshot.transition(
-        Snapshot.State.AVAILABLE,
-        consistency_achieved=achieved,
-        consistency_reason=reason[:300],
-        completed_at=timezone.now(),
-        step="",
-        last_error="",
-    )
-    enqueue(tasks.measure, str(snapshot.pk), queue=hypervisor_queue(snapshot.region_id))
-
-
-def _seal(disks: list[SnapshotDisk], vm: VM | None = None) -> None:
-    """New overlays for the disks: through libvirt when a real qemu runs the VM, else with qemu-img."""
-    if vm is not None:
-        uri, spec = compute.hypervisor_target(vm)
-        if hypervisor.live_overlays_supported(uri, spec):
-            chains.seal_live(uri, spec, disks)
-            return
-    for disk in disks:
-        with transaction.atomic():
-            layer = chains.seal_active(disk.existing_volume, disk.overlay_path)
-            SnapshotDisk.objects.filter(pk=disk.pk).update(layer=layer)
-            disk.layer = layer
-        operations.checkpoint(f"sealed {disk.volume_name}")
-
-
-def _seal_running(snapshot: Snapshot, vm: VM, disks: list[SnapshotDisk]) -> tuple[str, str]:
-    if snapshot.consistency_requested == Snapshot.Consistency.CRASH:
-        _step(snapshot, "creating overlays")
-        _seal(disks, vm)
-        return Snapshot.Consistency.CRASH, "crash-consistent was asked for"
-    _step(snapshot, "freezing the guest file systems (qemu-guest-agent)")
-    uri, spec = compute.hypervisor_target(vm)
-    with hypervisor.frozen(uri, spec, settings.HYPERVISOR_FREEZE_TIMEOUT_SECONDS) as freeze:
-        _record_agent(vm, freeze.frozen)
-        _step(snapshot, "creating overlays" + (" while frozen" if freeze.frozen else ""))
-        _seal(disks, vm)
-        _step(snapshot, "thawing the guest file systems" if freeze.frozen else "recording")
-    return freeze.consistency, freeze.reason
-
-
-def _record_agent(vm: VM, responded: bool) -> None:
-    """A freeze attempt is the freshest word on the guest agent: the VM shows what it found, and when.
-    A freeze cannot tell "not installed" from "not running", so a known "not installed" stays."""
-    if responded:
-        status = VM.GuestAgent.RUNNING
-    elif vm.guest_agent == VM.GuestAgent.NOT_INSTALLED:
-        status = VM.GuestAgent.NOT_INSTALLED
-    else:
-        status = VM.GuestAgent.NOT_RUNNING
-    now = timezone.now()
-    VM.objects.filter(pk=vm.pk).update(guest_agent=status, guest_agent_checked_at=now)
-    vm.guest_agent, vm.guest_agent_checked_at = status, now
-
-
-def fail(snapshot_id: str, error: str) -> None:
-    """A task gave up: keep the row, say why; `retry` starts it again."""
-    snapshot = Snapshot.objects.get(pk=snapshot_id)
-    if snapshot.state in {Snapshot.State.CREATING, Snapshot.State.DELETING}:
-        snapshot.transition(Snapshot.State.ERROR, last_error=error[:2000])
-
-
-def give_up(snapshot: Snapshot, reason: str) -> None:
-    """The reconciler's last word on an operation whose worker kept dying."""
-    fail(str(snapshot.pk), f"Gave up: {reason}")
-
-
 def resume(snapshot: Snapshot) -> None:
     """Queue the next step of the row's operation, which is decided by what the row is: a safety
     snapshot finishes its roll-back (sealing it alone would keep the old data in the volume)."""
@@ -368,47 +260,6 @@ def retry(*, actor, snapshot: Snapshot) -> Snapshot:
         raise Conflict(f"Snapshot {snapshot} is {snapshot.state}: there is nothing to retry.")
     resume(snapshot)
     return snapshot
-
-
-# --- Measure ----------------------------------------------------------------------------------------
-
-
-def measure(snapshot_id: str) -> None:
-    """Checksums (once: layers never change) and the billed / reclaimable sizes (every time)."""
-    snapshot = Snapshot.objects.get(pk=snapshot_id)
-    if snapshot.state != Snapshot.State.AVAILABLE:
-        return
-    billed = reclaimable = 0
-    for disk in snapshot.disks.select_related("layer", "volume"):
-        if disk.layer is None:
-            continue
-        # Shared: measurements of one chain run together; a merge or a new snapshot waits for them.
-        try:
-            with chains.locked(
-                *[each for each in (disk.layer, disk.volume) if each is not None],
-                purpose=f"measuring snapshot {snapshot.name}",
-                shared=True,
-            ):
-                if not disk.checksum:
-                    disk.checksum = volumes.checksum(disk.layer.path)
-                    SnapshotDisk.objects.filter(pk=disk.pk).update(checksum=disk.checksum)
-                if disk.volume is not None:
-                    billed += sizes.billed_bytes(disk.layer.path, disk.volume.path)
-                reclaimable += sizes.reclaimable_bytes(disk.layer)
-        except ObjectDoesNotExist:
-            return  # the snapshot (or its volume) was deleted while this waited for the chain
-    now = timezone.now()
-    Snapshot.objects.filter(pk=snapshot.pk).update(
-        billed_bytes=billed, reclaimable_bytes=reclaimable, sizes_measured_at=now
-    )
-    SizeSample.objects.create(snapshot=snapshot, at=now, billed_bytes=billed, reclaimable_bytes=reclaimable)
-
-
-def measure_all() -> None:
-    for snapshot_id, region in Snapshot.objects.filter(state=Snapshot.State.AVAILABLE).values_list(
-        "pk", "region"
-    ):
-        enqueue(tasks.measure, str(snapshot_id), queue=hypervisor_queue(region))
 
 
 # --- Tags -------------------------------------------------------------------------------------------
@@ -470,27 +321,15 @@ def delete_snapshot(*, actor, snapshot: Snapshot, confirm: str) -> Snapshot:
         raise Conflict(
             f"Snapshot {snapshot} cannot be deleted now: {busy}. Delete it once that has finished."
         )
-    snapshot.transition(Snapshot.State.DELETING, **operations.restarted())
-    _step(snapshot, "queued for the hypervisor worker")
+    snapshot.transition(
+        Snapshot.State.DELETING,
+        step="queued for the hypervisor worker",
+        step_started_at=timezone.now(),
+        stuck_reason="",
+        **operations.restarted(),
+    )
     enqueue(tasks.finish_delete, str(snapshot.pk), queue=hypervisor_queue(snapshot.region_id))
     return snapshot
-
-
-def finish_delete(snapshot_id: str) -> None:
-    snapshot = Snapshot.objects.filter(pk=snapshot_id).first()
-    if snapshot is None or snapshot.state != Snapshot.State.DELETING:
-        return
-    _step(snapshot, "merging the snapshot's layers into their children")
-    for disk in snapshot.disks.select_related("layer"):
-        if disk.layer is not None:
-            with chains.locked(disk.layer, purpose=f"deleting snapshot {snapshot.name}"):
-                chains.merge_away(disk.layer)
-            operations.checkpoint(f"merged {disk.volume_name}")
-        elif snapshot.completed_at is None:
-            # Never completed: the volume may already write to the overlay named for this disk.
-            if disk.volume is None or disk.volume.path != disk.overlay_path:
-                chains.delete_volume_file(disk.overlay_path)
-    snapshot.delete()
 
 
 # --- Restore ----------------------------------------------------------------------------------------
@@ -681,45 +520,6 @@ def restored_tags(snapshot: Snapshot, keep: list[str] | None) -> tuple[dict, lis
     return {key: value for key, value in tags.items() if key in keep}, notes
 
 
-def finish_restore(restore_id: str) -> None:
-    """Worker side: the overlay files, then (VM) the domain started; records time-to-restore."""
-    restore = Restore.objects.select_related("snapshot", "vm__host", "volume").get(pk=restore_id)
-    if restore.state != Restore.State.RESTORING:
-        return
-    if restore.vm is not None:
-        restored = list(restore.vm.volumes.all())
-    elif restore.volume is not None:
-        restored = [restore.volume]
-    else:
-        raise Conflict("the restored volume was deleted before it was ready; restore again.")
-    for volume in restored:
-        with chains.locked(volume, purpose=f"restoring snapshot {restore.snapshot_name} to {volume.name}"):
-            if volume.state == Volume.State.CREATING:
-                assert volume.backing_layer is not None  # the snapshot's layer, set when the restore began
-                chains.new_volume_file(volume.path, volume.backing_layer)
-                operations.checkpoint(f"restored file of {volume.name}")
-                volume.transition(Volume.State.ATTACHED if volume.vm_id else Volume.State.AVAILABLE)
-    if restore.vm is not None and restore.vm.state in {VM.State.STOPPED, VM.State.STARTING}:
-        if restore.vm.state == VM.State.STOPPED:
-            restore.vm.transition(VM.State.STARTING)
-        operations.checkpoint(f"starting restored VM {restore.vm.name}")
-        compute.apply_power_state(str(restore.vm.pk))
-    finished = timezone.now()
-    restore.transition(
-        Restore.State.DONE, finished_at=finished, seconds=(finished - restore.started_at).total_seconds()
-    )
-
-
-def fail_restore(restore_id: str, error: str) -> None:
-    restore = Restore.objects.get(pk=restore_id)
-    if restore.state == Restore.State.RESTORING:
-        restore.transition(Restore.State.FAILED, last_error=error[:2000], finished_at=timezone.now())
-
-
-def give_up_restore(restore: Restore, reason: str) -> None:
-    fail_restore(str(restore.pk), f"Gave up: {reason}")
-
-
 def resume_restore(restore: Restore) -> None:
     made = restore.vm or restore.volume or restore.snapshot
     region = made.region_id if made else settings.DEFAULT_REGION
@@ -752,7 +552,7 @@ def delete_restore(*, actor, restore: Restore) -> None:
             "VM is deleted like any other)."
         )
     if restore.vm_id is not None:
-        compute.destroy_vm(str(restore.vm_id))
+        destroy_vm(str(restore.vm_id))
     elif restore.volume is not None and restore.volume.vm_id is None:
         chains.delete_volume_file(restore.volume.path)
         restore.volume.delete()
@@ -822,32 +622,3 @@ def rollback(*, actor, snapshot: Snapshot, confirm: str) -> Snapshot:
         )
     enqueue(tasks.finish_rollback, str(safety.pk), queue=hypervisor_queue(snapshot.region_id))
     return safety
-
-
-def finish_rollback(safety_id: str) -> None:
-    """Seal each volume's current data as the safety snapshot, and continue it on the snapshot's layer."""
-    safety = Snapshot.objects.select_related("rollback_of").get(pk=safety_id)
-    if safety.state != Snapshot.State.CREATING:
-        return
-    assert safety.rollback_of is not None  # not deleted while its roll-back runs (_in_use)
-    source_layers = {disk.volume_id: disk.layer for disk in safety.rollback_of.disks.select_related("layer")}
-    for disk in safety.disks.select_related("volume__backing_layer").filter(layer__isnull=True):
-        _step(safety, f"rolling {disk.volume_name} back to {safety.rollback_of.name}")
-        source = source_layers[disk.volume_id]
-        assert source is not None  # an available snapshot's disks have their layers
-        volume = disk.existing_volume
-        with (
-            chains.locked(volume, source, purpose=f"rolling back to snapshot {safety.rollback_of.name}"),
-            transaction.atomic(),
-        ):
-            layer = chains.seal_active(volume, disk.overlay_path, new_backing=source)
-            SnapshotDisk.objects.filter(pk=disk.pk).update(layer=layer)
-        operations.checkpoint(f"sealed {disk.volume_name}")
-    safety.transition(
-        Snapshot.State.AVAILABLE,
-        consistency_achieved=Snapshot.Consistency.APPLICATION,
-        consistency_reason=AT_REST,
-        completed_at=timezone.now(),
-        step="",
-    )
-    enqueue(tasks.measure, str(safety.pk), queue=hypervisor_queue(safety.region_id))

@@ -1,83 +1,50 @@
-"""Thin tasks: claim the row, call the service, record a failure on the row so the console can show it.
+"""Thin tasks: each runs one worker step (`work.py`) under the row's claim and queues what follows it.
 
-A task that cannot claim its row (finished, gone, or another worker holds it) does nothing: duplicate
-deliveries and the reconciler's re-queues are harmless (clouddigit/operations.py).
+`operations.run` claims the row in the state the step starts from (one conditional UPDATE) and records a
+failure on the row so the console can show it. A task that cannot claim its row (finished, in another
+state, gone, or another worker's) does nothing: duplicate deliveries and the reconciler's re-queues are
+harmless (clouddigit/operations.py).
 """
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from clouddigit.operations import claimed
-from snapshots import diagnosis, services
+from clouddigit.operations import Waiting, run
+from clouddigit.queueing import enqueue, hypervisor_queue
+from snapshots import work
 from snapshots.models import Restore, Snapshot
-
-WAIT_SECONDS = 30
 
 
 @shared_task(bind=True, max_retries=None)
 def take(self, snapshot_id: str) -> None:
-    with claimed(Snapshot, snapshot_id) as claim:
-        if not claim:
-            return
-        try:
-            services.take(snapshot_id)
-        except services.Waiting as waiting:
-            claim.waiting(WAIT_SECONDS)
-            raise self.retry(countdown=WAIT_SECONDS, exc=waiting) from None
-        except Exception as error:
-            services.fail(snapshot_id, str(error))
-            raise
+    try:
+        taken = run(Snapshot, snapshot_id, state=Snapshot.State.CREATING, step=work.take, fail=work.fail)
+    except Waiting as waiting:
+        raise self.retry(countdown=waiting.seconds, exc=waiting) from None
+    if taken is not None:
+        enqueue(measure, str(taken.pk), queue=hypervisor_queue(taken.region_id))
 
 
 @shared_task
 def finish_delete(snapshot_id: str) -> None:
-    with claimed(Snapshot, snapshot_id) as claim:
-        if not claim:
-            return
-        try:
-            services.finish_delete(snapshot_id)
-        except Exception as error:
-            services.fail(snapshot_id, str(error))
-            raise
+    run(Snapshot, snapshot_id, state=Snapshot.State.DELETING, step=work.finish_delete, fail=work.fail)
 
 
 @shared_task
 def finish_rollback(safety_id: str) -> None:
-    with claimed(Snapshot, safety_id) as claim:
-        if not claim:
-            return
-        try:
-            services.finish_rollback(safety_id)
-        except Exception as error:
-            services.fail(safety_id, str(error))
-            raise
+    safety = run(
+        Snapshot, safety_id, state=Snapshot.State.CREATING, step=work.finish_rollback, fail=work.fail
+    )
+    if safety is not None:
+        enqueue(measure, str(safety.pk), queue=hypervisor_queue(safety.region_id))
 
 
 @shared_task
 def finish_restore(restore_id: str) -> None:
-    with claimed(Restore, restore_id) as claim:
-        if not claim:
-            return
-        try:
-            services.finish_restore(restore_id)
-        except Exception as error:
-            services.fail_restore(restore_id, str(error))
-            raise
+    run(Restore, restore_id, state=Restore.State.RESTORING, step=work.finish_restore, fail=work.fail_restore)
 
 
 @shared_task
 def measure(snapshot_id: str) -> None:
-    services.measure(snapshot_id)
-
-
-@shared_task
-def measure_all() -> None:
-    """Periodic: billed size history of every available snapshot (the storage-growth charts read it)."""
-    services.measure_all()
-
-
-@shared_task
-def sweep() -> None:
-    """Periodic: mark operations stuck past their deadline, expire safety snapshots."""
-    diagnosis.sweep()
+    work.measure(snapshot_id)

@@ -34,6 +34,7 @@ from policies import channels as policy_channels
 from policies import services as policy_services
 from policies.models import Drill
 from snapshots import services as snapshot_services
+from snapshots import work as snapshot_work
 from snapshots.models import Snapshot
 
 # Public by design, or changing nothing but the caller's own session (the project/region switcher,
@@ -158,11 +159,11 @@ def _build_world(folder):
     make_vm(sandbox, "dev-01")
     make_vm(globex_main, "gx-app-01")
     snapshot = snapshot_services.create_snapshot(actor=None, vm=db01, name="db-01-nightly")
-    snapshot_services.take(str(snapshot.pk))
+    snapshot_work.take(str(snapshot.pk))
     restore = snapshot_services.restore_to_volume(
         actor=None, snapshot=Snapshot.objects.get(pk=snapshot.pk), name="db-01-copy"
     )
-    snapshot_services.finish_restore(str(restore.pk))
+    snapshot_work.finish_restore(str(restore.pk))
     acme_ids = [str(db01.pk), str(db01.volumes.get().pk), str(prod.pk), str(sandbox.pk)]
     policy = policy_services.apply_policy(actor=None, project=prod, text=ACME_POLICY)
     # Failed: the one state in which it may be retried and deleted.

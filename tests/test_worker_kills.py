@@ -26,6 +26,7 @@ from clouddigit.backends import volumes
 from clouddigit.celery import app as celery_app
 from clouddigit.compute import services as compute
 from clouddigit.compute.models import VM, Volume
+from images import files as image_files
 from images import services as images
 from images.models import Image
 from policies import drills
@@ -245,8 +246,8 @@ def test_every_operation_survives_a_sigkill_at_every_step(
 
     def imported_ok(pk):
         image = _row(Image, pk)
-        assert image.guest_sha256 == upload_checksum and images.cache_path(image).exists()
-        assert not images.staging_path(image).exists()
+        assert image.guest_sha256 == upload_checksum and image_files.cache_path(image).exists()
+        assert not image_files.staging_path(image).exists()
 
     def promote():
         snapshot = Snapshot.objects.get(pk=state["taken"][0])

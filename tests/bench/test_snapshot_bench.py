@@ -18,7 +18,8 @@ from django.test.utils import CaptureQueriesContext
 
 from clouddigit.backends import volumes
 from clouddigit.compute import services as compute
-from snapshots import services
+from clouddigit.compute import work as compute_work
+from snapshots import services, work
 from snapshots.models import Snapshot, SnapshotDisk
 
 GiB, MiB = 2**30, 2**20
@@ -39,7 +40,7 @@ def _create_seconds(operator, vm) -> list[float]:
     for _ in range(RUNS):
         started = time.perf_counter()
         snapshot = services.create_snapshot(actor=operator, vm=vm)
-        services.take(str(snapshot.pk))
+        work.take(str(snapshot.pk))
         timings.append(time.perf_counter() - started)
     return timings
 
@@ -49,7 +50,7 @@ def test_snapshot_create_restore_and_merge(operator, make_vm, prod, dha, no_queu
     small, large = make_vm(prod, "small", boot_gib=1), make_vm(prod, "large", boot_gib=100)
     for vm in (small, large):
         compute.start_vm(actor=None, vm=vm)
-        compute.apply_power_state(str(vm.pk))
+        compute_work.apply_power_state(str(vm.pk))
         vm.refresh_from_db()
     create_small, create_large = _create_seconds(operator, small), _create_seconds(operator, large)
 
@@ -60,31 +61,31 @@ def test_snapshot_create_restore_and_merge(operator, make_vm, prod, dha, no_queu
         )
         volumes.write_pattern(volume.path, 0, 8 * MiB, 0x5A)
         snapshot = services.create_snapshot(actor=operator, volume=volume)
-        services.take(str(snapshot.pk))
+        work.take(str(snapshot.pk))
         snapshot.refresh_from_db()
         timings = []
         for run in range(RUNS):
             started = time.perf_counter()
             restore = services.restore_to_volume(actor=operator, snapshot=snapshot, name=f"r-{label}-{run}")
-            services.finish_restore(str(restore.pk))
+            work.finish_restore(str(restore.pk))
             timings.append(time.perf_counter() - started)
         restore_times[label] = _median(timings)
 
     merge_bytes = 256 * MiB
     volume = compute.create_volume(actor=None, project=prod, region=dha, name="merge", size_bytes=GiB)
     first = services.create_snapshot(actor=operator, volume=volume)
-    services.take(str(first.pk))
+    work.take(str(first.pk))
     volume.refresh_from_db()
     volumes.write_pattern(volume.path, 0, merge_bytes, 0x3C)  # this data becomes the next layer
     second = services.create_snapshot(actor=operator, volume=volume)
-    services.take(str(second.pk))
+    work.take(str(second.pk))
     layer_path = Snapshot.objects.get(pk=second.pk).disks.get().layer.path
     started = time.perf_counter()
     subprocess.run(["cp", layer_path, str(tmp_path / "copy.qcow2")], check=True)
     cp_seconds = time.perf_counter() - started
     services.delete_snapshot(actor=operator, snapshot=Snapshot.objects.get(pk=second.pk), confirm=second.name)
     started = time.perf_counter()
-    services.finish_delete(str(second.pk))
+    work.finish_delete(str(second.pk))
     merge_seconds = time.perf_counter() - started
 
     with capsys.disabled():

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from clouddigit.compute import work as compute_work
 from policies import services
 from policies.models import Policy
 from policies.spec import parse
@@ -120,7 +121,7 @@ def test_simulate_prints_every_snapshot_and_whether_it_is_kept(
     settings.POLICY_SPREAD_MINUTES = 0
     vm = make_vm(prod, "db-01", tags={"env": "prod"})
     compute.start_vm(actor=None, vm=vm)
-    compute.apply_power_state(str(vm.pk))
+    compute_work.apply_power_state(str(vm.pk))
     path = tmp_path / "policy.yaml"
     path.write_text(EXAMPLE)
 

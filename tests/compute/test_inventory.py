@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from clouddigit.backends import hypervisor, volumes
-from clouddigit.compute import services
+from clouddigit.compute import services, work
 from clouddigit.compute.models import VM, Volume
 from clouddigit.errors import Conflict, InvalidRequest, PermissionRefused
 
@@ -77,13 +77,13 @@ def test_start_and_stop_reach_the_hypervisor(make_vm, prod, alice, django_captur
         services.start_vm(actor=alice, vm=vm)
     vm.refresh_from_db()
     assert vm.state == VM.State.RUNNING
-    assert hypervisor.state(vm.host.libvirt_uri, services.domain_spec(vm)) == "running"
+    assert hypervisor.state(vm.host.libvirt_uri, work.domain_spec(vm)) == "running"
 
     with django_capture_on_commit_callbacks(execute=True):
         services.stop_vm(actor=alice, vm=vm)
     vm.refresh_from_db()
     assert vm.state == VM.State.STOPPED
-    assert hypervisor.state(vm.host.libvirt_uri, services.domain_spec(vm)) == "stopped"
+    assert hypervisor.state(vm.host.libvirt_uri, work.domain_spec(vm)) == "stopped"
 
 
 def test_starting_a_running_vm_is_a_conflict(make_vm, prod, alice, django_capture_on_commit_callbacks):
@@ -111,4 +111,4 @@ def test_volume_rows_match_files_on_disk(make_vm, prod, alice, dha):
 
     assert Path(data.path).parent == Path(dha.volume_dir)
     assert volumes.read_bytes(data.path, 0, 4) == b"aaaa"
-    assert [disk.target_dev for disk in services.domain_spec(vm).disks] == ["vda", "vdb"]
+    assert [disk.target_dev for disk in work.domain_spec(vm).disks] == ["vda", "vdb"]

@@ -10,6 +10,7 @@ from clouddigit.audit.models import AuditEntry
 from clouddigit.backends import hypervisor
 from clouddigit.backends.hypervisor.connections import connection
 from clouddigit.compute import services as compute
+from clouddigit.compute import work
 from clouddigit.compute.models import VM, Volume
 from clouddigit.errors import Conflict, InvalidRequest
 from clouddigit.names import RULE, problem
@@ -63,7 +64,7 @@ def test_deleting_a_running_vm_is_refused_says_stop_first_and_changes_nothing(al
 def test_a_stopped_vm_is_deleted_keeping_its_data_volume_and_snapshots(alice, db01, committed):
     boot = db01.volumes.get(device="vda")
     data = db01.volumes.get(device="vdb")
-    uri, spec = db01.host.libvirt_uri, compute.domain_spec(db01)
+    uri, spec = db01.host.libvirt_uri, work.domain_spec(db01)
     hypervisor.ensure_domain(uri, spec)
     with committed():
         compute.delete_vm(actor=alice, vm=db01, confirm="db-01")

@@ -11,7 +11,7 @@ import pytest
 
 from clouddigit.audit.models import AuditEntry
 from clouddigit.backends import volumes as volume_files
-from clouddigit.compute import services
+from clouddigit.compute import services, work
 from clouddigit.compute.models import VM, Volume
 from clouddigit.errors import Conflict, InvalidRequest, NotFound
 from snapshots import services as snapshots
@@ -62,7 +62,7 @@ def test_attach_as_secondary_takes_the_next_free_device(run, alice, spare, web):
     attached = run(services.attach_volume_to, actor=alice, volume=spare, vm="web-02")
 
     assert (attached.state, attached.vm, attached.device) == ("attached", web, "vdb")
-    assert services.domain_spec(web).disks[1].target_dev == "vdb"
+    assert work.domain_spec(web).disks[1].target_dev == "vdb"
 
 
 def test_attach_as_secondary_at_a_named_device(run, alice, spare, web):
@@ -76,7 +76,7 @@ def test_a_restored_boot_volume_attached_as_secondary_does_not_boot(run, alice, 
 
     run(services.attach_volume_to, actor=alice, volume=spare, vm="web-02")
 
-    assert [(disk.target_dev, disk.boot) for disk in services.domain_spec(web).disks] == [
+    assert [(disk.target_dev, disk.boot) for disk in work.domain_spec(web).disks] == [
         ("vda", True),
         ("vdb", False),
     ]
@@ -144,7 +144,7 @@ def test_detach_goes_through_detaching_on_the_worker(alice, spare, web, django_c
 
     spare.refresh_from_db()
     assert (spare.state, spare.vm, spare.device) == ("available", None, "")
-    assert [disk.target_dev for disk in services.domain_spec(web).disks] == ["vda"]
+    assert [disk.target_dev for disk in work.domain_spec(web).disks] == ["vda"]
 
 
 def test_detach_of_a_running_vms_boot_disk_is_refused(run, alice, web):
@@ -172,7 +172,7 @@ def test_a_failed_detach_goes_back_to_attached_with_the_reason(alice, spare, web
     services.attach_volume(actor=alice, volume=spare, vm=web, device="vdb")
     services.detach_volume(actor=alice, volume=spare)
 
-    services.fail_volume_operation(str(spare.pk), "the guest has not released vdb")
+    work.fail_volume_operation(str(spare.pk), "the guest has not released vdb")
 
     spare.refresh_from_db()
     assert (spare.state, spare.last_error) == ("attached", "the guest has not released vdb")

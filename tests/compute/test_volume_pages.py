@@ -7,7 +7,7 @@ import pytest
 from django.urls import reverse
 
 from clouddigit.audit.models import AuditEntry
-from clouddigit.compute import services
+from clouddigit.compute import services, work
 from clouddigit.compute.models import Volume
 from snapshots import services as snapshots
 from snapshots.models import Snapshot
@@ -69,7 +69,7 @@ def test_a_detaching_volume_polls_until_it_settles(signed_in, alice, spare, make
     assert "Detaching" in page and 'hx-trigger="every 2s"' in page
     assert signed_in.get(detail(spare), HTTP_HX_REQUEST="true").status_code == 200
 
-    services.finish_detach(str(spare.pk))
+    work.finish_detach(str(spare.pk))
     assert signed_in.get(detail(spare), HTTP_HX_REQUEST="true").status_code == 286
 
 

@@ -400,7 +400,7 @@ def test_would_deny_lists_unsigned_images_offered_to_the_project(
 def bootable(prod, dha):
     """An image whose local copy is a real (empty) qcow2 file, as the worker leaves it."""
     from clouddigit.backends import volumes
-    from images.services import cache_path
+    from images.files import cache_path
 
     made = Image.objects.create(
         project=prod,

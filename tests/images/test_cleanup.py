@@ -137,10 +137,11 @@ def test_the_sweep_runs_from_beat():
     entry = next(
         entry
         for entry in django_settings.CELERY_BEAT_SCHEDULE.values()
-        if entry["task"] == "images.tasks.sweep"
+        if entry["task"] == "images.beat.sweep"
     )
     assert entry["schedule"] <= HOURS
-    assert "images.tasks.sweep" in celery_app.tasks
+    celery_app.loader.import_default_modules()  # what a worker loads: every app's tasks.py and beat.py
+    assert "images.beat.sweep" in celery_app.tasks
 
 
 class BrokenConnection:

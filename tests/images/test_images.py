@@ -13,9 +13,11 @@ from clouddigit.backends import hypervisor
 from clouddigit.backends import volumes as volume_files
 from clouddigit.backends.chainlock import ChainBusy
 from clouddigit.compute import services as compute
+from clouddigit.compute import work as compute_work
 from clouddigit.errors import Conflict, InvalidRequest, PermissionRefused
 from iam.services import grant_role
-from images import launch, services
+from images import files, launch, services
+from images.errors import ImagePromoteFailed, ImageQuotaExceeded, ImageUploadFailed
 from images.models import Image
 from snapshots import chains
 from snapshots import services as snapshots
@@ -56,7 +58,7 @@ def test_import_qcow2_is_stored_with_server_verified_checksums(upload, bob, prod
     assert image.guest_sha256 == volume_files.checksum(source)
     stored = image_stores["bd-dha-1"].head(image.object_key)
     assert stored["sha256"] == image.sha256 and stored["size"] == image.stored_bytes
-    assert services.cache_path(image).exists() and not image.upload_path.exists()
+    assert files.cache_path(image).exists() and not image.upload_path.exists()
     assert image.tags["owner"] == "bob" and image.tags["created-at"] == timezone.now().strftime("%Y-%m-%d")
     assert image.missing_tags == []
 
@@ -82,7 +84,7 @@ def test_other_formats_are_converted_to_qcow2_with_the_same_guest_bytes(
     assert image.state == Image.State.AVAILABLE, image.last_error
     assert image.detected_format == declared
     # A VHD's size is rounded to its disk geometry; the data written is what must survive.
-    assert volume_files.read_bytes(services.cache_path(image), 0, MiB) == b"\xab" * MiB
+    assert volume_files.read_bytes(files.cache_path(image), 0, MiB) == b"\xab" * MiB
     if fmt != "vpc":
         assert image.guest_sha256 == volume_files.checksum(source)
 
@@ -90,7 +92,7 @@ def test_other_formats_are_converted_to_qcow2_with_the_same_guest_bytes(
 def test_vmdk_declared_as_qcow2_is_refused_with_the_spec_text(upload, bob, prod, qcow2_file, tmp_path):
     vmdk = _convert(qcow2_file("source.qcow2"), "vmdk", tmp_path / "disk.qcow2")  # named .qcow2 on purpose
 
-    with pytest.raises(services.ImageUploadFailed) as refused:
+    with pytest.raises(ImageUploadFailed) as refused:
         upload(bob, prod, vmdk, fmt="qcow2")
 
     assert str(refused.value) == "ImageUploadFailed: format 'qcow2' but file has VMDK signature"
@@ -110,17 +112,17 @@ def test_qcow2_with_a_backing_file_is_refused_before_qemu_img_opens_it(upload, b
         ["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw", str(overlay)], check=True
     )
 
-    with pytest.raises(services.ImageUploadFailed, match="backing file"):
+    with pytest.raises(ImageUploadFailed, match="backing file"):
         upload(bob, prod, overlay)
 
 
 def test_uploads_over_the_size_limit_are_refused(upload, bob, prod, qcow2_file, settings, dha):
     settings.IMAGE_MAX_UPLOAD_BYTES = 100_000
-    with pytest.raises(services.ImageUploadFailed, match="limited to"):
+    with pytest.raises(ImageUploadFailed, match="limited to"):
         services.start_import(
             actor=bob, project=prod, region=dha, name="big", declared_format="raw", size_bytes=10**6
         )
-    with pytest.raises(services.ImageUploadFailed, match="limited to"):
+    with pytest.raises(ImageUploadFailed, match="limited to"):
         upload(bob, prod, qcow2_file())  # the announced size is checked before a byte is written
 
 
@@ -129,14 +131,14 @@ def test_a_header_claiming_a_huge_disk_is_refused(upload, bob, prod, tmp_path):
     subprocess.run(
         ["qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=2M", str(huge), "64P"], check=True
     )
-    with pytest.raises(services.ImageUploadFailed, match="at most 16 TiB"):
+    with pytest.raises(ImageUploadFailed, match="at most 16 TiB"):
         upload(bob, prod, huge)
 
 
 def test_a_short_upload_is_refused(run, bob, prod, dha, qcow2_file, image_stores):
     image = services.start_import(actor=bob, project=prod, region=dha, name="short", declared_format="qcow2")
     source = qcow2_file()
-    with open(source, "rb") as stream, pytest.raises(services.ImageUploadFailed, match="stopped after"):
+    with open(source, "rb") as stream, pytest.raises(ImageUploadFailed, match="stopped after"):
         services.receive_upload(actor=bob, image=image, stream=stream, length=source.stat().st_size + 10)
 
 
@@ -150,7 +152,7 @@ def test_quota_is_50_custom_images_per_project_and_raised_with_a_ticket(alice, b
         Image(project=prod, region=dha, name=f"img-{n}", created_by="t", state=Image.State.AVAILABLE)
         for n in range(50)
     )
-    with pytest.raises(services.ImageQuotaExceeded, match=r"50 custom images \(limit 50\)"):
+    with pytest.raises(ImageQuotaExceeded, match=r"50 custom images \(limit 50\)"):
         services.start_import(actor=bob, project=prod, region=dha, name="one-more", declared_format="raw")
     with pytest.raises(PermissionRefused):
         services.raise_image_limit(actor=bob, project=prod, limit=60, ticket="OPS-1")
@@ -180,7 +182,7 @@ def test_promote_volume_snapshot_to_image(run, alice, data_volume, image_stores)
     assert image.state == Image.State.AVAILABLE, image.last_error
     assert image.source == Image.Source.SNAPSHOT
     assert image.guest_sha256 == snapshot.disks.get().checksum
-    assert volume_files.read_bytes(services.cache_path(image), 0, 4) == b"\x11" * 4
+    assert volume_files.read_bytes(files.cache_path(image), 0, 4) == b"\x11" * 4
 
 
 def test_promoting_a_snapshot_waits_for_a_job_changing_its_chain_and_says_which(
@@ -195,7 +197,7 @@ def test_promoting_a_snapshot_waits_for_a_job_changing_its_chain_and_says_which(
     image = Image.objects.get(name="data-image")
     assert image.state == Image.State.FAILED
     assert image.last_error.startswith("Volume chain busy: deleting snapshot data-older (since ")
-    assert not services.cache_path(image).exists()
+    assert not files.cache_path(image).exists()
 
 
 def test_promote_multi_volume_snapshot_is_refused(run, alice, prod, make_vm, dha, image_stores):
@@ -204,7 +206,7 @@ def test_promote_multi_volume_snapshot_is_refused(run, alice, prod, make_vm, dha
     compute.attach_volume(actor=None, volume=data, vm=vm, device="vdb")
     snapshot = run(snapshots.create_snapshot, actor=alice, vm=vm, name="db-snap")
 
-    with pytest.raises(services.ImagePromoteFailed) as refused:
+    with pytest.raises(ImagePromoteFailed) as refused:
         services.promote_snapshot(actor=alice, snapshot=snapshot, name="db-image")
 
     assert str(refused.value).startswith("ImagePromoteFailed: snapshot has multiple volumes attached")
@@ -316,7 +318,7 @@ def test_create_a_vm_from_an_image(run, upload, alice, prod, dha, qcow2_file):
     assert boot.bootable and boot.size_bytes == 2 * 2**30
     assert volume_files.info(boot.path)["virtual-size"] == 2 * 2**30
     assert volume_files.read_bytes(boot.path, 0, MiB) == b"\xab" * MiB
-    assert hypervisor.state(vm.host.libvirt_uri, compute.domain_spec(vm)) == "stopped"
+    assert hypervisor.state(vm.host.libvirt_uri, compute_work.domain_spec(vm)) == "stopped"
 
 
 def test_vm_create_refuses_an_image_from_another_project_with_the_reason(alice, golden, sandbox, dha):
@@ -330,7 +332,7 @@ def test_changed_bytes_in_the_object_store_are_caught(
     run, upload, alice, prod, dha, qcow2_file, image_stores
 ):
     image = upload(alice, prod, qcow2_file())
-    services.cache_path(image).unlink()  # as on a host that has not fetched it yet
+    files.cache_path(image).unlink()  # as on a host that has not fetched it yet
     image_stores["bd-dha-1"].put_bytes(image.object_key, b"not the image")
 
     with pytest.raises(Exception, match="SHA-256"):

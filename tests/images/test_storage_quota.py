@@ -16,6 +16,7 @@ from images import services, storage
 from images.models import Image
 from snapshots import diagnosis
 from snapshots import services as snapshots
+from snapshots import work as snapshot_work
 from snapshots.models import Snapshot
 
 MiB, GiB, TiB = 2**20, 2**30, 2**40
@@ -114,7 +115,7 @@ def test_snapshots_count_their_billed_bytes_and_a_project_over_quota_takes_no_ne
     first = run(snapshots.create_snapshot, actor=alice, volume=data_volume, name="before")
     data_volume.refresh_from_db()
     volume_files.write_pattern(data_volume.path, 0, 4 * MiB, 0x22)  # the snapshot now holds 4 MiB alone
-    snapshots.measure(str(first.pk))
+    snapshot_work.measure(str(first.pk))
 
     assert storage.usage(prod).snapshot_bytes == 4 * MiB
     with pytest.raises(storage.StorageQuotaExceeded, match=r"4\.0 MiB of its 2\.0 MiB") as refused:

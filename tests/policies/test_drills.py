@@ -9,9 +9,11 @@ from clouddigit.compute import services as compute
 from clouddigit.compute.models import VM, Volume
 from clouddigit.errors import Conflict
 from policies import drills
+from policies import work as drill_work
 from policies.models import Drill, Policy
 from policies.services import apply_policy
 from snapshots import services as snapshots
+from snapshots import work as snapshot_work
 from tests.policies.test_scheduler import POLICY
 
 MiB = 2**20
@@ -104,15 +106,15 @@ def test_a_drill_takes_the_vm_asked_for_else_the_one_drilled_least_recently(
 def test_a_drill_whose_snapshot_is_deleted_before_its_checks_fails_saying_so(
     operator, db01, monkeypatch, django_capture_on_commit_callbacks
 ):
-    finish = drills._finish
+    finish = drill_work._finish
 
     def finish_then_delete_the_snapshot(restore):
         finish(restore)
         snapshot = restore.snapshot
         snapshots.delete_snapshot(actor=None, snapshot=snapshot, confirm=snapshot.name)
-        snapshots.finish_delete(str(snapshot.pk))  # its worker is quicker than the drill's
+        snapshot_work.finish_delete(str(snapshot.pk))  # its worker is quicker than the drill's
 
-    monkeypatch.setattr(drills, "_finish", finish_then_delete_the_snapshot)
+    monkeypatch.setattr(drill_work, "_finish", finish_then_delete_the_snapshot)
     with django_capture_on_commit_callbacks(execute=True):
         drill = drills.run_drill(actor=operator, vm=db01)
     drill.refresh_from_db()

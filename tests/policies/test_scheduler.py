@@ -7,6 +7,7 @@ import pytest
 from django.db import connection
 
 from clouddigit.compute import services as compute
+from clouddigit.compute import work as compute_work
 from clouddigit.compute.models import VM
 from policies import engine
 from policies.models import Policy, SlotRun
@@ -41,7 +42,7 @@ def _policy(prod, when_stopped="skip", created=datetime(2026, 1, 1, tzinfo=UTC))
 def _running(make_vm, prod, name, tags):
     vm = make_vm(prod, name, tags=tags)
     compute.start_vm(actor=None, vm=vm)
-    compute.apply_power_state(str(vm.pk))
+    compute_work.apply_power_state(str(vm.pk))
     return VM.objects.get(pk=vm.pk)
 
 

@@ -38,8 +38,10 @@ import pytest
 
 from clouddigit.backends import hypervisor, volumes
 from clouddigit.compute import services as compute
+from clouddigit.compute import work as compute_work
 from clouddigit.compute.models import VM, Host, Layer, Volume
 from snapshots import services as snapshots
+from snapshots import work as snapshot_work
 from snapshots.models import Restore, Snapshot
 from tests.slow.conftest import Session, guest_write
 
@@ -99,7 +101,7 @@ def test_snapshot_services_on_a_running_vm_on_real_qemu(
         volumes.write_pattern(reference[device], offset, length, pattern)
         vm.refresh_from_db()
         if vm.state == VM.State.RUNNING:
-            guest_write(uri, compute.domain_spec(vm), device, offset, length, pattern, flush=True)
+            guest_write(uri, compute_work.domain_spec(vm), device, offset, length, pattern, flush=True)
         else:
             volumes.write_pattern(volume(device).path, offset, length, pattern)
 
@@ -117,7 +119,7 @@ def test_snapshot_services_on_a_running_vm_on_real_qemu(
     # Start through the services: the worker step boots the domain on the real host.
     vm = timed("start_vm", compute.start_vm, actor=None, vm=vm)
     assert (vm.state, vm.last_error) == (VM.State.RUNNING, "")
-    spec = compute.domain_spec(vm)
+    spec = compute_work.domain_spec(vm)
     assert hypervisor.live_overlays_supported(uri, spec) is True
     conn = hypervisor.connection(uri)
     domain_type = ET.fromstring(conn.lookupByUUIDString(str(vm.id)).XMLDesc(0)).get("type")
@@ -147,7 +149,7 @@ def test_snapshot_services_on_a_running_vm_on_real_qemu(
             # The volume now runs on the overlay libvirt created, on top of the sealed layer.
             live = volume(device)
             assert (live.path, live.backing_layer_id) == (disk.overlay_path, disk.layer_id)
-            chain = hypervisor.live_chain(uri, compute.domain_spec(vm), device)
+            chain = hypervisor.live_chain(uri, compute_work.domain_spec(vm), device)
             assert chain[:2] == [disk.overlay_path, disk.layer.path]
             assert Path(disk.overlay_path).stat().st_uid == session.uid  # created by the host, for qemu
         return snapshot
@@ -164,7 +166,7 @@ def test_snapshot_services_on_a_running_vm_on_real_qemu(
     # The guest writes on; S1 now costs the 1 MiB of its data that the live volume overwrote.
     write("vdb", MiB, MiB, 0x22)
     write("vda", 2 * MiB, 64 * 1024, 0xCD)
-    snapshots.measure(str(s1.pk))
+    snapshot_work.measure(str(s1.pk))
     s1.refresh_from_db()
     assert s1.billed_bytes == MiB
 
@@ -198,7 +200,7 @@ def test_snapshot_services_on_a_running_vm_on_real_qemu(
         name: {device: disk.layer.path for device, disk in disks.items()} for name, disks in layers.items()
     }
     for device in SIZES:
-        assert hypervisor.live_chain(uri, compute.domain_spec(vm), device) == [
+        assert hypervisor.live_chain(uri, compute_work.domain_spec(vm), device) == [
             volume(device).path,
             paths["s3"][device],
             paths["s2"][device],
@@ -208,7 +210,7 @@ def test_snapshot_services_on_a_running_vm_on_real_qemu(
     def assert_still_running() -> None:
         vm.refresh_from_db()
         assert vm.state == VM.State.RUNNING
-        assert hypervisor.live_overlays_supported(uri, compute.domain_spec(vm)) is True
+        assert hypervisor.live_overlays_supported(uri, compute_work.domain_spec(vm)) is True
         assert volumes.checksum(restored.path) == before["vdb"]
 
     # Delete S2, a middle layer: qemu commits S3's layer into S2's file, which then holds S3's view.
@@ -218,7 +220,7 @@ def test_snapshot_services_on_a_running_vm_on_real_qemu(
         assert disk.layer.path == paths["s2"][device]
         assert volumes.checksum(disk.layer.path) == disk.checksum == expected["s3"][device]
         assert not Path(paths["s3"][device]).exists()
-        assert hypervisor.live_chain(uri, compute.domain_spec(vm), device) == [
+        assert hypervisor.live_chain(uri, compute_work.domain_spec(vm), device) == [
             volume(device).path,
             paths["s2"][device],
             paths["s1"][device],
@@ -230,7 +232,7 @@ def test_snapshot_services_on_a_running_vm_on_real_qemu(
     assert not Snapshot.objects.filter(pk=s3.pk).exists()
     for device in SIZES:
         assert not Path(paths["s2"][device]).exists()
-        assert hypervisor.live_chain(uri, compute.domain_spec(vm), device) == [
+        assert hypervisor.live_chain(uri, compute_work.domain_spec(vm), device) == [
             volume(device).path,
             paths["s1"][device],
         ]
@@ -244,7 +246,7 @@ def test_snapshot_services_on_a_running_vm_on_real_qemu(
     assert not Snapshot.objects.filter(pk=s1.pk).exists()
     assert not Layer.objects.exists()
     for device in SIZES:
-        assert hypervisor.live_chain(uri, compute.domain_spec(vm), device) == [volume(device).path]
+        assert hypervisor.live_chain(uri, compute_work.domain_spec(vm), device) == [volume(device).path]
         assert volume(device).backing_layer_id is None
     restored.refresh_from_db()
     assert restored.backing_layer_id is None
@@ -263,7 +265,7 @@ def test_snapshot_services_on_a_running_vm_on_real_qemu(
     monkeypatch.setattr(hypervisor, "stop", functools.partial(hypervisor.stop, graceful_timeout=1.0))
     vm = timed("stop_vm", compute.stop_vm, actor=None, vm=vm)
     assert (vm.state, vm.last_error) == (VM.State.STOPPED, "")
-    assert hypervisor.live_overlays_supported(uri, compute.domain_spec(vm)) is False
+    assert hypervisor.live_overlays_supported(uri, compute_work.domain_spec(vm)) is False
     assert {device: volumes.checksum(volume(device).path) for device in SIZES} == expected["live"]
 
     timings["total"] = time.monotonic() - started

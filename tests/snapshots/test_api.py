@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from clouddigit.audit.models import AuditEntry
 from iam.services import grant_role
-from snapshots import services
+from snapshots import services, work
 from snapshots.filters import parse_since
 from snapshots.models import Restore, Snapshot, SnapshotLimit
 
@@ -108,7 +108,7 @@ def test_create_answers_202_and_the_snapshot_completes(
     )
     detail = api(operator).get(f"{SNAPSHOTS}{body['id']}/").json()
     assert detail["state"] == "available" and detail["step"] == ""
-    assert (detail["consistency_achieved"], detail["consistency_reason"]) == ("application", services.AT_REST)
+    assert (detail["consistency_achieved"], detail["consistency_reason"]) == ("application", work.AT_REST)
     (disk,) = detail["disks"]
     snapshot_disk = Snapshot.objects.get(pk=body["id"]).disks.get()
     assert disk == {
@@ -367,7 +367,7 @@ def test_retry_after_a_failure_completes_the_snapshot(
     operator, data_volume, django_capture_on_commit_callbacks
 ):
     snapshot = queued(operator, volume=data_volume)
-    services.fail(str(snapshot.pk), "hypervisor worker lost")
+    work.fail(str(snapshot.pk), "hypervisor worker lost")
     diagnosed = api(operator).get(f"{SNAPSHOTS}{snapshot.pk}/diagnose/").json()
     assert diagnosed["findings"][0]["cause"] == "The operation failed"
     assert diagnosed["findings"][0]["detail"] == "hypervisor worker lost"
@@ -471,7 +471,7 @@ def test_a_failed_restore_is_retried_or_deleted_by_its_owner_only(
     operator, charlie, taken, django_capture_on_commit_callbacks
 ):
     restore = services.restore_to_volume(actor=operator, snapshot=taken, name="data-01-copy")
-    services.fail_restore(str(restore.pk), "host went away")
+    work.fail_restore(str(restore.pk), "host went away")
     assert api(charlie).post(f"/api/v1/compute/restores/{restore.pk}/retry/").status_code == 404
     with django_capture_on_commit_callbacks(execute=True):
         response = api(operator).post(f"/api/v1/compute/restores/{restore.pk}/retry/")
@@ -479,7 +479,7 @@ def test_a_failed_restore_is_retried_or_deleted_by_its_owner_only(
     assert Restore.objects.get(pk=restore.pk).state == Restore.State.DONE
 
     second = services.restore_to_volume(actor=operator, snapshot=taken, name="data-01-copy2")
-    services.fail_restore(str(second.pk), "host went away")
+    work.fail_restore(str(second.pk), "host went away")
     assert api(charlie).delete(f"/api/v1/compute/restores/{second.pk}/").status_code == 404
     assert api(operator).delete(f"/api/v1/compute/restores/{second.pk}/").status_code == 204
     assert not Restore.objects.filter(pk=second.pk).exists()

@@ -15,7 +15,7 @@ from clouddigit.backends import volumes
 from clouddigit.backends.chainlock import ChainBusy
 from clouddigit.compute import services as compute
 from clouddigit.compute.models import Layer
-from snapshots import chains, services
+from snapshots import chains, services, work
 from snapshots.models import Snapshot, SnapshotDisk
 
 MiB = 2**20
@@ -29,11 +29,11 @@ def two_snapshots(monkeypatch, prod, dha):
     volume = compute.create_volume(actor=None, project=prod, region=dha, name="big", size_bytes=256 * MiB)
     volumes.write_pattern(volume.path, 0, 128 * MiB, 0x5A)
     first = services.create_snapshot(actor=None, volume=volume, name="first")
-    services.take(str(first.pk))
+    work.take(str(first.pk))
     volume.refresh_from_db()
     volumes.write_pattern(volume.path, 0, MiB, 0x6B)
     second = services.create_snapshot(actor=None, volume=volume, name="second")
-    services.take(str(second.pk))
+    work.take(str(second.pk))
     return Snapshot.objects.get(pk=first.pk), Snapshot.objects.get(pk=second.pk)
 
 
@@ -73,10 +73,10 @@ def test_deleting_a_snapshot_waits_for_a_measurement_of_the_same_chain(two_snaps
     first, second = two_snapshots
     first_layer, second_layer = first.disks.get().layer, second.disks.get().layer
 
-    measuring, errors = _in_thread(services.measure, str(second.pk))
+    measuring, errors = _in_thread(work.measure, str(second.pk))
     _wait_for_qemu_img("convert", second_layer.path)  # the checksum reads the second layer
     services.delete_snapshot(actor=None, snapshot=first, confirm=first.name)
-    services.finish_delete(str(first.pk))
+    work.finish_delete(str(first.pk))
     measuring.join()
 
     assert errors == []
@@ -93,9 +93,9 @@ def test_measuring_a_snapshot_waits_for_a_delete_merging_into_it(two_snapshots):
     second_layer = second.disks.get().layer
     services.delete_snapshot(actor=None, snapshot=first, confirm=first.name)
 
-    deleting, errors = _in_thread(services.finish_delete, str(first.pk))
+    deleting, errors = _in_thread(work.finish_delete, str(first.pk))
     _wait_for_qemu_img("rebase", second_layer.path)  # the merge rewrites the second layer
-    services.measure(str(second.pk))
+    work.measure(str(second.pk))
     deleting.join()
 
     assert errors == []

@@ -19,7 +19,7 @@ from django.utils import timezone
 from clouddigit.backends import volumes
 from clouddigit.compute import services as compute
 from clouddigit.compute.models import Layer, Volume
-from snapshots import diagnosis, services
+from snapshots import diagnosis, services, work
 from snapshots.models import Snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ MiB = 2**20
 
 KILL = """
 import os, signal
-from snapshots import chains, services
+from snapshots import chains, work
 real, calls = chains.{function}, []
 def dying(*args, **kwargs):
     calls.append(1)
@@ -38,7 +38,7 @@ def dying(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return result
 chains.{function} = dying
-services.{step}("{snapshot_id}")
+work.{step}("{snapshot_id}")
 """
 
 
@@ -104,7 +104,7 @@ def test_a_create_killed_between_two_volumes_is_explained_and_completed_by_retry
     assert "creating overlays" in finding.detail and finding.fix
 
     services.retry(actor=operator, snapshot=snapshot)
-    services.take(str(snapshot.pk))
+    work.take(str(snapshot.pk))
     snapshot.refresh_from_db()
     assert snapshot.state == Snapshot.State.AVAILABLE and snapshot.stuck_reason == ""
     assert snapshot.consistency_achieved == "crash" and "interruption" in snapshot.consistency_reason
@@ -117,12 +117,12 @@ def test_a_create_killed_between_two_volumes_is_explained_and_completed_by_retry
 @pytest.mark.django_db(transaction=True)
 def test_a_delete_killed_after_the_first_merge_is_completed_by_retry(operator, data_volume, no_queue):
     first = services.create_snapshot(actor=operator, volume=data_volume, name="first")
-    services.take(str(first.pk))
+    work.take(str(first.pk))
     data_volume.refresh_from_db()
     volumes.write_pattern(data_volume.path, MiB, MiB, 0x88)
     second = services.create_snapshot(actor=operator, volume=data_volume, name="second")
-    services.take(str(second.pk))
-    services.measure(str(second.pk))
+    work.take(str(second.pk))
+    work.measure(str(second.pk))
     data_volume.refresh_from_db()
     volumes.write_pattern(data_volume.path, 2 * MiB, MiB, 0x99)
     live = volumes.checksum(data_volume.path)
@@ -133,7 +133,7 @@ def test_a_delete_killed_after_the_first_merge_is_completed_by_retry(operator, d
     assert killed == -9  # the child file is merged, its row and the layer's are not
     assert Layer.objects.filter(pk=first_layer.pk).exists()  # the row still says what is left to do
 
-    services.finish_delete(str(first.pk))  # the redelivered task (or a retry) finishes the merge
+    work.finish_delete(str(first.pk))  # the redelivered task (or a retry) finishes the merge
     assert not Snapshot.objects.filter(pk=first.pk).exists()
     assert not Layer.objects.filter(pk=first_layer.pk).exists() and not Path(first_layer.path).exists()
     second_disk = Snapshot.objects.get(pk=second.pk).disks.get()

@@ -12,7 +12,7 @@ from django.utils import timezone
 from clouddigit.audit.models import AuditEntry
 from clouddigit.compute.models import VM, Volume
 from iam.services import grant_role
-from snapshots import services
+from snapshots import services, work
 from snapshots.models import Restore, Snapshot
 
 HOST_GONE = "the hypervisor host went away mid-copy"
@@ -40,7 +40,7 @@ def _restore(snapshot: Snapshot, name: str, **fields) -> Restore:
 
 def _failed(snapshot: Snapshot, name: str = "db-01-copy") -> Restore:
     restore = _restore(snapshot, name)
-    services.fail_restore(str(restore.pk), HOST_GONE)
+    work.fail_restore(str(restore.pk), HOST_GONE)
     return Restore.objects.get(pk=restore.pk)
 
 
@@ -130,7 +130,7 @@ def test_a_failed_snapshot_shows_why_and_only_its_owner_may_retry_it(
 ):
     vm = make_vm(prod, "db-02")
     snapshot = services.create_snapshot(actor=None, vm=VM.objects.get(pk=vm.pk), name="db-02-nightly")
-    services.fail(str(snapshot.pk), "qemu-img: Could not create overlay: No space left on device")
+    work.fail(str(snapshot.pk), "qemu-img: Could not create overlay: No space left on device")
     retry_url = reverse("snapshots:retry", args=[snapshot.pk])
     client.force_login(viewer)
     page = _page(client, snapshot)

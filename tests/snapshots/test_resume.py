@@ -12,7 +12,7 @@ from clouddigit import operations
 from clouddigit.backends import volumes
 from clouddigit.compute.models import Volume
 from clouddigit.errors import Conflict
-from snapshots import diagnosis, services, tasks
+from snapshots import diagnosis, services, tasks, work
 from snapshots.models import Restore, Snapshot
 
 MiB = 2**20
@@ -110,13 +110,13 @@ def test_an_operation_whose_worker_keeps_dying_fails_with_the_reason(run, operat
 def test_a_failed_restore_can_be_retried_or_deleted(run, operator, data_volume):
     target = run(services.create_snapshot, actor=operator, volume=data_volume, name="before")
     restore = services.restore_to_volume(actor=operator, snapshot=target, name="data-01-copy")
-    services.fail_restore(str(restore.pk), "host went away")
+    work.fail_restore(str(restore.pk), "host went away")
     restore = run(services.retry_restore, actor=operator, restore=Restore.objects.get(pk=restore.pk))
     assert restore.state == Restore.State.DONE and restore.last_error == ""
     assert volumes.checksum(restore.volume.path) == target.disks.get().checksum
 
     second = services.restore_to_volume(actor=operator, snapshot=target, name="data-01-copy2")
-    services.fail_restore(str(second.pk), "host went away")
+    work.fail_restore(str(second.pk), "host went away")
     services.delete_restore(actor=operator, restore=Restore.objects.get(pk=second.pk))
     assert not Restore.objects.filter(pk=second.pk).exists()
     assert not Volume.objects.filter(name="data-01-copy2").exists()

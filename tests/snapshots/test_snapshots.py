@@ -9,9 +9,10 @@ import pytest
 
 from clouddigit.backends import hypervisor, volumes
 from clouddigit.compute import services as compute
+from clouddigit.compute import work as compute_work
 from clouddigit.compute.models import VM, Volume
 from clouddigit.errors import Conflict, InvalidRequest, PermissionRefused
-from snapshots import services
+from snapshots import services, work
 from snapshots.models import Restore, Snapshot
 
 MiB = 2**20
@@ -127,7 +128,7 @@ def test_billed_size_starts_at_zero_and_grows_with_overwrites(run, operator, dat
     data_volume.refresh_from_db()
     volumes.write_pattern(data_volume.path, 0, 1 * MiB, 0x44)  # overwrites 1 MiB the snapshot holds
     volumes.write_pattern(data_volume.path, 8 * MiB, 1 * MiB, 0x45)  # new data: not the snapshot's
-    services.measure(str(snapshot.pk))
+    work.measure(str(snapshot.pk))
     snapshot.refresh_from_db()
     assert abs(snapshot.billed_bytes - 1 * MiB) <= CLUSTER
     assert abs(snapshot.reclaimable_bytes - 1 * MiB) <= CLUSTER
@@ -139,7 +140,7 @@ def test_restored_volume_keeps_the_snapshot_layer_needed(run, operator, data_vol
     run(services.restore_to_volume, actor=operator, snapshot=snapshot, name="copy")
     data_volume.refresh_from_db()
     volumes.write_pattern(data_volume.path, 0, 4 * MiB, 0x55)
-    services.measure(str(snapshot.pk))
+    work.measure(str(snapshot.pk))
     snapshot.refresh_from_db()
     assert snapshot.reclaimable_bytes == 0  # the restored volume still reads all of it
 
@@ -174,7 +175,7 @@ def test_app_consistent_on_a_running_vm_freezes_and_always_thaws(run, operator, 
     snapshot = run(services.create_snapshot, actor=operator, vm=vm)
     snapshot.refresh_from_db()
     assert snapshot.consistency_achieved == "application"
-    domain = hypervisor.ensure_domain(vm.host.libvirt_uri, compute.domain_spec(vm))
+    domain = hypervisor.ensure_domain(vm.host.libvirt_uri, compute_work.domain_spec(vm))
     assert domain.fsThaw() == 0  # nothing left frozen
 
     def broken_seal(*args, **kwargs):

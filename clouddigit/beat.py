@@ -1,3 +1,5 @@
+"""What Celery beat starts for the platform (settings.CELERY_BEAT_SCHEDULE); each app has its own."""
+
 from __future__ import annotations
 
 from celery import shared_task

@@ -9,7 +9,8 @@ class SnapshotsConfig(AppConfig):
 
     def ready(self) -> None:
         from clouddigit import operations
-        from snapshots import services
+        from clouddigit.compute import dependents as volume_dependents
+        from snapshots import dependents, services
         from snapshots.models import Restore, Snapshot
 
         operations.register(
@@ -24,3 +25,4 @@ class SnapshotsConfig(AppConfig):
             resume=services.resume_restore,
             give_up=services.give_up_restore,
         )
+        volume_dependents.register(holding=dependents.holding, delete=dependents.delete_with)

@@ -19,7 +19,7 @@ from clouddigit.access import require
 from clouddigit.audit.log import Target, audited, record, record_refusal
 from clouddigit.audit.models import AuditEntry
 from clouddigit.backends import hypervisor, volumes
-from clouddigit.compute import recorded_chain, tasks
+from clouddigit.compute import chain_lock, dependents, recorded_chain, tasks
 from clouddigit.compute.flavors import FLAVORS
 from clouddigit.compute.models import BOOT_DEVICES, VM, Host, Project, Region, Volume, validate_tags
 from clouddigit.compute.permissions import Perm
@@ -480,9 +480,7 @@ def resize_volume(*, actor, volume: Volume, size_gib) -> Volume:
 
 def _chain_held(volume: Volume, purpose: str):
     """The volume's chain lock, waited for briefly: a request does not wait for a long snapshot job."""
-    from snapshots import chains
-
-    return chains.locked(volume, purpose=purpose, timeout=settings.VOLUME_REQUEST_WAIT_SECONDS)
+    return chain_lock.locked(volume, purpose=purpose, timeout=settings.VOLUME_REQUEST_WAIT_SECONDS)
 
 
 class DeleteNeedsChoice(InvalidRequest):
@@ -494,11 +492,10 @@ SNAPSHOT_CHOICES = ("keep", "delete")
 
 @audited("compute.volume.delete", target="volume")
 def delete_volume(*, actor, volume: Volume, confirm: str, snapshots: str = "") -> Volume:
-    """Delete a detached volume: its data is gone for good, so `confirm` repeats its name. Its snapshots
-    are kept (`snapshots="keep"`, as EBS does: they still restore) or deleted with it (`"delete"`); a
-    volume with snapshots is never deleted before the user has chosen."""
-    from snapshots.services import delete_snapshot, deleted_with_volume, snapshots_of_volume
-
+    """Delete a detached volume: its data is gone for good, so `confirm` repeats its name. What the apps
+    above hold of it (its snapshots: `clouddigit.compute.dependents`) is kept (`snapshots="keep"`, as EBS
+    does: they still restore) or deleted with it (`"delete"`); a volume that something holds is never
+    deleted before the user has chosen."""
     require(actor, Perm.OPERATE_VMS, volume.project, "delete volumes")
     if volume.vm is not None:
         raise Conflict(
@@ -509,23 +506,19 @@ def delete_volume(*, actor, volume: Volume, confirm: str, snapshots: str = "") -
         raise InvalidRequest(
             f"Deleting a volume destroys its data for good. Type {volume.name!r} to confirm.", field="confirm"
         )
-    held = list(snapshots_of_volume(volume))
+    held = dependents.holdings(volume)
     if held and snapshots not in SNAPSHOT_CHOICES:
         raise DeleteNeedsChoice(
-            f"Volume {volume.name} has {len(held)} snapshot{'s' if len(held) != 1 else ''}: choose to keep "
-            "them (they still restore to new volumes) or to delete them with the volume.",
+            f"Volume {volume.name} has {' and '.join(holding.counted for holding in held)}: choose to keep "
+            f"them ({'; '.join(holding.if_kept for holding in held)}) or to delete them with the volume.",
             field="snapshots",
         )
-    busy = [snapshot.name for snapshot in held if snapshot.state != snapshot.State.AVAILABLE]
+    busy = [holding.busy for holding in held if holding.busy]
     if busy:
-        raise Conflict(
-            f"Snapshot {', '.join(busy)} of volume {volume.name} is being created or deleted: delete the "
-            "volume once it has finished."
-        )
+        raise Conflict(" ".join(busy))
     volume.transition(Volume.State.DELETING, last_error="", **operations.restarted())
     if snapshots == "delete":
-        for snapshot in deleted_with_volume(held)[0]:
-            delete_snapshot(actor=actor, snapshot=snapshot, confirm=snapshot.name)
+        dependents.delete_with(actor, volume)
     enqueue(tasks.finish_delete_volume, str(volume.pk), queue=hypervisor_queue(volume.region_id))
     return volume
 
@@ -536,9 +529,7 @@ def finish_delete_volume(volume_id: str) -> None:
     volume = Volume.objects.filter(pk=volume_id).select_related("region").first()
     if volume is None or volume.state != Volume.State.DELETING:
         return
-    from snapshots import chains
-
-    with chains.locked(volume, purpose=f"deleting volume {volume.name}"):
+    with chain_lock.locked(volume, purpose=f"deleting volume {volume.name}"):
         operations.checkpoint(f"deleting file of {volume.name}")
         Path(volume.path).unlink(missing_ok=True)
         volume.delete()

@@ -9,7 +9,9 @@ class PoliciesConfig(AppConfig):
 
     def ready(self) -> None:
         from clouddigit import operations
-        from policies import drills, work
+        from clouddigit.compute import hooks
+        from policies import drills, scope, work
         from policies.models import Drill
 
         operations.register(Drill, active=[Drill.State.RUNNING], resume=drills.resume, give_up=work.give_up)
+        hooks.register_tag_scope(scope.policy_scope_tags)

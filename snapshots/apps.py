@@ -9,8 +9,8 @@ class SnapshotsConfig(AppConfig):
 
     def ready(self) -> None:
         from clouddigit import operations
-        from clouddigit.compute.services import register_delete_check
-        from snapshots import services, work
+        from clouddigit.compute import hooks
+        from snapshots import dependents, services, work
         from snapshots.models import Restore, Snapshot
 
         operations.register(
@@ -25,4 +25,5 @@ class SnapshotsConfig(AppConfig):
             resume=services.resume_restore,
             give_up=work.give_up_restore,
         )
-        register_delete_check(services.vm_delete_blocker)
+        hooks.register_vm_delete_check(services.vm_delete_blocker)
+        hooks.register_volume_dependent(holding=dependents.holding, delete=dependents.delete_with)

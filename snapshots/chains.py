@@ -6,7 +6,9 @@ only). Deleting a snapshot merges its layer into every child and removes the fil
 run again after an interruption and finishes the job.
 
 Every function here that touches a file runs inside `locked(...)` of the chains it touches, taken by the
-caller outside any database transaction: jobs on one chain take turns (`clouddigit.compute.chainlocks`).
+caller outside any database transaction: jobs on one chain take turns. The lock is compute's
+(`clouddigit.compute.chainlocks`, which resizing and deleting a volume take too), re-exported here for
+the callers of these functions.
 """
 
 from __future__ import annotations

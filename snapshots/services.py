@@ -20,6 +20,7 @@ from clouddigit import operations
 from clouddigit.access import actor_name, require
 from clouddigit.audit.log import audited
 from clouddigit.backends import hypervisor
+from clouddigit.compute import hooks
 from clouddigit.compute import services as compute
 from clouddigit.compute.flavors import FLAVORS
 from clouddigit.compute.models import VM, Project, Volume
@@ -29,7 +30,6 @@ from clouddigit.errors import Conflict, InvalidRequest, ServiceError
 from clouddigit.names import check_name, derived_name, shown
 from clouddigit.queueing import enqueue, hypervisor_queue
 from images import storage
-from policies.scope import policy_scope_tags
 from snapshots import chains, tasks
 from snapshots.models import (
     DEFAULT_SNAPSHOTS_PER_VOLUME,
@@ -498,7 +498,7 @@ def tag_choices(snapshot: Snapshot) -> tuple[dict, dict[str, str]]:
     """The source VM's tags, and {key: why not kept by default} for those that would put a restored VM
     under a snapshot policy of the project."""
     tags = source_tags(snapshot)
-    return tags, policy_scope_tags(snapshot.project, tags)
+    return tags, hooks.scoped_tags(snapshot.project, tags)
 
 
 def restored_tags(snapshot: Snapshot, keep: list[str] | None) -> tuple[dict, list[str]]:

@@ -17,7 +17,7 @@ from clouddigit import operations
 from clouddigit.access import require
 from clouddigit.audit.log import audited, record_refusal
 from clouddigit.backends import hypervisor, volumes
-from clouddigit.compute import chainlocks, recorded_chain, tasks
+from clouddigit.compute import chainlocks, hooks, recorded_chain, tasks
 from clouddigit.compute.flavors import FLAVORS
 from clouddigit.compute.models import BOOT_DEVICES, VM, Host, Project, Region, Volume, validate_tags
 from clouddigit.compute.permissions import Perm
@@ -430,11 +430,10 @@ SNAPSHOT_CHOICES = ("keep", "delete")
 
 @audited("compute.volume.delete", target="volume")
 def delete_volume(*, actor, volume: Volume, confirm: str, snapshots: str = "") -> Volume:
-    """Delete a detached volume: its data is gone for good, so `confirm` repeats its name. Its snapshots
-    are kept (`snapshots="keep"`, as EBS does: they still restore) or deleted with it (`"delete"`); a
-    volume with snapshots is never deleted before the user has chosen."""
-    from snapshots.services import delete_snapshot, deleted_with_volume, snapshots_of_volume
-
+    """Delete a detached volume: its data is gone for good, so `confirm` repeats its name. What the apps
+    above hold of it (its snapshots: `clouddigit.compute.hooks`) is kept (`snapshots="keep"`, as EBS
+    does: they still restore) or deleted with it (`"delete"`); a volume that something holds is never
+    deleted before the user has chosen."""
     require(actor, Perm.OPERATE_VMS, volume.project, "delete volumes")
     if volume.vm is not None:
         raise Conflict(
@@ -445,23 +444,19 @@ def delete_volume(*, actor, volume: Volume, confirm: str, snapshots: str = "") -
         raise InvalidRequest(
             f"Deleting a volume destroys its data for good. Type {volume.name!r} to confirm.", field="confirm"
         )
-    held = list(snapshots_of_volume(volume))
+    held = hooks.holdings(volume)
     if held and snapshots not in SNAPSHOT_CHOICES:
         raise DeleteNeedsChoice(
-            f"Volume {volume.name} has {len(held)} snapshot{'s' if len(held) != 1 else ''}: choose to keep "
-            "them (they still restore to new volumes) or to delete them with the volume.",
+            f"Volume {volume.name} has {' and '.join(holding.counted for holding in held)}: choose to keep "
+            f"them ({'; '.join(holding.if_kept for holding in held)}) or to delete them with the volume.",
             field="snapshots",
         )
-    busy = [snapshot.name for snapshot in held if snapshot.state != snapshot.State.AVAILABLE]
+    busy = [holding.busy for holding in held if holding.busy]
     if busy:
-        raise Conflict(
-            f"Snapshot {', '.join(busy)} of volume {volume.name} is being created or deleted: delete the "
-            "volume once it has finished."
-        )
+        raise Conflict(" ".join(busy))
     volume.transition(Volume.State.DELETING, last_error="", **operations.restarted())
     if snapshots == "delete":
-        for snapshot in deleted_with_volume(held)[0]:
-            delete_snapshot(actor=actor, snapshot=snapshot, confirm=snapshot.name)
+        hooks.delete_with(actor, volume)
     enqueue(tasks.finish_delete_volume, str(volume.pk), queue=hypervisor_queue(volume.region_id))
     return volume
 
@@ -524,15 +519,6 @@ def volume_fates(vm: VM, chosen: dict | None) -> dict[Volume, str]:
     return fates
 
 
-# Other apps say why a VM cannot be deleted now (a snapshot of it is being taken): each check answers
-# a reason or "". Registered in their AppConfig.ready(), since compute does not import them.
-DELETE_CHECKS: list = []
-
-
-def register_delete_check(check) -> None:
-    DELETE_CHECKS.append(check)
-
-
 @audited("compute.vm.delete", target="vm")
 def delete_vm(*, actor, vm: VM, confirm: str, volumes: dict | None = None) -> VM:
     """Delete a stopped VM: volumes to keep are detached now (a stopped VM holds no file open), the
@@ -547,7 +533,7 @@ def delete_vm(*, actor, vm: VM, confirm: str, volumes: dict | None = None) -> VM
         )
     fates = volume_fates(vm, volumes)
     creating = [volume.name for volume in fates if volume.state == Volume.State.CREATING]
-    busy = [reason for check in DELETE_CHECKS if (reason := check(vm))]
+    busy = hooks.vm_delete_blockers(vm)
     if creating:
         busy.insert(0, f"volume {', '.join(creating)} is still being created (a restore is under way)")
     if busy:

@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from clouddigit.access import can
-from clouddigit.compute import services
+from clouddigit.compute import hooks, services
 from clouddigit.compute.filters import VMFilter, VolumeFilter
 from clouddigit.compute.forms import (
     AttachForm,
@@ -25,7 +25,6 @@ from clouddigit.compute.permissions import Perm
 from clouddigit.console import act, settle
 from clouddigit.htmx import render_page_or_fragment
 from clouddigit.listing import in_scope, list_page
-from snapshots.services import deleted_with_volume, snapshots_of_volume
 
 
 @login_required
@@ -176,8 +175,7 @@ def volume_list(request, create_form: VolumeCreateForm | None = None):
 def volume_context(request, volume: Volume, **forms) -> dict:
     # The chain as recorded when it last changed (clouddigit.compute.recorded_chain): reading it here
     # would run qemu-img inside the request.
-    held = list(snapshots_of_volume(volume)) if volume.state != Volume.State.DELETING else []
-    deleted, kept = deleted_with_volume(held)
+    holdings = hooks.holdings(volume) if volume.state != Volume.State.DELETING else []
     vms = VM.objects.visible_to(request.user).filter(project=volume.project_id, region=volume.region_id)
     return {
         "volume": volume,
@@ -185,8 +183,7 @@ def volume_context(request, volume: Volume, **forms) -> dict:
         "attach_form": forms.get("attach_form") or AttachForm(vms=vms.order_by("name")),
         "resize_form": forms.get("resize_form") or ResizeForm(),
         "delete_form": forms.get("delete_form") or DeleteVolumeForm(),
-        "held_snapshots": held,
-        "vm_snapshots_kept": kept,
+        "holdings": holdings,
         "tags_form": forms.get("tags_form") or TagsForm(initial={"tags": volume.tags}),
         # A restored volume: the spec's boot recovery is one action from here (attach it to a known-good
         # VM as a secondary disk, mount, inspect).

@@ -138,3 +138,25 @@ def test_restore_one_disk_of_a_vm_snapshot_from_the_console(signed_in, alice, ma
 
     assert response.status_code == 302
     assert Volume.objects.get(name="inspect").size_bytes == 2**30
+
+
+def test_delete_with_the_snapshots_keeps_a_vm_snapshot_of_other_volumes_too(
+    signed_in, alice, make_vm, prod, dha, run, django_capture_on_commit_callbacks
+):
+    vm = make_vm(prod, "db-01")
+    data = services.create_empty_volume(actor=alice, project=prod, region=dha, name="db-data", size_gib=1)
+    services.attach_volume(actor=alice, volume=data, vm=vm, device="vdb")
+    run(snapshots.create_snapshot, actor=alice, vm=vm, name="db-snap")
+    run(snapshots.create_snapshot, actor=alice, volume=Volume.objects.get(pk=data.pk), name="data-snap")
+    run(services.detach_volume, actor=alice, volume=Volume.objects.get(pk=data.pk))
+    page = signed_in.get(detail(data)).content.decode()
+    assert "This volume has <strong>2 snapshots</strong> (data-snap, db-snap)." in page
+    assert "VM snapshots that also hold other volumes (1) are kept either way." in page
+
+    with django_capture_on_commit_callbacks(execute=True):
+        signed_in.post(
+            reverse("compute:volume-delete", args=[data.pk]), {"confirm": "db-data", "snapshots": "delete"}
+        )
+
+    assert not Volume.objects.filter(pk=data.pk).exists()
+    assert list(Snapshot.objects.values_list("name", flat=True)) == ["db-snap"]

@@ -102,6 +102,26 @@ def add_operation_command(
     parser.set_defaults(handler=handler, parser=parser)
 
 
+def add_named_command(
+    parent: Subcommands, name: str, help: str, handler, *, option: str, what: str, output: bool = True
+) -> argparse.ArgumentParser:
+    """A command acting on one snapshot or volume, named by `option` (`--snapshot ID`, as the spec
+    writes its commands): its id, or its name when unique."""
+    parser = parent.add_parser(name, help=help, description=help)
+    parser.add_argument(
+        option, required=True, metavar=what.upper(), help=f"the {what}'s id (or its name, when unique)"
+    )
+    if output:
+        add_output_option(parser)
+    parser.set_defaults(handler=handler, parser=parser)
+    return parser
+
+
+def resource_url(client: Client, resource: Resource, what: str, reference: str, action: str = "") -> str:
+    """The API path of one item of `resource` (named by id or unique name), or of one of its actions."""
+    return f"{resource.path}{resolve(client, resource, what, reference)}/" + (f"{action}/" if action else "")
+
+
 def header(resource: Resource) -> bool:
     """Tables have a header line only on a terminal, so that piped output is data lines only (as `gh`
     does): the spec counts snapshots per VM with `... snapshot list --policy P --since 24h | awk

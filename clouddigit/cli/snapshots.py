@@ -20,9 +20,11 @@ from clouddigit.cli.common import (
     Resource,
     Subcommands,
     add_list_command,
+    add_named_command,
     add_output_option,
     header,
     resolve,
+    resource_url,
     tags,
 )
 from clouddigit.cli.output import Column, binary_size, cell, fields, show, table, timestamp
@@ -155,20 +157,11 @@ def add_commands(snapshots: Subcommands) -> None:
 def add_snapshot_command(
     parent: Subcommands, name: str, help: str, handler, *, output: bool = True
 ) -> argparse.ArgumentParser:
-    """A command acting on one snapshot, named by `--snapshot`."""
-    parser = parent.add_parser(name, help=help, description=help)
-    parser.add_argument(
-        "--snapshot", required=True, metavar="ID", help="the snapshot's id (or its name, when unique)"
-    )
-    if output:
-        add_output_option(parser)
-    parser.set_defaults(handler=handler, parser=parser)
-    return parser
+    return add_named_command(parent, name, help, handler, option="--snapshot", what="snapshot", output=output)
 
 
 def snapshot_url(client: Client, args: argparse.Namespace, action: str = "") -> str:
-    snapshot_id = resolve(client, SNAPSHOTS, "snapshot", args.snapshot)
-    return f"{SNAPSHOTS.path}{snapshot_id}/" + (f"{action}/" if action else "")
+    return resource_url(client, SNAPSHOTS, "snapshot", args.snapshot, action)
 
 
 def _show_snapshot(snapshot: dict[str, Any], output: str) -> None:

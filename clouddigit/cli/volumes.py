@@ -17,10 +17,11 @@ from clouddigit.cli.common import (
     Resource,
     Subcommands,
     add_list_command,
+    add_named_command,
     add_output_option,
     add_where_options,
     header,
-    resolve,
+    resource_url,
     tags,
     where,
 )
@@ -97,19 +98,11 @@ def add_commands(volumes: Subcommands) -> None:
 def _volume_command(
     parent: Subcommands, name: str, help: str, handler, *, output: bool = True
 ) -> argparse.ArgumentParser:
-    parser = parent.add_parser(name, help=help, description=help)
-    parser.add_argument(
-        "--volume", required=True, metavar="VOLUME", help="the volume's id (or its name, when unique)"
-    )
-    if output:
-        add_output_option(parser)
-    parser.set_defaults(handler=handler, parser=parser)
-    return parser
+    return add_named_command(parent, name, help, handler, option="--volume", what="volume", output=output)
 
 
 def _volume_url(client: Client, args: argparse.Namespace, action: str = "") -> str:
-    volume_id = resolve(client, VOLUMES, "volume", args.volume)
-    return f"{VOLUMES.path}{volume_id}/" + (f"{action}/" if action else "")
+    return resource_url(client, VOLUMES, "volume", args.volume, action)
 
 
 def _show(volume: dict, output: str) -> None:

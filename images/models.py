@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from clouddigit.compute.models import Account, Project, Region, TaggedQuerySet, validate_tags
+from clouddigit.compute.models import Account, Project, RaisedLimit, Region, TaggedQuerySet, validate_tags
 from clouddigit.compute.permissions import Perm
 from clouddigit.names import validate_name
 from clouddigit.operations import Leased
@@ -216,17 +216,11 @@ class ImageShare(models.Model):
         return f"{self.image} shared with {self.project}"
 
 
-class ImageQuota(models.Model):
+class ImageQuota(RaisedLimit):
     """A raised custom-image limit for a project; the newest row applies."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     limit = models.PositiveIntegerField()
-    ticket = models.CharField(max_length=100)
-    set_by = models.CharField(max_length=150)
-    created_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.limit} custom images for {self.project} (ticket {self.ticket})"
@@ -296,17 +290,11 @@ class ImagePolicy(models.Model):
         return f"{self.project}: attestation {self.require_attestation}"
 
 
-class StorageQuota(models.Model):
+class StorageQuota(RaisedLimit):
     """A raised project storage quota (snapshots and custom images, in bytes); the newest row applies."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     limit_bytes = models.PositiveBigIntegerField()
-    ticket = models.CharField(max_length=100)
-    set_by = models.CharField(max_length=150)
-    created_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.limit_bytes / 2**30:g} GiB of storage for {self.project} (ticket {self.ticket})"

@@ -12,6 +12,7 @@ from clouddigit.compute.models import (
     Layer,
     Project,
     ProjectScopedQuerySet,
+    RaisedLimit,
     Region,
     TaggedQuerySet,
     Volume,
@@ -197,18 +198,14 @@ class SizeSample(models.Model):
         return f"{self.snapshot_id} @ {self.at:%Y-%m-%d %H:%M}: {self.billed_bytes} B billed"
 
 
-class SnapshotLimit(models.Model):
+class SnapshotLimit(RaisedLimit):
     """A raised snapshots-per-volume limit for a project or one volume; the newest one applies."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
     volume = models.ForeignKey(Volume, on_delete=models.CASCADE, null=True, blank=True, related_name="+")
     limit = models.PositiveIntegerField()
-    ticket = models.CharField(max_length=100)
-    set_by = models.CharField(max_length=150)
-    created_at = models.DateTimeField(default=timezone.now)
 
-    class Meta:
-        ordering = ["-created_at"]
+    class Meta(RaisedLimit.Meta):
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(project__isnull=False) | models.Q(volume__isnull=False),

@@ -356,3 +356,16 @@ class Volume(StateMachineMixin, Leased):
     def is_boot_disk(self) -> bool:
         """Attached where the VM boots from (vda, or sda on bare metal)."""
         return self.device in BOOT_DEVICES
+
+
+class RaisedLimit(models.Model):
+    """A limit raised by support for a ticket (snapshots per volume, custom images, storage): the
+    newest row applies. Each app's row says what it raises."""
+
+    ticket = models.CharField(max_length=100)
+    set_by = models.CharField(max_length=150)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at"]

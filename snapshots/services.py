@@ -199,17 +199,22 @@ def create_snapshot(
         **operations.queued(),
     )
     for each in captured:
-        SnapshotDisk.objects.create(
-            snapshot=snapshot,
-            volume=each,
-            volume_name=each.name,
-            device=each.device,
-            bootable=each.bootable,
-            size_bytes=each.size_bytes,
-            overlay_path=_new_file(each.region.volume_dir),
-        )
+        _add_disk(snapshot, each)
     enqueue(tasks.take, str(snapshot.pk), queue=hypervisor_queue(snapshot.region_id))
     return snapshot
+
+
+def _add_disk(snapshot: Snapshot, volume: Volume) -> None:
+    """The row of one volume the snapshot captures, with the new file its writes go to meanwhile."""
+    SnapshotDisk.objects.create(
+        snapshot=snapshot,
+        volume=volume,
+        volume_name=volume.name,
+        device=volume.device,
+        bootable=volume.bootable,
+        size_bytes=volume.size_bytes,
+        overlay_path=_new_file(volume.region.volume_dir),
+    )
 
 
 def vm_delete_blocker(vm: VM) -> str:
@@ -610,15 +615,6 @@ def rollback(*, actor, snapshot: Snapshot, confirm: str) -> Snapshot:
         **operations.queued(),
     )
     for disk in disks:
-        volume = disk.existing_volume
-        SnapshotDisk.objects.create(
-            snapshot=safety,
-            volume=volume,
-            volume_name=volume.name,
-            device=volume.device,
-            bootable=volume.bootable,
-            size_bytes=volume.size_bytes,
-            overlay_path=_new_file(snapshot.region.volume_dir),
-        )
+        _add_disk(safety, disk.existing_volume)
     enqueue(tasks.finish_rollback, str(safety.pk), queue=hypervisor_queue(snapshot.region_id))
     return safety

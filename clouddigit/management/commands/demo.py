@@ -24,6 +24,8 @@ from iam.models import AccountMember, RoleBinding
 from iam.services import add_member, grant_role
 from images import services as images
 from images.models import Image
+from policies.models import Policy
+from policies.services import apply_policy
 from snapshots.models import Snapshot
 from snapshots.services import create_snapshot
 
@@ -61,6 +63,18 @@ class DemoVM:
 
 
 PROD = {"env": "prod"}
+PROD_POLICY = """\
+name: acme-prod-default
+schedule:
+  daily: 02:00 BDT
+  weekly: Sun 03:00 BDT
+retention:
+  daily: 7
+  weekly: 4
+scope:
+  vm_tags: ['env=prod']
+application_consistent: true
+"""
 VMS = [
     DemoVM(
         "acme/prod",
@@ -142,10 +156,17 @@ class Command(BaseCommand):
             self._vm(actor, project, Region.objects.get(slug=spec.region), spec)
         self._loose_volume(users["acme-admin"], projects["acme/prod"])
         self._first_snapshot(users["acme-admin"], projects["acme/prod"])
+        self._prod_policy(users["acme-admin"], projects["acme/prod"])
         self._images(users["prod-publisher"], projects["acme/prod"])
         self.stdout.write(self.style.SUCCESS("Demo data is in place. Logins:"))
         for name, (purpose, _, _) in USERS.items():
             self.stdout.write(f"  {name:15} {passwords[name]:22} {purpose}")
+
+    def _prod_policy(self, actor, project: Project) -> None:
+        """The spec's policy: it covers the VMs tagged env=prod (a restored VM keeps that tag only when
+        asked to). Its notification channel is left out: the demo has none."""
+        if not Policy.objects.filter(project=project, name="acme-prod-default").exists():
+            apply_policy(actor=actor, project=project, text=PROD_POLICY)
 
     def _passwords(self) -> dict[str, str]:
         path = settings.VAR_DIR / "demo-logins.json"

@@ -9,6 +9,7 @@ page shows that record and when it was made. Allocated sizes grow with every gue
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from django.utils import timezone
 
@@ -27,12 +28,13 @@ def record(volume: Volume) -> None:
     except volumes.VolumeError as error:
         log.warning("could not record the backing chain of volume %s: %s", volume.pk, error)
         return
+    # File names only: where the host keeps them is not the tenant's business (CONVENTIONS.md).
     chain = [
         {
-            "file": layer["filename"],
+            "file": Path(layer["filename"]).name,
             "virtual_size": layer.get("virtual-size"),
             "actual_size": layer.get("actual-size"),
-            "backing": layer.get("backing-filename", ""),
+            "backing": Path(layer["backing-filename"]).name if layer.get("backing-filename") else "",
         }
         for layer in layers
     ]

@@ -15,7 +15,7 @@ from clouddigit.celery import app as celery_app
 from clouddigit.compute import services as compute_services
 from iam.services import grant_role
 
-pytest_plugins = ["tests.plugins.seaweed"]
+pytest_plugins = ["tests.plugins.parallel", "tests.plugins.seaweed"]
 
 GiB = 2**30
 
@@ -30,6 +30,20 @@ def require_service(name: str, host: str, port: int) -> None:
     if os.environ.get("CLOUDDIGIT_REQUIRE_SERVICES") == "1":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def redis_broker_url() -> str:
+    """An empty Redis database for a test's real broker. Each xdist worker has its own, counting down
+    from CLOUDDIGIT_TEST_REDIS_DB (default 13; .ci/run's in-process broker is 15): a worker process
+    started by one xdist worker must never take the tasks another one published."""
+    import redis
+
+    from tests.plugins.parallel import worker_index
+
+    require_service("Redis", "127.0.0.1", 6379)
+    url = f"redis://127.0.0.1:6379/{int(os.environ.get('CLOUDDIGIT_TEST_REDIS_DB', '13')) - worker_index()}"
+    redis.Redis.from_url(url).flushdb()  # no message left from an earlier test or run
+    return url
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -47,14 +47,17 @@ def redis_broker_url() -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Benchmarks run only on request (`-m bench`): they take over a minute and print figures rather than
-    check behaviour. Any other selection (none, `-m "not e2e"`, a path) leaves them out."""
-    if "bench" in (config.option.markexpr or ""):
-        return
-    benches = [item for item in items if item.get_closest_marker("bench")]
-    if benches:
-        config.hook.pytest_deselected(items=benches)
-        items[:] = [item for item in items if not item.get_closest_marker("bench")]
+    """Benchmarks (`bench`: over a minute, they print figures rather than check behaviour) and the `long`
+    tests (minutes each; .ci/run runs them) run only when `-m` names their marker (`-m bench`,
+    `-m long`, `-m "long or not bench"`). Any other selection (none, `-m "not e2e"`, a path) leaves them
+    out."""
+    for marker in ("bench", "long"):
+        if marker in (config.option.markexpr or ""):
+            continue
+        left_out = [item for item in items if item.get_closest_marker(marker)]
+        if left_out:
+            config.hook.pytest_deselected(items=left_out)
+            items[:] = [item for item in items if not item.get_closest_marker(marker)]
 
 
 @pytest.fixture(autouse=True)

@@ -129,6 +129,7 @@ def _checksums(vm: VM) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(900)
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("broker", ["filesystem", "redis"])

@@ -39,8 +39,9 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under xdist, the tests marked `slow` go first: started last, one of them would keep a worker busy
-    for a minute or two after the others have run out of tests. Every worker sorts the same way, as xdist
-    requires; a run without xdist keeps the collection order."""
+    for a minute after the others have run out of tests. `./scripts/test` also passes `--maxschedchunk 1`
+    so that xdist hands them out one at a time rather than all in the first worker's first chunk. Every
+    worker sorts the same way, as xdist requires; a run without xdist keeps the collection order."""
     if not hasattr(config, "workerinput"):
         return
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)

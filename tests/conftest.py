@@ -15,7 +15,7 @@ from clouddigit.celery import app as celery_app
 from clouddigit.compute import services as compute_services
 from iam.services import grant_role
 
-pytest_plugins = ["tests.plugins.seaweed"]
+pytest_plugins = ["tests.plugins.parallel", "tests.plugins.seaweed"]
 
 GiB = 2**30
 
@@ -32,15 +32,32 @@ def require_service(name: str, host: str, port: int) -> None:
     pytest.skip(message)
 
 
+def redis_broker_url() -> str:
+    """An empty Redis database for a test's real broker. Each xdist worker has its own, counting down
+    from CLOUDDIGIT_TEST_REDIS_DB (default 13; .ci/run's in-process broker is 15): a worker process
+    started by one xdist worker must never take the tasks another one published."""
+    import redis
+
+    from tests.plugins.parallel import worker_index
+
+    require_service("Redis", "127.0.0.1", 6379)
+    url = f"redis://127.0.0.1:6379/{int(os.environ.get('CLOUDDIGIT_TEST_REDIS_DB', '13')) - worker_index()}"
+    redis.Redis.from_url(url).flushdb()  # no message left from an earlier test or run
+    return url
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Benchmarks run only on request (`-m bench`): they take over a minute and print figures rather than
-    check behaviour. Any other selection (none, `-m "not e2e"`, a path) leaves them out."""
-    if "bench" in (config.option.markexpr or ""):
-        return
-    benches = [item for item in items if item.get_closest_marker("bench")]
-    if benches:
-        config.hook.pytest_deselected(items=benches)
-        items[:] = [item for item in items if not item.get_closest_marker("bench")]
+    """Benchmarks (`bench`: over a minute, they print figures rather than check behaviour) and the `long`
+    tests (minutes each; .ci/run runs them) run only when `-m` names their marker (`-m bench`,
+    `-m long`, `-m "long or not bench"`). Any other selection (none, `-m "not e2e"`, a path) leaves them
+    out."""
+    for marker in ("bench", "long"):
+        if marker in (config.option.markexpr or ""):
+            continue
+        left_out = [item for item in items if item.get_closest_marker(marker)]
+        if left_out:
+            config.hook.pytest_deselected(items=left_out)
+            items[:] = [item for item in items if not item.get_closest_marker(marker)]
 
 
 @pytest.fixture(autouse=True)

@@ -16,6 +16,7 @@ import pytest
 from django.db import connection
 
 from clouddigit.compute.models import VM
+from tests.conftest import redis_broker_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,13 +39,6 @@ def _env(broker_url: str, var_dir: Path) -> dict:
     }
 
 
-def _redis_broker() -> str:
-    from tests.conftest import require_service
-
-    require_service("Redis", "127.0.0.1", 6379)
-    return "redis://127.0.0.1:6379/14"
-
-
 WORKER = [
     "-m",
     "celery",
@@ -65,7 +59,7 @@ WORKER = [
 def _publish_and_wait(broker: str, tmp_path, code: str, done) -> str:
     """Run `code` in a `manage.py shell` (it queues tasks), let a worker process run them, wait until
     `done()` is true; return the worker's log."""
-    broker_url = _redis_broker() if broker == "redis" else "filesystem://localhost/"
+    broker_url = redis_broker_url() if broker == "redis" else "filesystem://localhost/"
     env = _env(broker_url, tmp_path / "var")
     worker = subprocess.Popen(
         [sys.executable, *WORKER],

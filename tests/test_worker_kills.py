@@ -33,12 +33,12 @@ from policies import drills
 from policies.models import Drill
 from snapshots import services as snapshots
 from snapshots.models import Restore, Snapshot, SnapshotDisk
+from tests.conftest import redis_broker_url
 from tests.test_celery_worker import ROOT, WORKER, _database_url
 
 MiB = 2**20
 LEASE_SECONDS = 2
 DEADLINE_SECONDS = 60
-REDIS_DB = int(os.environ.get("CLOUDDIGIT_TEST_REDIS_DB", "13"))
 
 
 class Workers:
@@ -130,21 +130,14 @@ def _checksums(vm: VM) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.timeout(900)
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("broker", ["filesystem", "redis"])
 def test_every_operation_survives_a_sigkill_at_every_step(
     broker, make_vm, prod, dha, ctg, image_stores, qcow2_file, settings, tmp_path
 ):
-    broker_url = "filesystem://localhost/"
-    if broker == "redis":
-        from tests.conftest import require_service
-
-        require_service("Redis", "127.0.0.1", 6379)
-        import redis
-
-        broker_url = f"redis://127.0.0.1:6379/{REDIS_DB}"
-        redis.Redis.from_url(broker_url).flushdb()  # no message left from an earlier run
+    broker_url = redis_broker_url() if broker == "redis" else "filesystem://localhost/"
     var_dir, kill_file = tmp_path / "var", tmp_path / "kill-at"
     settings.VAR_DIR = var_dir  # uploads are written here and read there by the worker
     env = {

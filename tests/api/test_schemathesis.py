@@ -26,7 +26,12 @@ from policies import services as policies
 from snapshots import services as snapshots
 from snapshots.models import Restore, Snapshot
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.timeout(600)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.long,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(600),
+]
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 SEED = 20261127

@@ -21,6 +21,7 @@ import pytest
 
 from clouddigit.backends.objectstore import ObjectStore
 from clouddigit.backends.seaweed import PORTS_PER_SERVER, SeaweedError, SeaweedServer
+from tests.plugins.parallel import worker_index
 
 DEFAULT_TEST_PORT_BASE = 19300
 ACCESS_KEY = "clouddigit-test"
@@ -62,10 +63,7 @@ class SeaweedForTests:
 
 def _port_base() -> int:
     base = int(os.environ.get("CLOUDDIGIT_TEST_S3_PORT_BASE", DEFAULT_TEST_PORT_BASE))
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ...
-    if worker.startswith("gw") and worker[2:].isdigit():
-        base += 2 * PORTS_PER_SERVER * int(worker[2:])
-    return base
+    return base + 2 * PORTS_PER_SERVER * worker_index()
 
 
 @pytest.fixture(scope="session")
@@ -90,4 +88,6 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedForTest
     try:
         yield SeaweedForTests(server)
     finally:
-        server.stop()
+        # Its data folder is thrown away: no need to wait out weed mini's graceful shutdown, which takes
+        # 11 s once the server has run for a while (mini waits 10 s for its admin server to stop).
+        server.stop(timeout=1)

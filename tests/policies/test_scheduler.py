@@ -69,6 +69,7 @@ def no_spread(settings):
     settings.POLICY_SPREAD_MINUTES = 0
 
 
+@pytest.mark.slow
 def test_sixty_days_keep_the_newest_seven_daily_and_four_weekly(
     make_vm, prod, no_spread, django_capture_on_commit_callbacks
 ):

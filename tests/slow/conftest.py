@@ -61,11 +61,12 @@ def _test_user() -> tuple[int, int]:
     try:
         entry = pwd.getpwnam(TEST_USER)
     except KeyError:
-        subprocess.run(
-            ["useradd", "--create-home", "--shell", "/usr/sbin/nologin", TEST_USER],
-            check=True,
-            capture_output=True,
+        made = subprocess.run(
+            ["useradd", "--create-home", "--shell", "/usr/sbin/nologin", TEST_USER], capture_output=True
         )
+        # 9: made meanwhile by another xdist worker's test.
+        if made.returncode not in (0, 9):
+            raise AssertionError(f"useradd {TEST_USER} failed: {made.stderr.decode()}") from None
         entry = pwd.getpwnam(TEST_USER)
     return entry.pw_uid, entry.pw_gid
 

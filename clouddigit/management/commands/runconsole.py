@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -239,8 +240,16 @@ class Command(BaseCommand):
                 self.stdout.flush()
 
     def _stop_all(self) -> None:
+        """The console's own processes first, newest first (the worker finishes its task while the object
+        stores still answer), then the object stores all at once: each takes seconds to stop and none
+        waits on another."""
         self._stopping = True
-        for child in reversed(self.children):
-            child.process.stop()
+        processes = [child.process for child in reversed(self.children)]
+        for process in processes:
+            if not isinstance(process, SeaweedServer):
+                process.stop()
+        stores = [process for process in processes if isinstance(process, SeaweedServer)]
+        with ThreadPoolExecutor(max_workers=max(len(stores), 1)) as pool:
+            list(pool.map(lambda store: store.stop(), stores))
         if self.children:
             self.stdout.write("Stopped: " + ", ".join(child.process.name for child in self.children))

@@ -4,7 +4,6 @@ registered in `SnapshotsConfig.ready()`)."""
 from __future__ import annotations
 
 from clouddigit.compute.hooks import Holding
-
 from clouddigit.compute.models import Volume
 from snapshots.models import Snapshot
 from snapshots.services import delete_snapshot, deleted_with_volume, snapshots_of_volume

@@ -217,11 +217,6 @@ def _copied(copy: dict[str, Any]) -> str:
     return f"{done} of {total}, {sent} sent between regions"
 
 
-def _copied(copy: dict[str, Any]) -> str:
-    done, total, sent = (binary_size(copy[key]) for key in ("bytes_done", "bytes_total", "bytes_sent"))
-    return f"{done} of {total}, {sent} sent between regions"
-
-
 def snapshot_detail(snapshot: dict[str, Any]) -> str:
     definition = snapshot.get("vm_definition") or {}
     origin = snapshot["origin"] + (f" ({snapshot['policy_name']})" if snapshot["policy_name"] else "")

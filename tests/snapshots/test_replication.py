@@ -7,6 +7,8 @@ import pytest
 
 from clouddigit.audit.models import AuditEntry
 from clouddigit.backends import volumes
+from clouddigit.compute import services as compute
+from clouddigit.compute.models import VM, Volume
 from clouddigit.errors import Conflict, InvalidRequest, PermissionRefused
 from iam.services import grant_role
 from snapshots import replication, replication_work, services
@@ -172,3 +174,29 @@ def test_a_copy_of_a_copy_back_to_its_origin_is_incremental(run, operator, data_
     again.refresh_from_db()
     assert again.bytes_sent == 0  # everything already there
     assert back.disks.get().checksum == snapshot.disks.get().checksum
+
+
+def test_a_vm_snapshot_copies_every_disk_and_restores_to_a_vm_in_the_target(
+    run, operator, make_vm, prod, stores
+):
+    vm = make_vm(prod, "db-01")
+    data = compute.create_volume(
+        actor=None, project=prod, region=vm.region, name="db-01-data", size_bytes=16 * MiB
+    )
+    compute.attach_volume(actor=None, volume=data, vm=vm, device="vdb")
+    volumes.write_pattern(Volume.objects.get(pk=data.pk).path, 2 * MiB, 3 * MiB, 0x77)
+    volumes.write_pattern(vm.volumes.get(device="vda").path, 0, MiB, 0x78)
+    snapshot = run(
+        services.create_snapshot, actor=operator, vm=VM.objects.get(pk=vm.pk), name="db-01-nightly"
+    )
+    copy = _copy(run, operator, snapshot)
+    assert copy.state == Snapshot.State.AVAILABLE, copy.last_error
+    assert copy.kind == Snapshot.Kind.VM and copy.vm_definition["flavor"] == snapshot.vm_definition["flavor"]
+    assert copy.bytes_total == 4 * MiB + 8 * MiB  # one chunk of vda, two of vdb (MiB 2-5 straddle chunks)
+
+    restore = run(services.restore_to_vm, actor=operator, snapshot=copy, name="db-01-dr", vpc="dr-vpc")
+    restore.refresh_from_db()
+    assert restore.state == Restore.State.DONE, restore.last_error
+    assert restore.vm.region_id == "bd-ctg-1" and restore.vm.host.region_id == "bd-ctg-1"
+    restored = {v.device: volumes.checksum(v.path) for v in restore.vm.volumes.all()}
+    assert restored == {d.device: d.checksum for d in snapshot.disks.all()}

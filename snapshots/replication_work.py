@@ -103,6 +103,15 @@ def _reference(disk: SnapshotDisk, region: Region, sha256: str, size: int) -> Ch
     return chunk
 
 
+def _reading(copy: Snapshot, layer: Layer):
+    """The source chain, shared, for one read: a merge (deleting an older snapshot rewrites this layer's
+    file with the same guest view) waits for it, and a snapshot of the volume is not held up by a long
+    copy, which takes the lock again for each read window."""
+    return chains.locked(
+        layer, purpose=f"copying snapshot {copy.source_snapshot} to {copy.region_id}", shared=True
+    )
+
+
 def send(copy_id: str) -> Snapshot:
     """Send (a CREATING copy whose manifests are not all written): every disk's chunks, then its manifest."""
     copy = Snapshot.objects.select_related("region", "source_snapshot").get(pk=copy_id)
@@ -115,9 +124,7 @@ def send(copy_id: str) -> Snapshot:
         layer = source_disk.layer
         if layer is None:
             raise Conflict(f"Snapshot {copy.source_snapshot} has no data for {source_disk.volume_name}.")
-        with chains.locked(
-            layer, purpose=f"copying snapshot {copy.source_snapshot} to {copy.region_id}", shared=True
-        ):
+        with _reading(copy, layer):
             offsets = data_chunks(layer.path, chunk_bytes)
         plans.append((source_disk, disk, layer, offsets))
     total = sum(min(chunk_bytes, d.size_bytes - o) for _, d, _, offsets in plans for o in offsets)
@@ -128,13 +135,11 @@ def send(copy_id: str) -> Snapshot:
             Snapshot.objects.filter(pk=copy.pk).update(bytes_done=F("bytes_done") + done)
             continue
         _step(copy, f"sending {disk.volume_name}: {len(offsets)} chunks of data")
-        with chains.locked(
-            layer, purpose=f"copying snapshot {copy.source_snapshot} to {copy.region_id}", shared=True
-        ):
-            if not source_disk.checksum:
+        if not source_disk.checksum:
+            with _reading(copy, layer):
                 source_disk.checksum = volumes.checksum(layer.path)
-                SnapshotDisk.objects.filter(pk=source_disk.pk).update(checksum=source_disk.checksum)
-            chunks = _send_disk(copy, disk, layer.path, offsets, target, chunk_bytes)
+            SnapshotDisk.objects.filter(pk=source_disk.pk).update(checksum=source_disk.checksum)
+        chunks = _send_disk(copy, disk, layer, offsets, target, chunk_bytes)
         manifest = {
             "disk": disk.volume_name,
             "size_bytes": disk.size_bytes,
@@ -151,13 +156,19 @@ def send(copy_id: str) -> Snapshot:
 
 
 def _send_disk(
-    copy: Snapshot, disk: SnapshotDisk, path: str, offsets: list[int], target: ObjectStore, chunk_bytes: int
+    copy: Snapshot,
+    disk: SnapshotDisk,
+    layer: Layer,
+    offsets: list[int],
+    target: ObjectStore,
+    chunk_bytes: int,
 ) -> list[list]:
     """Send the disk's data chunks the target lacks; return the manifest's [offset, length, sha256] list."""
     listed: list[list] = []
     for start, count in _windows(offsets, chunk_bytes):
         length = min(count * chunk_bytes, disk.size_bytes - start)
-        window = volumes.read_bytes(path, start, length)
+        with _reading(copy, layer):
+            window = volumes.read_bytes(layer.path, start, length)
         for at in range(0, length, chunk_bytes):
             data = window[at : at + chunk_bytes]
             sent = 0

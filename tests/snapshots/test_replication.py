@@ -206,3 +206,35 @@ def test_a_vm_snapshot_copies_every_disk_and_restores_to_a_vm_in_the_target(
     assert restore.vm.region_id == "bd-ctg-1" and restore.vm.host.region_id == "bd-ctg-1"
     restored = {v.device: volumes.checksum(v.path) for v in restore.vm.volumes.all()}
     assert restored == {d.device: d.checksum for d in snapshot.disks.all()}
+
+
+def test_a_failed_copy_says_why_retries_and_deletes_cleanly(
+    run, operator, snap_admin, data_volume, stores, settings, django_capture_on_commit_callbacks
+):
+    snapshot = _snap(run, operator, data_volume, "one")
+    good = settings.REGIONS["bd-ctg-1"]
+    settings.REGIONS = {**settings.REGIONS, "bd-ctg-1": {**good, "s3_secret_key": "wrong-key-0123456789"}}
+    with pytest.raises(Exception, match="403"), django_capture_on_commit_callbacks(execute=True):
+        copy = replication.copy_snapshot(actor=operator, snapshot=snapshot, target_region="bd-ctg-1")
+    copy = Snapshot.objects.get(source_snapshot=snapshot)
+    assert copy.state == Snapshot.State.ERROR and "s3_secret_key" in copy.last_error
+    run(services.delete_snapshot, actor=snap_admin, snapshot=snapshot, confirm="one")  # no longer held
+    assert Snapshot.objects.filter(pk=snapshot.pk).exists() is False
+
+    snapshot = _snap(run, operator, data_volume, "two")
+    with pytest.raises(Exception, match="403"), django_capture_on_commit_callbacks(execute=True):
+        replication.copy_snapshot(actor=operator, snapshot=snapshot, target_region="bd-ctg-1")
+    copy = Snapshot.objects.get(source_snapshot=snapshot)
+    settings.REGIONS = {**settings.REGIONS, "bd-ctg-1": good}
+    retried = run(services.retry, actor=operator, snapshot=copy)
+    assert retried.state == Snapshot.State.AVAILABLE and retried.bytes_sent == 4 * MiB
+
+    with django_capture_on_commit_callbacks(execute=False):
+        doomed = replication.copy_snapshot(
+            actor=operator, snapshot=snapshot, target_region="bd-ctg-1", name="x"
+        )
+    replication_work.fail(str(doomed.pk), "test: failed before landing")
+    doomed.refresh_from_db()
+    run(services.delete_snapshot, actor=snap_admin, snapshot=doomed, confirm="x")
+    assert not Snapshot.objects.filter(pk=doomed.pk).exists()
+    assert Chunk.objects.filter(unreferenced_since__isnull=False).count() == 0  # the other copy uses it

@@ -165,6 +165,7 @@ def _send_disk(
 ) -> list[list]:
     """Send the disk's data chunks the target lacks; return the manifest's [offset, length, sha256] list."""
     listed: list[list] = []
+    done = 0
     for start, count in _windows(offsets, chunk_bytes):
         length = min(count * chunk_bytes, disk.size_bytes - start)
         with _reading(copy, layer):
@@ -180,8 +181,14 @@ def _send_disk(
                     target.put_bytes(chunk.key, data, sha256=sha256)  # the server checks the SHA-256
                     sent = len(data)
                 listed.append([start + at, len(data), sha256])
+            done += 1
+            # Progress is a step of its own: the sweeper marks only a copy that stopped moving as stuck.
             Snapshot.objects.filter(pk=copy.pk).update(
-                bytes_done=F("bytes_done") + len(data), bytes_sent=F("bytes_sent") + sent
+                bytes_done=F("bytes_done") + len(data),
+                bytes_sent=F("bytes_sent") + sent,
+                step=f"sending {disk.volume_name}: {done} of {len(offsets)} chunks"[:200],
+                step_started_at=timezone.now(),
+                stuck_reason="",
             )
             operations.checkpoint(f"sent chunk at {start + at} of {disk.volume_name}")
     return listed

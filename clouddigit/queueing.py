@@ -9,6 +9,8 @@ from __future__ import annotations
 from celery import Task
 from django.db import transaction
 
+REPLICATION_QUEUE = "replication"
+
 
 def hypervisor_queue(region_slug: str) -> str:
     return f"hypervisor.{region_slug}"

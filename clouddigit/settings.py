@@ -334,11 +334,17 @@ OPERATION_LEASE_SECONDS = env_int("CLOUDDIGIT_OPERATION_LEASE_SECONDS", 120)
 OPERATION_QUEUE_GRACE_SECONDS = env_int("CLOUDDIGIT_OPERATION_QUEUE_GRACE_SECONDS", 600)
 OPERATION_MAX_ATTEMPTS = env_int("CLOUDDIGIT_OPERATION_MAX_ATTEMPTS", 5)
 RECONCILE_SECONDS = env_int("CLOUDDIGIT_RECONCILE_SECONDS", 30)
+# Cross-region snapshot copies: guest data crosses in content-addressed chunks of this size; a chunk no
+# copy uses any more is deleted from the region's object store after the grace period (a copy running
+# at the same time re-references it meanwhile, docs/decisions.md).
+REPLICATION_CHUNK_BYTES = env_int("CLOUDDIGIT_REPLICATION_CHUNK_BYTES", 4 * 1024 * 1024)
+REPLICATION_CHUNK_GRACE_SECONDS = env_int("CLOUDDIGIT_REPLICATION_CHUNK_GRACE_SECONDS", 3600)
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "clouddigit.beat.heartbeat", "schedule": 30.0},
     "reconcile-operations": {"task": "clouddigit.beat.reconcile", "schedule": float(RECONCILE_SECONDS)},
     "snapshot-sweeper": {"task": "snapshots.beat.sweep", "schedule": 60.0},
     "snapshot-sizes": {"task": "snapshots.beat.measure_all", "schedule": 15 * 60.0},
+    "replica-chunks": {"task": "snapshots.beat.collect_chunks", "schedule": 3600.0},
     "policy-tick": {"task": "policies.beat.tick", "schedule": 60.0},
     "policy-drills": {"task": "policies.beat.due_drills", "schedule": 24 * 3600.0},
     "image-scratch-sweep": {"task": "images.beat.sweep", "schedule": 3600.0},

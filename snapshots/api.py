@@ -15,7 +15,7 @@ from clouddigit.access import project_by_reference
 from clouddigit.api.base import valid_data, visible_or_400
 from clouddigit.compute.models import VM, Volume
 from clouddigit.names import validate_name
-from snapshots import diagnosis, services
+from snapshots import diagnosis, replication, services
 from snapshots.filters import NEWEST_FIRST, SnapshotFilter
 from snapshots.models import Restore, Snapshot, SnapshotDisk, SnapshotLimit
 
@@ -78,6 +78,12 @@ class RestoreSerializer(serializers.ModelSerializer):
 class SnapshotSerializer(serializers.ModelSerializer):
     project = serializers.StringRelatedField(read_only=True)
     vm = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    source_snapshot = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True, help_text="A cross-region copy: the snapshot it copies"
+    )
+    source_region = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True, help_text="A cross-region copy: the region it was copied from"
+    )
     disks = SnapshotDiskSerializer(many=True, read_only=True)
 
     class Meta:
@@ -102,6 +108,11 @@ class SnapshotSerializer(serializers.ModelSerializer):
             "tags",
             "billed_bytes",
             "reclaimable_bytes",
+            "source_snapshot",
+            "source_region",
+            "bytes_total",
+            "bytes_done",
+            "bytes_sent",
             "hold",
             "expires_at",
             "created_by",
@@ -194,6 +205,20 @@ class RestoreToVMSerializer(serializers.Serializer):
         default=None,
         help_text="Keys of the source VM's tags to keep. Default: all but those that would put the new VM "
         "under a snapshot policy of the project (the restore's warnings name them).",
+    )
+
+
+class SnapshotCopySerializer(serializers.Serializer):
+    target_region = serializers.CharField(help_text="The region whose catalogue receives the copy")
+    source_region = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="The snapshot's region (checked when given)"
+    )
+    name = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        validators=[validate_name],
+        help_text="Default: as the source",
     )
 
 
@@ -321,6 +346,21 @@ class SnapshotViewSet(viewsets.ReadOnlyModelViewSet):
             keep_tags=data["keep_tags"],
         )
         return _restore(request.user, restore)
+
+    @extend_schema(request=SnapshotCopySerializer, responses={202: SnapshotDetailSerializer})
+    @action(detail=True, methods=["post"])
+    def copy(self, request, pk=None):
+        """Copy to another region's catalogue; answers with the copy (`creating` until every byte has
+        landed there and been verified; `bytes_total` / `bytes_sent` show its progress)."""
+        data = valid_data(SnapshotCopySerializer, request)
+        copy = replication.copy_snapshot(
+            actor=request.user,
+            snapshot=self.get_object(),
+            target_region=data["target_region"],
+            source_region=data["source_region"],
+            name=data["name"],
+        )
+        return self._snapshot(copy)
 
     @extend_schema(request=RollbackSerializer, responses={202: SnapshotDetailSerializer})
     @action(detail=True, methods=["post"])

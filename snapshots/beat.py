@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from clouddigit.queueing import enqueue, hypervisor_queue
+from clouddigit.queueing import REPLICATION_QUEUE, enqueue, hypervisor_queue
 from snapshots import diagnosis, tasks
 from snapshots.models import Snapshot
 
@@ -22,3 +22,9 @@ def measure_all() -> None:
 def sweep() -> None:
     """Mark operations stuck past their deadline, expire safety snapshots."""
     diagnosis.sweep()
+
+
+@shared_task
+def collect_chunks() -> None:
+    """Delete copied chunks that no copy has used for the grace period (on the replication queue)."""
+    enqueue(tasks.collect_chunks, queue=REPLICATION_QUEUE)

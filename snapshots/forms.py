@@ -59,6 +59,16 @@ class RestoreVMForm(forms.Form):
             del self.fields["keep_tags"]
 
 
+class CopyForm(forms.Form):
+    # Any value passes the form: the service names the regions there are when it is not one of them.
+    target_region = forms.CharField(label="Target region", widget=forms.Select)
+    name = NameField(required=False, help_text="optional; defaults to the snapshot's name")
+
+    def __init__(self, *args, regions=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["target_region"].widget.choices = [(slug, slug) for slug in regions]
+
+
 class TagForm(forms.Form):
     add = forms.CharField(required=False, label="Add tag (key=value)")
     remove = forms.CharField(required=False, label="Remove tag (key)")

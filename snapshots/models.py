@@ -87,6 +87,25 @@ class Snapshot(StateMachineMixin, Leased):
         related_name="safety_snapshots",
         help_text="For a safety snapshot: the snapshot the volumes were rolled back to",
     )
+    source_snapshot = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="copies",
+        help_text="For a cross-region copy: the snapshot it copies (None once that is deleted)",
+    )
+    source_region = models.ForeignKey(
+        Region,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="For a cross-region copy: the region it was copied from",
+    )
+    bytes_total = models.PositiveBigIntegerField(default=0, help_text="A copy: guest data to send")
+    bytes_done = models.PositiveBigIntegerField(default=0, help_text="A copy: data sent or already there")
+    bytes_sent = models.PositiveBigIntegerField(default=0, help_text="A copy: data that crossed the link")
     billed_bytes = models.PositiveBigIntegerField(default=0)
     reclaimable_bytes = models.PositiveBigIntegerField(default=0)
     sizes_measured_at = models.DateTimeField(null=True, blank=True)
@@ -108,6 +127,10 @@ class Snapshot(StateMachineMixin, Leased):
     def bare_metal(self) -> bool:
         return bool(self.vm_definition.get("bare_metal"))
 
+    @property
+    def is_copy(self) -> bool:
+        return self.source_region_id is not None
+
 
 class SnapshotDisk(models.Model):
     """One volume captured by a snapshot (a volume snapshot has one; a VM snapshot one per volume)."""
@@ -124,6 +147,9 @@ class SnapshotDisk(models.Model):
         max_length=500, help_text="The volume's next active file (named up front)"
     )
     checksum = models.CharField(max_length=64, blank=True, help_text="Guest-visible SHA-256 at snapshot time")
+    manifest_key = models.CharField(
+        max_length=300, blank=True, help_text="A copy's disk: its manifest in the region's object store"
+    )
 
     class Meta:
         ordering = ["device", "volume_name"]
@@ -215,3 +241,37 @@ class SnapshotLimit(RaisedLimit):
 
     def __str__(self) -> str:
         return f"limit {self.limit} for {self.volume or self.project} (ticket {self.ticket})"
+
+
+class Chunk(models.Model):
+    """A content-addressed piece of copied guest data in one region's object store (key: its SHA-256).
+    Its references are the `ChunkRef` rows of the copies that use it; one with none since
+    `unreferenced_since` plus a grace period is deleted (`replication_work.collect`)."""
+
+    region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="+")
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveIntegerField()
+    unreferenced_since = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["region", "sha256"], name="chunk_unique_per_region")]
+
+    def __str__(self) -> str:
+        return f"{self.region_id}/{self.sha256[:12]}"
+
+    @property
+    def key(self) -> str:
+        return f"chunks/{self.sha256}"
+
+
+class ChunkRef(models.Model):
+    """A copy's disk uses a chunk (once, however often the chunk occurs in it)."""
+
+    disk = models.ForeignKey(SnapshotDisk, on_delete=models.CASCADE, related_name="chunk_refs")
+    chunk = models.ForeignKey(Chunk, on_delete=models.PROTECT, related_name="refs")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["disk", "chunk"], name="chunkref_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.disk_id} -> {self.chunk}"

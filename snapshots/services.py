@@ -30,7 +30,7 @@ from clouddigit.errors import Conflict, InvalidRequest, ServiceError
 from clouddigit.names import check_name, derived_name, shown
 from clouddigit.queueing import enqueue, hypervisor_queue
 from images import storage
-from snapshots import chains, tasks
+from snapshots import chains, replication, tasks
 from snapshots.models import (
     DEFAULT_SNAPSHOTS_PER_VOLUME,
     Restore,
@@ -228,6 +228,9 @@ def resume(snapshot: Snapshot) -> None:
     """Queue the next step of the row's operation, which is decided by what the row is: a safety
     snapshot finishes its roll-back (sealing it alone would keep the old data in the volume)."""
     step: Task[[str], None]
+    if snapshot.is_copy and snapshot.state == Snapshot.State.CREATING:
+        replication.resume(snapshot)
+        return
     if snapshot.state == Snapshot.State.DELETING:
         step = tasks.finish_delete
     elif snapshot.rollback_of_id is not None:
@@ -295,7 +298,15 @@ def set_hold(*, actor, snapshot: Snapshot, hold: bool) -> Snapshot:
 # --- Delete -----------------------------------------------------------------------------------------
 
 
+def _being_copied(snapshot: Snapshot) -> str:
+    copy = replication.copying(snapshot)
+    return f"it is being copied to {copy.region_id} as {copy.name} ({copy.pk})" if copy else ""
+
+
 def _in_use(snapshot: Snapshot) -> str:
+    copying = _being_copied(snapshot)
+    if copying:
+        return copying
     running = snapshot.restores.filter(state=Restore.State.RESTORING).first()
     if running:
         return (
@@ -578,6 +589,11 @@ def rollback(*, actor, snapshot: Snapshot, confirm: str) -> Snapshot:
     a safety snapshot of the current state is kept for 24 hours first. Returns that safety snapshot."""
     require(actor, Perm.ROLLBACK_SNAPSHOTS, snapshot.project, "roll back volumes")
     _require_available(snapshot)
+    copying = _being_copied(snapshot)
+    if copying:
+        raise Conflict(
+            f"Cannot roll back to snapshot {snapshot} now: {copying}. Roll back once it has landed."
+        )
     expected = rollback_confirmation(snapshot)
     if confirm != expected:
         raise InvalidRequest(

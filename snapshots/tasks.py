@@ -12,7 +12,7 @@ from celery import shared_task
 
 from clouddigit.operations import Waiting, run
 from clouddigit.queueing import enqueue, hypervisor_queue
-from snapshots import work
+from snapshots import replication_work, work
 from snapshots.models import Restore, Snapshot
 
 
@@ -48,3 +48,36 @@ def finish_restore(restore_id: str) -> None:
 @shared_task
 def measure(snapshot_id: str) -> None:
     work.measure(snapshot_id)
+
+
+# --- Cross-region copies (snapshots/replication_work.py) ---------------------------------------------
+
+
+@shared_task
+def send_copy(copy_id: str) -> None:
+    """Send the chunks and manifests (replication queue), then queue the landing in the target region."""
+    copy = run(
+        Snapshot,
+        copy_id,
+        state=Snapshot.State.CREATING,
+        step=replication_work.send,
+        fail=replication_work.fail,
+    )
+    if copy is not None:
+        enqueue(land_copy, str(copy.pk), queue=hypervisor_queue(copy.region_id))
+
+
+@shared_task
+def land_copy(copy_id: str) -> None:
+    run(
+        Snapshot,
+        copy_id,
+        state=Snapshot.State.CREATING,
+        step=replication_work.land,
+        fail=replication_work.fail,
+    )
+
+
+@shared_task
+def collect_chunks() -> None:
+    replication_work.collect()

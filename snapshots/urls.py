@@ -13,6 +13,7 @@ urlpatterns = [
     path("<uuid:pk>/rollback/", views.rollback, name="rollback"),
     path("<uuid:pk>/delete/", views.delete, name="delete"),
     path("<uuid:pk>/retry/", views.retry, name="retry"),
+    path("<uuid:pk>/copy/", views.copy, name="copy"),
     path("<uuid:pk>/tags/", views.tag, name="tag"),
     path("<uuid:pk>/hold/", views.hold, name="hold"),
     path("restores/<uuid:pk>/retry/", views.restore_action, {"action": "retry"}, name="restore-retry"),

@@ -11,21 +11,21 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from clouddigit.access import can
-from clouddigit.compute.models import VM, Volume, parse_tag
+from clouddigit.compute.models import VM, Region, Volume, parse_tag
 from clouddigit.compute.permissions import Perm
 from clouddigit.console import ConfirmForm, act, page_at, settle
 from clouddigit.htmx import render_page_or_fragment
 from clouddigit.listing import in_scope, list_page
-from snapshots import diagnosis, services
+from snapshots import diagnosis, replication, services
 from snapshots.filters import SnapshotFilter
-from snapshots.forms import CreateForm, LimitForm, RestoreVMForm, RestoreVolumeForm, TagForm
+from snapshots.forms import CopyForm, CreateForm, LimitForm, RestoreVMForm, RestoreVolumeForm, TagForm
 from snapshots.models import Restore, Snapshot, SnapshotDisk
 
 
 def _snapshots(user):
     return (
         Snapshot.objects.visible_to(user)
-        .select_related("project__account", "region")
+        .select_related("project__account", "region", "source_snapshot")
         .prefetch_related(Prefetch("disks", queryset=SnapshotDisk.objects.order_by("device", "volume_name")))
     )
 
@@ -60,7 +60,15 @@ def snapshot_context(request, snapshot: Snapshot, **forms) -> dict:
         "rollback_form": forms.get("rollback_form") or ConfirmForm(),
         "delete_form": forms.get("delete_form") or ConfirmForm(),
         "tag_form": forms.get("tag_form") or TagForm(),
+        "copy_form": forms.get("copy_form") or copy_form(snapshot),
+        "copy_progress": replication.progress(snapshot) if snapshot.is_copy else None,
+        "copying": replication.copying(snapshot),
     }
+
+
+def copy_form(snapshot: Snapshot, *args, **kwargs) -> CopyForm:
+    regions = Region.objects.exclude(pk=snapshot.region_id).order_by("slug").values_list("slug", flat=True)
+    return CopyForm(*args, regions=regions, **kwargs)
 
 
 def _in_progress(snapshot: Snapshot, restores: list[Restore]) -> bool:
@@ -183,6 +191,31 @@ def delete(request, pk):
         form=form,
         form_key="delete_form",
         then=reverse("snapshots:list"),
+    )
+
+
+@login_required
+@require_POST
+def copy(request, pk):
+    snapshot = get_object_or_404(_snapshots(request.user), pk=pk)
+    form = copy_form(snapshot, request.POST)
+    return _on_snapshot(
+        request,
+        pk,
+        action="snapshot.copy",
+        run=lambda snapshot: replication.copy_snapshot(
+            actor=request.user,
+            snapshot=snapshot,
+            target_region=form.cleaned_data["target_region"],
+            name=form.cleaned_data["name"],
+        ),
+        success=lambda result: (
+            f"Copying {snapshot.name} to {result.region_id}: this page shows its progress; it can be "
+            "restored there once every byte has landed and been verified."
+        ),
+        form=form,
+        form_key="copy_form",
+        then=lambda result: reverse("snapshots:detail", args=[result.pk]),
     )
 
 

@@ -21,7 +21,7 @@ from clouddigit.compute import work as compute
 from clouddigit.compute.models import VM, Volume
 from clouddigit.errors import Conflict
 from clouddigit.statemachine import TransitionRefused
-from snapshots import chains, sizes
+from snapshots import chains, replication_work, sizes
 from snapshots.models import Restore, SizeSample, Snapshot, SnapshotDisk
 
 AT_REST = "the disks were at rest (VM stopped or volume not attached)"
@@ -151,10 +151,12 @@ def finish_delete(snapshot_id: str) -> None:
             with chains.locked(disk.layer, purpose=f"deleting snapshot {snapshot.name}"):
                 chains.merge_away(disk.layer)
             operations.checkpoint(f"merged {disk.volume_name}")
-        elif snapshot.completed_at is None:
+        elif snapshot.completed_at is None and disk.overlay_path:
             # Never completed: the volume may already write to the overlay named for this disk.
             if disk.volume is None or disk.volume.path != disk.overlay_path:
                 chains.delete_volume_file(disk.overlay_path)
+    if snapshot.is_copy:
+        replication_work.release(snapshot)
     snapshot.delete()
 
 

@@ -31,6 +31,7 @@ from images import services as images
 from images.models import Image
 from policies import drills
 from policies.models import Drill
+from snapshots import replication
 from snapshots import services as snapshots
 from snapshots.models import Restore, Snapshot, SnapshotDisk
 from tests.conftest import redis_broker_url
@@ -260,6 +261,18 @@ def test_every_operation_survives_a_sigkill_at_every_step(
         image = _row(Image, pk)
         assert image.sha256 == state["copied"] and image.region_id == ctg.slug
 
+    def copy_snapshot():
+        return replication.copy_snapshot(
+            actor=None, snapshot=Snapshot.objects.get(pk=state["taken"][0]), target_region=ctg.slug
+        ).pk
+
+    def snapshot_copied_ok(pk):
+        copied = _row(Snapshot, pk)
+        source = {d.device: d.checksum for d in Snapshot.objects.get(pk=state["taken"][0]).disks.all()}
+        got = {d.device: volumes.checksum(d.layer.path) for d in copied.disks.select_related("layer")}
+        assert got == source and copied.region_id == ctg.slug
+        assert copied.bytes_sent <= copied.bytes_total  # what had landed before the kill was not sent again
+
     def snapshot_final(pk):
         row = _row(Snapshot, pk)
         return row is None or row.state in {Snapshot.State.AVAILABLE, Snapshot.State.ERROR}
@@ -289,6 +302,21 @@ def test_every_operation_survives_a_sigkill_at_every_step(
         Case("import", "stored; keeping", import_image, image_final, imported_ok),
         Case("promote", "flatten", promote, image_final, promoted_ok),
         Case("copy", "copy from", copy, image_final, copied_ok),
+        Case(
+            "snapshot copy",
+            "sent chunk at 0 of db-01-data",
+            copy_snapshot,
+            snapshot_final,
+            snapshot_copied_ok,
+        ),
+        Case(
+            "snapshot copy",
+            "wrote the manifest of db-01-data",
+            copy_snapshot,
+            snapshot_final,
+            snapshot_copied_ok,
+        ),
+        Case("snapshot copy", "landing db-01-boot", copy_snapshot, snapshot_final, snapshot_copied_ok),
         Case("delete", "merging", delete, snapshot_final, deleted_ok),
         Case("delete", "merged db-01-boot", delete, snapshot_final, deleted_ok),
     ]

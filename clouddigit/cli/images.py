@@ -30,7 +30,7 @@ from clouddigit.cli.common import (
     tags,
     where,
 )
-from clouddigit.cli.output import Column, binary_size, cell, fields, show, timestamp
+from clouddigit.cli.output import Column, Progress, binary_size, cell, fields, show, timestamp
 from clouddigit.cli.snapshots import SNAPSHOTS
 
 
@@ -243,7 +243,6 @@ def add_image_command(
 MiB = 2**20
 UPLOAD_CHUNK_BYTES = MiB
 POLL_SECONDS = 2.0
-PROGRESS_REDRAW_SECONDS = 0.2
 
 
 def _image_path(image_id: str, action: str = "") -> str:
@@ -338,37 +337,11 @@ def show_image(args: argparse.Namespace) -> None:
         _show_image(image, args.output)
 
 
-class UploadProgress:
-    """`uploading  42%  27.0/64.0 MiB  85.3 MiB/s`, redrawn in place on stderr a few times a second."""
-
-    def __init__(self, total: int):
-        self.total = total
-        self.started = time.monotonic()
-        self.drawn_at: float | None = None
-
-    def update(self, sent: int) -> None:
-        now = time.monotonic()
-        if self.drawn_at is not None and now - self.drawn_at < PROGRESS_REDRAW_SECONDS and sent < self.total:
-            return
-        self.drawn_at = now
-        rate = sent / max(now - self.started, 0.001) / MiB
-        percent = 100 * sent // self.total
-        sys.stderr.write(
-            f"\ruploading {percent:3d}%  {sent / MiB:.1f}/{self.total / MiB:.1f} MiB  {rate:.1f} MiB/s "
-        )
-        sys.stderr.flush()
-
-    def finish(self) -> None:
-        if self.drawn_at is not None:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
 class FileChunks:
     """An upload body: the open file, read 1 MiB at a time as the connection takes it, so a large image
     never sits in memory. Its length is the request's Content-Length."""
 
-    def __init__(self, file: IO[bytes], size: int, progress: UploadProgress | None):
+    def __init__(self, file: IO[bytes], size: int, progress: Progress | None):
         self.file = file
         self.size = size
         self.progress = progress
@@ -397,7 +370,7 @@ def _image_failure(image: dict[str, Any]) -> CLIError:
 
 
 def _send_file(client: Client, image: dict[str, Any], file: IO[bytes], size: int) -> dict[str, Any]:
-    progress = UploadProgress(size) if sys.stderr.isatty() else None
+    progress = Progress(size, "uploading") if sys.stderr.isatty() else None
     try:
         return client.upload(image["upload_url"], FileChunks(file, size, progress), size)
     except CLIError as error:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -95,3 +97,34 @@ def fields(pairs: Sequence[tuple[str, Any]]) -> str:
     width = max(len(label) for label, _ in pairs)
     lines = (f"{label.ljust(width)}  {EMPTY if value in (None, '') else value}" for label, value in pairs)
     return "\n".join(lines)
+
+
+PROGRESS_REDRAW_SECONDS = 0.2
+
+
+class Progress:
+    """`uploading  42%  27.0/64.0 MiB  85.3 MiB/s`, redrawn in place on stderr a few times a second."""
+
+    def __init__(self, total: int, label: str):
+        self.total = total
+        self.label = label
+        self.started = time.monotonic()
+        self.drawn_at: float | None = None
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if self.drawn_at is not None and now - self.drawn_at < PROGRESS_REDRAW_SECONDS and done < self.total:
+            return
+        self.drawn_at = now
+        mib = 2**20
+        rate = done / max(now - self.started, 0.001) / mib
+        percent = 100 * done // self.total if self.total else 100
+        sys.stderr.write(
+            f"\r{self.label} {percent:3d}%  {done / mib:.1f}/{self.total / mib:.1f} MiB  {rate:.1f} MiB/s "
+        )
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.drawn_at is not None:
+            sys.stderr.write("\n")
+            sys.stderr.flush()

@@ -7,10 +7,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import urllib.parse
 from typing import Any
 
-from clouddigit.cli.client import Client
+from clouddigit.cli.client import Client, CLIError
 from clouddigit.cli.common import (
     NAME,
     PROJECT,
@@ -27,10 +28,12 @@ from clouddigit.cli.common import (
     resource_url,
     tags,
 )
-from clouddigit.cli.output import Column, binary_size, cell, fields, show, table, timestamp
+from clouddigit.cli.output import Column, Progress, binary_size, cell, fields, show, table, timestamp
 from clouddigit.cli.restores import RESTORES, show_restore
 from clouddigit.cli.vms import VMS
 from clouddigit.cli.volumes import VOLUMES
+
+COPY_POLL_SECONDS = 1.0
 
 
 def _volume_names(snapshot: dict) -> list[str]:
@@ -151,7 +154,21 @@ def add_commands(snapshots: Subcommands) -> None:
     rollback.add_argument(
         "--confirm", required=True, metavar="NAME", help="the name of the VM or volume rolled back"
     )
-    add_snapshot_command(snapshots, "retry", "queue a failed create or delete again", retry_snapshot)
+    add_snapshot_command(snapshots, "retry", "queue a failed create, copy or delete again", retry_snapshot)
+    copy = add_snapshot_command(
+        snapshots,
+        "copy",
+        "copy a snapshot to another region's catalogue (charged as inter-region transfer)",
+        copy_snapshot,
+    )
+    copy.add_argument("--source-region", required=True, metavar="REGION", help="the snapshot's region")
+    copy.add_argument("--target-region", required=True, metavar="REGION", help="where the copy lands")
+    copy.add_argument("--name", help="the copy's name (default: the snapshot's)")
+    copy.add_argument(
+        "--wait",
+        action="store_true",
+        help="return once the copy is available (progress on a terminal); exit 1 if it fails",
+    )
 
 
 def add_snapshot_command(
@@ -188,6 +205,11 @@ def _consistency_text(snapshot: dict[str, Any]) -> str:
     return f"{text}: {snapshot['consistency_reason']}" if snapshot["consistency_reason"] else text
 
 
+def _copied(copy: dict[str, Any]) -> str:
+    done, total, sent = (binary_size(copy[key]) for key in ("bytes_done", "bytes_total", "bytes_sent"))
+    return f"{done} of {total}, {sent} sent between regions"
+
+
 def snapshot_detail(snapshot: dict[str, Any]) -> str:
     definition = snapshot.get("vm_definition") or {}
     origin = snapshot["origin"] + (f" ({snapshot['policy_name']})" if snapshot["policy_name"] else "")
@@ -209,6 +231,11 @@ def snapshot_detail(snapshot: dict[str, Any]) -> str:
         ("TAGS", cell(snapshot["tags"])),
         ("BILLED", binary_size(snapshot["billed_bytes"])),
         ("RECLAIMABLE", binary_size(snapshot["reclaimable_bytes"])),
+        (
+            "COPY_OF",
+            snapshot["source_region"] and f"{snapshot['source_snapshot']} in {snapshot['source_region']}",
+        ),
+        ("COPIED", snapshot["source_region"] and _copied(snapshot)),
         ("CREATED", f"{timestamp(snapshot['created_at'])} by {snapshot['created_by']}"),
         ("COMPLETED", snapshot["completed_at"] and timestamp(snapshot["completed_at"])),
         ("EXPIRES", snapshot["expires_at"] and timestamp(snapshot["expires_at"])),
@@ -332,3 +359,37 @@ def rollback_snapshot(args: argparse.Namespace) -> None:
 def retry_snapshot(args: argparse.Namespace) -> None:
     client = Client.from_environment()
     _show_snapshot(client.create(snapshot_url(client, args, "retry"), {}), args.output)
+
+
+def copy_snapshot(args: argparse.Namespace) -> None:
+    client = Client.from_environment()
+    body = {"source_region": args.source_region, "target_region": args.target_region}
+    if args.name:
+        body["name"] = args.name
+    copy = client.create(snapshot_url(client, args, "copy"), body)
+    if args.wait:
+        copy = _wait_for_copy(client, copy)
+    _show_snapshot(copy, args.output)
+
+
+def _wait_for_copy(client: Client, copy: dict[str, Any]) -> dict[str, Any]:
+    """Poll until the copy has landed (or failed); a progress bar on stderr on a terminal."""
+    progress = None
+    try:
+        while copy["state"] == "creating":
+            if sys.stderr.isatty() and copy["bytes_total"]:
+                progress = progress or Progress(copy["bytes_total"], "copying")
+                progress.update(copy["bytes_done"])
+            time.sleep(COPY_POLL_SECONDS)
+            copy = client.get(f"{SNAPSHOTS.path}{copy['id']}/")
+    finally:
+        if progress is not None:
+            progress.finish()
+    if copy["state"] != "available":
+        raise CLIError(
+            "SnapshotCopyFailed",
+            f"copy {copy['name']} ({copy['id']}) to {copy['region']} is {copy['state']}: "
+            f"{copy['last_error'] or copy['step']}",
+            hint=f"retry it with: clouddigit compute snapshot retry --snapshot {copy['id']}",
+        )
+    return copy

@@ -34,6 +34,7 @@ from policies.models import Drill
 from snapshots import services as snapshots
 from snapshots.models import Restore, Snapshot, SnapshotDisk
 from tests.test_celery_worker import ROOT, WORKER, _database_url
+from tests.worker import created
 
 MiB = 2**20
 LEASE_SECONDS = 2
@@ -164,7 +165,9 @@ def test_every_operation_survives_a_sigkill_at_every_step(
         env[prefix + "S3_SECRET_KEY"] = region["s3_secret_key"]
 
     vm = make_vm(prod, "db-01")
-    data = compute.create_volume(actor=None, project=prod, region=dha, name="db-01-data", size_bytes=16 * MiB)
+    data = created(
+        compute.create_volume(actor=None, project=prod, region=dha, name="db-01-data", size_bytes=16 * MiB)
+    )
     compute.attach_volume(actor=None, volume=data, vm=vm, device="vdb")
     volumes.write_pattern(Volume.objects.get(pk=data.pk).path, 0, 2 * MiB, 0x31)
     upload = qcow2_file(size="8M", pattern=0x42)

@@ -10,6 +10,7 @@ from clouddigit.audit.models import AuditEntry
 from clouddigit.compute import services as compute
 from clouddigit.compute.models import Volume
 from snapshots import services as snapshots
+from tests.worker import created
 
 VOLUMES = "/api/v1/compute/volumes/"
 
@@ -115,7 +116,9 @@ def test_delete_of_a_volume_with_snapshots_asks_keep_or_delete(run, alice, spare
 
 def test_restore_names_the_disk_by_device(run, post, alice, make_vm, prod, dha):
     vm = make_vm(prod, "db-01")
-    data = compute.create_empty_volume(actor=alice, project=prod, region=dha, name="db-data", size_gib=1)
+    data = created(
+        compute.create_empty_volume(actor=alice, project=prod, region=dha, name="db-data", size_gib=1)
+    )
     post(alice, f"{VOLUMES}{data.pk}/attach/", {"vm": "db-01"})
     snapshot = run(snapshots.create_snapshot, actor=alice, vm=vm, name="db-snap")
 

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from clouddigit.compute.models import VM
+from tests.worker import created
 
 pytestmark = pytest.mark.django_db
 
@@ -122,7 +123,9 @@ def test_snapshot_restore_names_the_disk_by_device(cli, alice, committed, make_v
     from snapshots import services as snapshots
 
     vm = make_vm(prod, "db-01")
-    data = compute.create_empty_volume(actor=alice, project=prod, region=dha, name="db-data", size_gib=1)
+    data = created(
+        compute.create_empty_volume(actor=alice, project=prod, region=dha, name="db-data", size_gib=1)
+    )
     compute.attach_volume_to(actor=alice, volume=data, vm="db-01")
     with committed():
         snapshot = snapshots.create_snapshot(actor=alice, vm=vm, name="db-snap")

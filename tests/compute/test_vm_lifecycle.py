@@ -20,6 +20,7 @@ from snapshots import services as snapshots
 from snapshots.models import Snapshot
 from tests.api.test_api import api
 from tests.policies.test_scheduler import _policy
+from tests.worker import created
 
 pytestmark = pytest.mark.django_db
 MiB = 2**20
@@ -29,7 +30,9 @@ MiB = 2**20
 def db01(make_vm, prod, dha, committed):
     """db-01, stopped, with a data volume on vdb and a VM snapshot."""
     vm = make_vm(prod, "db-01", tags={"env": "prod", "role": "db"})
-    data = compute.create_volume(actor=None, project=prod, region=dha, name="db-01-data", size_bytes=8 * MiB)
+    data = created(
+        compute.create_volume(actor=None, project=prod, region=dha, name="db-01-data", size_bytes=8 * MiB)
+    )
     compute.attach_volume(actor=None, volume=data, vm=vm, device="vdb")
     with committed():
         snapshots.create_snapshot(actor=None, vm=VM.objects.get(pk=vm.pk), name="db-01-nightly")
@@ -244,14 +247,16 @@ def test_a_10000_character_name_is_a_short_clear_error_audited_nothing_made(alic
         assert "(10000 characters) is not a valid name" in answer.json()["message"]
         assert len(answer.json()["message"]) < 300
     with pytest.raises(InvalidRequest, match="10000 characters"):
-        compute.create_vm(
-            actor=alice,
-            project=prod,
-            region=db01.region,
-            name=long_name,
-            flavor="std-2x4",
-            vpc="v",
-            boot_size_bytes=MiB,
+        created(
+            compute.create_vm(
+                actor=alice,
+                project=prod,
+                region=db01.region,
+                name=long_name,
+                flavor="std-2x4",
+                vpc="v",
+                boot_size_bytes=MiB,
+            )
         )
     assert (VM.objects.count(), Snapshot.objects.count()) == (vms_before, snapshots_before)
     assert _last_entry("compute.vm.create").outcome == AuditEntry.Outcome.REFUSED

@@ -79,14 +79,17 @@ class Kind:
     active: tuple[str, ...]
     resume: Callable[[Leased], None]
     give_up: Callable[[Leased, str], None]
+    where: Q | None = None
 
 
 KINDS: list[Kind] = []
 
 
-def register(model, *, active, resume, give_up) -> None:
-    """`resume(row)` queues the row's next idempotent step; `give_up(row, reason)` fails it."""
-    KINDS.append(Kind(model, tuple(active), resume, give_up))
+def register(model, *, active, resume, give_up, where: Q | None = None) -> None:
+    """`resume(row)` queues the row's next idempotent step; `give_up(row, reason)` fails it. `where`
+    narrows the rows this registration answers for, when another operation owns some rows of these
+    states (a restored volume is created by its restore, not by the volume's own operation)."""
+    KINDS.append(Kind(model, tuple(active), resume, give_up, where))
 
 
 # --- Worker side ------------------------------------------------------------------------------------
@@ -225,6 +228,8 @@ def reconcile(now: datetime | None = None) -> int:
         lapsed = manager.filter(state__in=kind.active).filter(
             Q(lease_until__lt=now) | Q(lease_until__isnull=True)
         )
+        if kind.where is not None:
+            lapsed = lapsed.filter(kind.where)
         for row in lapsed:
             if row.attempts >= settings.OPERATION_MAX_ATTEMPTS:
                 kind.give_up(row, lost_reason(row))

@@ -408,8 +408,6 @@ HYPERVISOR_FREEZE_TIMEOUT_SECONDS = env_int("CLOUDDIGIT_FREEZE_TIMEOUT", 10)
 # How long a job waits for another job on the same volume chain (a merge, a checksum, an image copy)
 # before it fails saying what holds the chain: long enough for a large merge, never forever.
 VOLUME_CHAIN_WAIT_SECONDS = env_int("CLOUDDIGIT_VOLUME_CHAIN_WAIT_SECONDS", 600)
-# ... and how long a console or API request (a resize) waits for it before answering "busy, try later".
-VOLUME_REQUEST_WAIT_SECONDS = env_int("CLOUDDIGIT_VOLUME_REQUEST_WAIT_SECONDS", 5)
 # The largest volume a tenant may create or grow to.
 VOLUME_MAX_GIB = env_int("CLOUDDIGIT_VOLUME_MAX_GIB", 16 * 1024)
 

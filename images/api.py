@@ -390,10 +390,11 @@ class VMCreateSerializer(serializers.Serializer):
 # from an image (images.launch). The API's router serves this class at compute/vms. (A comment, not a
 # docstring: the schema would show a docstring as the description of every VM operation.)
 class VMLaunchViewSet(VMViewSet):
-    @extend_schema(request=VMCreateSerializer, responses={201: VMSerializer})
+    @extend_schema(request=VMCreateSerializer, responses={202: VMSerializer})
     def create(self, request, *args, **kwargs):
-        """Create a VM from an image: its boot volume is a copy of the image, defined on a host of the
-        region and (by default) started."""
+        """Create a VM from an image: it is `creating` until the hypervisor worker has copied the image
+        into its boot volume and defined it on a host of the region, then `stopped`, or (by default)
+        started."""
         data = valid_data(VMCreateSerializer, request)
         project = project_by_reference(request.user, data["project"])
         region = region_named(data.get("region") or settings.DEFAULT_REGION)
@@ -409,7 +410,7 @@ class VMLaunchViewSet(VMViewSet):
             tags=data["tags"],
             start=data["start"],
         )
-        return Response(VMSerializer(vm).data, status=status.HTTP_201_CREATED)
+        return Response(VMSerializer(vm).data, status=status.HTTP_202_ACCEPTED)
 
 
 def _where(request) -> tuple[Project, Region]:

@@ -1,5 +1,5 @@
 """Creating VMs from images: what the VM-create picker offers, why an image is not offered, and the
-create itself (boot volume copied from the image, then defined on the hypervisor)."""
+create itself (the VM's row, whose boot volume the hypervisor worker copies from the image)."""
 
 from __future__ import annotations
 
@@ -172,7 +172,8 @@ def launch_vm(
     start: bool = False,
 ) -> VM:
     """A VM whose boot volume is a copy of `image` (grown to `boot_size_bytes`), defined on a host of
-    the region; started when `start`."""
+    the region and started when `start`: `creating` until the region's hypervisor worker has copied
+    the image and defined it (the copy is qemu-img's work, never a web request's)."""
     require(actor, Perm.OPERATE_VMS, project, "create VMs")
     compute.check_vm_request(name=name, vpc=vpc, flavor=flavor, tags=tags)  # before copying any bytes
     image = image_named(actor, project, region, str(image.pk))
@@ -195,9 +196,6 @@ def launch_vm(
         boot_size_bytes=size,
         tags={**(tags or {}), "image": image.name[:255]},
         boot_source_path=str(source),
+        start=start,
     )
-    if start:
-        compute.start_vm(actor=actor, vm=vm)
-    else:
-        compute.queue_definition(vm)
     return vm

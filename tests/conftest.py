@@ -14,6 +14,7 @@ from clouddigit.backends import volumes as volume_files
 from clouddigit.celery import app as celery_app
 from clouddigit.compute import services as compute_services
 from iam.services import grant_role
+from tests.worker import created
 
 pytest_plugins = ["tests.plugins.parallel", "tests.plugins.seaweed"]
 
@@ -189,11 +190,12 @@ def charlie(django_user_model, globex):
 
 @pytest.fixture
 def make_vm(dha):
-    """VMs made by the system (actor=None), as an operator's script would."""
+    """VMs made by the system (actor=None), as an operator's script would, and created by the worker
+    (in this process): stopped, with their boot volume's file."""
     from clouddigit.compute import services
 
     def make(project, name="vm-1", *, region=None, flavor="std-2x4", tags=None, boot_gib=1, **extra):
-        return services.create_vm(
+        vm = services.create_vm(
             actor=None,
             project=project,
             region=region or dha,
@@ -204,6 +206,7 @@ def make_vm(dha):
             tags=tags or {},
             **extra,
         )
+        return created(vm)
 
     return make
 
@@ -241,8 +244,10 @@ def snap_admin(django_user_model, prod):
 
 @pytest.fixture
 def data_volume(prod, dha):
-    volume = compute_services.create_volume(
-        actor=None, project=prod, region=dha, name="data-01", size_bytes=16 * MiB
+    volume = created(
+        compute_services.create_volume(
+            actor=None, project=prod, region=dha, name="data-01", size_bytes=16 * MiB
+        )
     )
     volume_files.write_pattern(volume.path, 0, 4 * MiB, 0x11)
     return volume

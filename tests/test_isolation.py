@@ -36,6 +36,7 @@ from policies.models import Drill
 from snapshots import services as snapshot_services
 from snapshots import work as snapshot_work
 from snapshots.models import Snapshot
+from tests.worker import created
 
 # Public by design, or changing nothing but the caller's own session (the project/region switcher,
 # which ignores projects the caller cannot see: tests/compute/test_pages.py).
@@ -144,15 +145,17 @@ def _build_world(folder):
     charlie = _person("charlie", "account.admin", globex)  # an outsider
 
     def make_vm(project, name, tags=None):
-        return compute_services.create_vm(
-            actor=None,
-            project=project,
-            region=dha,
-            name=name,
-            flavor="std-2x4",
-            vpc="test-vpc",
-            boot_size_bytes=GiB,
-            tags=tags or {},
+        return created(
+            compute_services.create_vm(
+                actor=None,
+                project=project,
+                region=dha,
+                name=name,
+                flavor="std-2x4",
+                vpc="test-vpc",
+                boot_size_bytes=GiB,
+                tags=tags or {},
+            )
         )
 
     db01 = make_vm(prod, "db-01", tags={"env": "prod"})

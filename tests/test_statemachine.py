@@ -5,6 +5,7 @@ import pytest
 from clouddigit.compute import services as compute
 from clouddigit.compute.models import VM, Volume
 from clouddigit.statemachine import TransitionRefused
+from tests.worker import created
 
 
 def test_a_refused_transition_names_the_state_found_in_the_database(make_vm, prod):
@@ -16,7 +17,9 @@ def test_a_refused_transition_names_the_state_found_in_the_database(make_vm, pro
 
 
 def test_a_transition_of_a_deleted_row_says_it_was_deleted(prod, dha):
-    volume = compute.create_volume(actor=None, project=prod, region=dha, name="scratch", size_bytes=2**20)
+    volume = created(
+        compute.create_volume(actor=None, project=prod, region=dha, name="scratch", size_bytes=2**20)
+    )
     Volume.objects.filter(pk=volume.pk).delete()
 
     with pytest.raises(TransitionRefused, match="^Conflict: volume scratch no longer exists; it was deleted"):

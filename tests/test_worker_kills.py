@@ -36,6 +36,7 @@ from snapshots import services as snapshots
 from snapshots.models import Restore, Snapshot, SnapshotDisk
 from tests.conftest import redis_broker_url
 from tests.test_celery_worker import ROOT, WORKER, _database_url
+from tests.worker import created
 
 MiB = 2**20
 LEASE_SECONDS = 2
@@ -158,7 +159,9 @@ def test_every_operation_survives_a_sigkill_at_every_step(
         env[prefix + "S3_SECRET_KEY"] = region["s3_secret_key"]
 
     vm = make_vm(prod, "db-01")
-    data = compute.create_volume(actor=None, project=prod, region=dha, name="db-01-data", size_bytes=16 * MiB)
+    data = created(
+        compute.create_volume(actor=None, project=prod, region=dha, name="db-01-data", size_bytes=16 * MiB)
+    )
     compute.attach_volume(actor=None, volume=data, vm=vm, device="vdb")
     volumes.write_pattern(Volume.objects.get(pk=data.pk).path, 0, 2 * MiB, 0x31)
     upload = qcow2_file(size="8M", pattern=0x42)
@@ -273,6 +276,56 @@ def test_every_operation_survives_a_sigkill_at_every_step(
         assert got == source and copied.region_id == ctg.slug
         assert copied.bytes_sent <= copied.bytes_total  # what had landed before the kill was not sent again
 
+    def create_vm():
+        made = compute.create_vm(
+            actor=None,
+            project=prod,
+            region=dha,
+            name=unique("made"),
+            flavor="std-2x4",
+            vpc="test-vpc",
+            boot_size_bytes=64 * MiB,
+            boot_source_path=str(upload),
+            start=True,
+        )
+        return made.pk
+
+    def vm_created_ok(pk):
+        made = _row(VM, pk)
+        boot = made.volumes.get()
+        assert (made.state, boot.state) == (VM.State.RUNNING, Volume.State.ATTACHED)
+        assert volumes.read_bytes(boot.path, 0, MiB) == b"\x42" * MiB
+        assert volumes.info(boot.path)["virtual-size"] == 64 * MiB
+
+    def create_volume():
+        return compute.create_volume(
+            actor=None, project=prod, region=dha, name=unique("vol"), size_bytes=16 * MiB
+        ).pk
+
+    def volume_created_ok(pk):
+        made = _row(Volume, pk)
+        assert made.state == Volume.State.AVAILABLE
+        assert volumes.info(made.path)["virtual-size"] == 16 * MiB
+
+    def resize():
+        spare = created(
+            compute.create_volume(
+                actor=None, project=prod, region=dha, name=unique("grow"), size_bytes=16 * MiB
+            )
+        )
+        return compute.resize_volume(actor=None, volume=spare, size_gib=1).pk
+
+    def resized_ok(pk):
+        grown = _row(Volume, pk)
+        assert (grown.state, grown.size_bytes) == (Volume.State.AVAILABLE, 2**30)
+        assert volumes.info(grown.path)["virtual-size"] == 2**30
+
+    def vm_final(pk):
+        return _row(VM, pk).state not in {VM.State.CREATING, VM.State.STARTING}
+
+    def volume_final(pk):
+        return not _row(Volume, pk).in_transition
+
     def snapshot_final(pk):
         row = _row(Snapshot, pk)
         return row is None or row.state in {Snapshot.State.AVAILABLE, Snapshot.State.ERROR}
@@ -287,6 +340,10 @@ def test_every_operation_survives_a_sigkill_at_every_step(
         return _row(Drill, pk).state != Drill.State.RUNNING
 
     cases = [
+        Case("vm create", "copied image into made", create_vm, vm_final, vm_created_ok),
+        Case("vm create", "defining VM made", create_vm, vm_final, vm_created_ok),
+        Case("volume create", "creating file of vol", create_volume, volume_final, volume_created_ok),
+        Case("resize", "resizing grow", resize, volume_final, resized_ok),
         Case("create", "creating overlays", take, snapshot_final, taken_ok),
         Case("create", "sealed db-01-boot", take, snapshot_final, taken_ok),
         Case("create", "sealed db-01-data", take, snapshot_final, taken_ok),
@@ -339,7 +396,14 @@ def test_every_operation_survives_a_sigkill_at_every_step(
                     )
                     operations.reconcile()
                     time.sleep(0.3)
-                row = _row(Snapshot, pk) or _row(Restore, pk) or _row(Image, pk) or _row(Drill, pk)
+                row = (
+                    _row(Snapshot, pk)
+                    or _row(Restore, pk)
+                    or _row(Image, pk)
+                    or _row(Drill, pk)
+                    or _row(VM, pk)
+                    or _row(Volume, pk)
+                )
                 failed = getattr(row, "last_error", "") or getattr(row, "error", "")
                 assert row is None or row.state not in {"error", "failed"}, (case.name, case.kill_at, failed)
                 case.check(pk)

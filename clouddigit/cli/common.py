@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -189,3 +190,25 @@ def where(client: Client, args: argparse.Namespace) -> dict[str, str]:
             )
         project = visible[0]
     return {"project": project, **({"region": args.region} if args.region else {})}
+
+
+WAIT_POLL_SECONDS = 1.0
+
+
+def add_wait_option(parser: argparse.ArgumentParser, done: str) -> None:
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help=f"return once the hypervisor worker has {done} (or failed), not as soon as it is queued",
+    )
+
+
+def settled(client: Client, resource: Resource, row: dict, busy: tuple[str, ...]) -> dict:
+    """`row` polled until its state leaves `busy`; an operation that failed (its row says why in
+    `last_error`) is an error."""
+    while row["state"] in busy:
+        time.sleep(WAIT_POLL_SECONDS)
+        row = client.get(f"{resource.path}{row['id']}/")
+    if row.get("last_error"):
+        raise CLIError("OperationFailed", f"{row['name']} is {row['state']}: {row['last_error']}")
+    return row

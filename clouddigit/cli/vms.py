@@ -20,9 +20,11 @@ from clouddigit.cli.common import (
     Subcommands,
     add_list_command,
     add_output_option,
+    add_wait_option,
     add_where_options,
     header,
     resolve,
+    settled,
     tags,
     where,
 )
@@ -70,6 +72,7 @@ def add_commands(vms: Subcommands) -> None:
     )
     create.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
     create.add_argument("--no-start", action="store_true", help="define the VM but leave it stopped")
+    add_wait_option(create, "copied the image, defined the VM and started it (unless --no-start)")
     add_output_option(create)
     create.set_defaults(handler=create_vm, parser=create)
 
@@ -153,4 +156,6 @@ def create_vm(args: argparse.Namespace) -> None:
     if args.boot_size_gib:
         body["boot_size_gib"] = args.boot_size_gib
     vm = client.create(VMS.path, body)
+    if args.wait:
+        vm = settled(client, VMS, vm, ("creating", "starting"))
     show(vm, args.output, VMS.columns, header=header(VMS))

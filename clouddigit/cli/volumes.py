@@ -19,9 +19,11 @@ from clouddigit.cli.common import (
     add_list_command,
     add_named_command,
     add_output_option,
+    add_wait_option,
     add_where_options,
     header,
     resource_url,
+    settled,
     tags,
     where,
 )
@@ -61,6 +63,7 @@ def add_commands(volumes: Subcommands) -> None:
     create.add_argument("--size-gib", type=int, required=True, metavar="GIB")
     add_where_options(create)
     create.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="repeatable")
+    add_wait_option(create, "made its file")
     add_output_option(create)
     create.set_defaults(handler=create_volume, parser=create)
 
@@ -83,6 +86,7 @@ def add_commands(volumes: Subcommands) -> None:
     )
     resize = _volume_command(volumes, "resize", "grow the volume (volumes never shrink)", resize_volume)
     resize.add_argument("--size-gib", type=int, required=True, metavar="GIB", help="the new size")
+    add_wait_option(resize, "grown it")
     delete = _volume_command(
         volumes, "delete", "delete a detached volume and its data, for good", delete_volume, output=False
     )
@@ -117,7 +121,10 @@ def create_volume(args: argparse.Namespace) -> None:
         "size_gib": args.size_gib,
         "tags": tags(args, args.tag, "--tag"),
     }
-    _show(client.create(VOLUMES.path, body), args.output)
+    volume = client.create(VOLUMES.path, body)
+    if args.wait:
+        volume = settled(client, VOLUMES, volume, ("creating",))
+    _show(volume, args.output)
 
 
 def attach_volume(args: argparse.Namespace) -> None:
@@ -133,7 +140,10 @@ def detach_volume(args: argparse.Namespace) -> None:
 
 def resize_volume(args: argparse.Namespace) -> None:
     client = Client.from_environment()
-    _show(client.create(_volume_url(client, args, "resize"), {"size_gib": args.size_gib}), args.output)
+    volume = client.create(_volume_url(client, args, "resize"), {"size_gib": args.size_gib})
+    if args.wait:
+        volume = settled(client, VOLUMES, volume, ("resizing",))
+    _show(volume, args.output)
 
 
 def delete_volume(args: argparse.Namespace) -> None:

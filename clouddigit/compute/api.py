@@ -47,6 +47,7 @@ class VolumeSerializer(serializers.ModelSerializer):
             "project",
             "region",
             "size_bytes",
+            "resize_to_bytes",
             "state",
             "vm",
             "vm_name",
@@ -182,6 +183,13 @@ class VMViewSet(viewsets.ReadOnlyModelViewSet):
         """Queue a stop; the VM is `stopping` until the hypervisor worker has stopped it."""
         return self._power(request, services.stop_vm)
 
+    @extend_schema(request=None, responses={202: VMSerializer})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        """Create a VM whose create failed (state `error`) again; it is `creating` until the hypervisor
+        worker has made its boot volume and defined it."""
+        return self._power(request, services.retry_vm)
+
     @extend_schema(request=TagsPatchSerializer, responses={200: VMSerializer})
     def partial_update(self, request, *args, **kwargs):
         """Change the VM's tags (they decide which snapshot policies cover it)."""
@@ -220,9 +228,10 @@ class VolumeViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.
     serializer_class = VolumeSerializer
     filterset_class = VolumeAPIFilter
 
-    @extend_schema(request=VolumeCreateSerializer, responses={201: VolumeSerializer})
+    @extend_schema(request=VolumeCreateSerializer, responses={202: VolumeSerializer})
     def create(self, request, *args, **kwargs):
-        """Create an empty volume (a qcow2 file in the region) of `size_gib` GiB."""
+        """Create an empty volume (a qcow2 file in the region) of `size_gib` GiB: it is `creating` until
+        the hypervisor worker has made its file, then `available`."""
         data = valid_data(VolumeCreateSerializer, request)
         project = project_by_reference(request.user, data["project"])
         volume = services.create_empty_volume(
@@ -233,7 +242,7 @@ class VolumeViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.
             size_gib=data["size_gib"],
             tags=data["tags"],
         )
-        return Response(VolumeSerializer(volume).data, status=status.HTTP_201_CREATED)
+        return Response(VolumeSerializer(volume).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=VolumeAttachSerializer, responses={200: VolumeSerializer})
     @action(detail=True, methods=["post"])
@@ -257,15 +266,23 @@ class VolumeViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.
         volume = services.detach_volume(actor=request.user, volume=self.get_object())
         return Response(VolumeSerializer(volume).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request=VolumeResizeSerializer, responses={200: VolumeSerializer})
+    @extend_schema(request=VolumeResizeSerializer, responses={202: VolumeSerializer})
     @action(detail=True, methods=["post"])
     def resize(self, request, pk=None):
-        """Grow the volume to `size_gib` (volumes never shrink)."""
+        """Grow the volume to `size_gib` (volumes never shrink): it is `resizing` (to `resize_to_bytes`)
+        until the hypervisor worker has grown it."""
         data = valid_data(VolumeResizeSerializer, request)
         volume = services.resize_volume(
             actor=request.user, volume=self.get_object(), size_gib=data["size_gib"]
         )
-        return Response(VolumeSerializer(volume).data)
+        return Response(VolumeSerializer(volume).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={202: VolumeSerializer})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        """Create a volume whose create failed (state `error`) again."""
+        volume = services.retry_volume(actor=request.user, volume=self.get_object())
+        return Response(VolumeSerializer(volume).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
         parameters=[

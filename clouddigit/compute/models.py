@@ -199,10 +199,13 @@ class TaggedQuerySet(ProjectScopedQuerySet):
 
 
 class VM(StateMachineMixin, Leased):
-    """A VM. Deleting one is a long operation (its domain leaves the host, the volumes it does not keep
-    are removed): the row carries the lease fields of `clouddigit.operations`."""
+    """A VM. Creating one (its boot volume's file made, its domain defined) and deleting one (its domain
+    leaves the host, the volumes it does not keep are removed) are long operations: the row carries the
+    lease fields of `clouddigit.operations`."""
 
     class State(models.TextChoices):
+        CREATING = "creating", "Creating"
+        ERROR = "error", "Error"
         STOPPED = "stopped", "Stopped"
         STARTING = "starting", "Starting"
         RUNNING = "running", "Running"
@@ -210,12 +213,16 @@ class VM(StateMachineMixin, Leased):
         DELETING = "deleting", "Deleting"
 
     TRANSITIONS = {
+        # A create that fails is an error, retried (creating again) or deleted by its owner.
+        State.CREATING: {State.STOPPED, State.ERROR},
+        State.ERROR: {State.CREATING, State.DELETING},
         State.STARTING: {State.RUNNING, State.STOPPED},
         State.RUNNING: {State.STOPPING},
         State.STOPPING: {State.STOPPED, State.RUNNING},
-        # Only a stopped VM is deleted; a delete that fails leaves it stopped, to be deleted again.
+        # Only a stopped (or never created) VM is deleted; a delete that fails leaves it as it was, to be
+        # deleted again.
         State.STOPPED: {State.STARTING, State.DELETING},
-        State.DELETING: {State.STOPPED},
+        State.DELETING: {State.STOPPED, State.ERROR},
     }
 
     class GuestAgent(models.TextChoices):
@@ -237,6 +244,9 @@ class VM(StateMachineMixin, Leased):
         null=True, blank=True, help_text="When a guest freeze last found the agent's status (none: never)"
     )
     tags = models.JSONField(default=dict, blank=True, validators=[validate_tags])
+    start_when_created = models.BooleanField(
+        default=False, help_text="Start the VM once its creation has finished (asked at create)"
+    )
     last_error = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
@@ -257,7 +267,7 @@ class VM(StateMachineMixin, Leased):
 
     @property
     def in_transition(self) -> bool:
-        return self.state in {self.State.STARTING, self.State.STOPPING}
+        return self.state in {self.State.CREATING, self.State.STARTING, self.State.STOPPING}
 
 
 class Layer(models.Model):
@@ -280,23 +290,26 @@ class Layer(models.Model):
 
 
 class Volume(StateMachineMixin, Leased):
-    """A volume's detach and delete are long operations (hypervisor worker): `lease_until` and friends
-    say who answers for them (clouddigit/operations.py)."""
+    """A volume's create, resize, detach and delete are long operations (hypervisor worker):
+    `lease_until` and friends say who answers for them (clouddigit/operations.py). A VM's new boot volume
+    is created by the VM's operation, a restored volume by its restore."""
 
     class State(models.TextChoices):
         CREATING = "creating", "Creating"
         AVAILABLE = "available", "Available"
         ATTACHED = "attached", "Attached"
+        RESIZING = "resizing", "Resizing"
         DETACHING = "detaching", "Detaching"
         DELETING = "deleting", "Deleting"
         ERROR = "error", "Error"
 
     TRANSITIONS = {
         State.CREATING: {State.AVAILABLE, State.ATTACHED, State.ERROR},
-        State.AVAILABLE: {State.ATTACHED, State.DELETING},
-        State.ATTACHED: {State.DETACHING},
+        State.AVAILABLE: {State.ATTACHED, State.RESIZING, State.DELETING},
+        State.ATTACHED: {State.RESIZING, State.DETACHING},
+        State.RESIZING: {State.AVAILABLE, State.ATTACHED},
         State.DETACHING: {State.AVAILABLE, State.ATTACHED},
-        State.ERROR: {State.DELETING},
+        State.ERROR: {State.CREATING, State.DELETING},
         State.DELETING: {State.AVAILABLE},
     }
 
@@ -310,6 +323,12 @@ class Volume(StateMachineMixin, Leased):
     device = models.CharField(max_length=8, blank=True, help_text="vda, sda, vdb ... while attached")
     bootable = models.BooleanField(default=False)
     path = models.CharField(max_length=500, help_text="The qcow2 file the volume writes to")
+    source_path = models.CharField(
+        max_length=500, blank=True, help_text="The image file the volume was copied from (empty: made empty)"
+    )
+    resize_to_bytes = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="The size a resizing volume grows to"
+    )
     backing_layer = models.ForeignKey(
         Layer,
         on_delete=models.PROTECT,
@@ -326,7 +345,7 @@ class Volume(StateMachineMixin, Leased):
     )
     chain_recorded_at = models.DateTimeField(null=True, blank=True)
     tags = models.JSONField(default=dict, blank=True, validators=[validate_tags])
-    last_error = models.TextField(blank=True, help_text="Why the last detach or delete did not finish")
+    last_error = models.TextField(blank=True, help_text="Why the last operation on it did not finish")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -350,7 +369,12 @@ class Volume(StateMachineMixin, Leased):
 
     @property
     def in_transition(self) -> bool:
-        return self.state in {self.State.DETACHING, self.State.DELETING}
+        return self.state in {
+            self.State.CREATING,
+            self.State.RESIZING,
+            self.State.DETACHING,
+            self.State.DELETING,
+        }
 
     @property
     def is_boot_disk(self) -> bool:

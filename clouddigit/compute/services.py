@@ -16,12 +16,11 @@ from django.db.models import Count
 from clouddigit import operations
 from clouddigit.access import require
 from clouddigit.audit.log import audited, record_refusal
-from clouddigit.backends import hypervisor, volumes
-from clouddigit.compute import chainlocks, hooks, recorded_chain, tasks
+from clouddigit.backends import hypervisor
+from clouddigit.compute import hooks, tasks
 from clouddigit.compute.flavors import FLAVORS
 from clouddigit.compute.models import BOOT_DEVICES, VM, Host, Project, Region, Volume, validate_tags
 from clouddigit.compute.permissions import Perm
-from clouddigit.compute.work import hypervisor_target
 from clouddigit.errors import BackendUnavailable, Conflict, InvalidRequest, NotFound
 from clouddigit.names import check_name, derived_name, shown
 from clouddigit.queueing import enqueue, hypervisor_queue
@@ -94,9 +93,12 @@ def create_volume(
     bootable: bool = False,
     tags: dict | None = None,
     source_path: str | None = None,
+    vm: VM | None = None,
+    device: str = "",
 ) -> Volume:
-    """A new volume backed by its own qcow2 file under the region's volume folder: empty, or a copy of
-    the standalone qcow2 file `source_path` (an image) grown to `size_bytes`."""
+    """A new volume, `creating` until the region's hypervisor worker has made its own qcow2 file under
+    the region's volume folder: empty, or a copy of the standalone qcow2 file `source_path` (an image)
+    grown to `size_bytes`. A VM's boot volume (`vm`, `device`) is made by the VM's create."""
     require(actor, Perm.OPERATE_VMS, project, "create volumes")
     name = check_name(name)
     tags = check_tags(tags)
@@ -106,14 +108,7 @@ def create_volume(
             field="size_bytes",
         )
     volume_id = uuid.uuid4()
-    path = Path(region.volume_dir) / f"{volume_id}.qcow2"
-    if source_path is None:
-        volumes.create(str(path), size_bytes)
-    else:
-        volumes.convert(source_path, "qcow2", str(path))
     try:
-        if source_path is not None:
-            volumes.grow(str(path), size_bytes)
         with transaction.atomic():
             volume = Volume.objects.create(
                 id=volume_id,
@@ -122,18 +117,20 @@ def create_volume(
                 name=name,
                 size_bytes=size_bytes,
                 bootable=bootable,
-                path=str(path),
+                path=str(Path(region.volume_dir) / f"{volume_id}.qcow2"),
+                source_path=source_path or "",
                 tags=tags,
+                state=Volume.State.CREATING,
+                vm=vm,
+                device=device,
+                **({} if vm is not None else operations.queued()),
             )
     except IntegrityError:
-        path.unlink(missing_ok=True)
         raise Conflict(
             f"A volume named {name!r} already exists in {project} ({region}).", field="name"
         ) from None
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    recorded_chain.record(volume)
+    if vm is None:
+        enqueue(tasks.finish_create_volume, str(volume.pk), queue=hypervisor_queue(region.pk))
     return volume
 
 
@@ -169,9 +166,11 @@ def create_vm(
     tags: dict | None = None,
     guest_agent: str = VM.GuestAgent.UNKNOWN,
     boot_source_path: str | None = None,
+    start: bool = False,
 ) -> VM:
-    """A stopped VM with a fresh boot volume attached as `vda` (`sda` on bare metal): empty, or a copy
-    of the image file `boot_source_path`."""
+    """A VM, `creating` until the region's hypervisor worker has made its boot volume (attached as `vda`,
+    `sda` on bare metal: empty, or a copy of the image file `boot_source_path`) and defined it on its
+    host; then stopped, or started when `start`."""
     name, vpc, tags = check_vm_request(name=name, vpc=vpc, flavor=flavor, tags=tags)
     require(actor, Perm.OPERATE_VMS, project, "create VMs")
     host = place(region)
@@ -186,10 +185,13 @@ def create_vm(
                 vpc=vpc,
                 tags=tags,
                 guest_agent=guest_agent,
+                state=VM.State.CREATING,
+                start_when_created=start,
+                **operations.queued(),
             )
     except IntegrityError:
         raise Conflict(f"A VM named {name!r} already exists in {project} ({region}).", field="name") from None
-    boot = create_volume(
+    create_volume(
         actor=actor,
         project=project,
         region=region,
@@ -198,14 +200,36 @@ def create_vm(
         bootable=True,
         tags=tags,
         source_path=boot_source_path,
+        vm=vm,
+        device="sda" if FLAVORS[flavor].bare_metal else "vda",
     )
-    try:
-        attach_volume(actor=actor, volume=boot, vm=vm, device="sda" if FLAVORS[flavor].bare_metal else "vda")
-    except BaseException:
-        # The rows roll back with the transaction; the file is ours to remove.
-        Path(boot.path).unlink(missing_ok=True)
-        raise
+    enqueue(tasks.finish_create_vm, str(vm.pk), queue=hypervisor_queue(region.pk))
     return vm
+
+
+@audited("compute.vm.retry", target="vm")
+def retry_vm(*, actor, vm: VM) -> VM:
+    """Create a VM whose create failed again: the volumes it was making, then its domain."""
+    require(actor, Perm.OPERATE_VMS, vm.project, f"retry VM {vm.name}")
+    if vm.state != VM.State.ERROR:
+        raise Conflict(f"VM {vm.name} is {vm.get_state_display().lower()}: there is nothing to retry.")
+    vm.transition(VM.State.CREATING, last_error="", **operations.restarted())
+    vm.volumes.filter(state=Volume.State.ERROR).update(state=Volume.State.CREATING, last_error="")
+    enqueue(tasks.finish_create_vm, str(vm.pk), queue=hypervisor_queue(vm.region_id))
+    return vm
+
+
+@audited("compute.volume.retry", target="volume")
+def retry_volume(*, actor, volume: Volume) -> Volume:
+    """Create a volume whose create failed again. A VM's boot volume is retried with its VM."""
+    require(actor, Perm.OPERATE_VMS, volume.project, f"retry volume {volume.name}")
+    if volume.state != Volume.State.ERROR:
+        raise Conflict(f"Volume {volume.name} is {volume.state}: there is nothing to retry.")
+    if volume.vm is not None:
+        raise Conflict(f"Volume {volume.name} is made with VM {volume.vm.name}: retry the VM instead.")
+    volume.transition(Volume.State.CREATING, last_error="", **operations.restarted())
+    enqueue(tasks.finish_create_volume, str(volume.pk), queue=hypervisor_queue(volume.region_id))
+    return volume
 
 
 @audited("compute.volume.attach", target="volume")
@@ -380,15 +404,24 @@ def detach_volume(*, actor, volume: Volume) -> Volume:
     return volume
 
 
+VOLUME_STEPS = {
+    Volume.State.CREATING: tasks.finish_create_volume,
+    Volume.State.RESIZING: tasks.finish_resize,
+    Volume.State.DETACHING: tasks.finish_detach,
+    Volume.State.DELETING: tasks.finish_delete_volume,
+}
+
+
 def resume_volume_operation(volume: Volume) -> None:
-    task = tasks.finish_detach if volume.state == Volume.State.DETACHING else tasks.finish_delete_volume
-    enqueue(task, str(volume.pk), queue=hypervisor_queue(volume.region_id))
+    step = VOLUME_STEPS[Volume.State(volume.state)]
+    enqueue(step, str(volume.pk), queue=hypervisor_queue(volume.region_id))
 
 
 @audited("compute.volume.resize", target="volume")
 def resize_volume(*, actor, volume: Volume, size_gib) -> Volume:
-    """Grow the volume to `size_gib` GiB (never shrink: that would cut off data). The guest sees the new
-    size at once (a running VM's qemu grows it) or at its next boot; its file system grows from inside."""
+    """Grow the volume to `size_gib` GiB (never shrink: that would cut off data): `resizing` until the
+    region's hypervisor worker has grown it. The guest sees the new size at once (a running VM's qemu
+    grows it) or at its next boot; its file system grows from inside."""
     require(actor, Perm.OPERATE_VMS, volume.project, "resize volumes")
     size_bytes = volume_size_bytes(size_gib)
     if size_bytes < volume.size_bytes:
@@ -404,21 +437,11 @@ def resize_volume(*, actor, volume: Volume, size_gib) -> Volume:
     vm = volume.vm
     if vm is not None and vm.in_transition:
         raise Conflict(f"VM {vm.name} is {vm.state}: resize once it is running or stopped.")
-    # Before any write, so the transaction holds no database lock while waiting for a snapshot job.
-    with _chain_held(volume, f"resizing volume {volume.name}"):
-        target = hypervisor_target(vm) if vm is not None and vm.state == VM.State.RUNNING else None
-        if target is not None and hypervisor.live_overlays_supported(*target):
-            hypervisor.resize_disk_live(*target, volume.device, size_bytes)
-        else:
-            volumes.grow(volume.path, size_bytes)
-        Volume.objects.filter(pk=volume.pk).update(size_bytes=size_bytes)
-    volume.size_bytes = size_bytes
+    volume.transition(
+        Volume.State.RESIZING, resize_to_bytes=size_bytes, last_error="", **operations.restarted()
+    )
+    enqueue(tasks.finish_resize, str(volume.pk), queue=hypervisor_queue(volume.region_id))
     return volume
-
-
-def _chain_held(volume: Volume, purpose: str):
-    """The volume's chain lock, waited for briefly: a request does not wait for a long snapshot job."""
-    return chainlocks.locked(volume, purpose=purpose, timeout=settings.VOLUME_REQUEST_WAIT_SECONDS)
 
 
 class DeleteNeedsChoice(InvalidRequest):
@@ -435,6 +458,8 @@ def delete_volume(*, actor, volume: Volume, confirm: str, snapshots: str = "") -
     does: they still restore) or deleted with it (`"delete"`); a volume that something holds is never
     deleted before the user has chosen."""
     require(actor, Perm.OPERATE_VMS, volume.project, "delete volumes")
+    if volume.state in {Volume.State.CREATING, Volume.State.RESIZING}:
+        raise Conflict(f"Volume {volume.name} is {volume.state}: delete it once that has finished or failed.")
     if volume.vm is not None:
         raise Conflict(
             f"Volume {volume.name} is attached to VM {volume.vm.name} as {volume.device}: detach it first.",
@@ -475,11 +500,6 @@ def stop_vm(*, actor, vm: VM) -> VM:
     vm.transition(VM.State.STOPPING, last_error="")
     enqueue(tasks.apply_power_state, str(vm.id), queue=hypervisor_queue(vm.region_id))
     return vm
-
-
-def queue_definition(vm: VM) -> None:
-    """Have the region's worker define a new VM's domain on its host (starting it does so too)."""
-    enqueue(tasks.define_vm, str(vm.id), queue=hypervisor_queue(vm.region_id))
 
 
 # --- VM delete, tags ---------------------------------------------------------------------------------
@@ -526,14 +546,29 @@ def delete_vm(*, actor, vm: VM, confirm: str, volumes: dict | None = None) -> VM
     require(actor, Perm.OPERATE_VMS, vm.project, f"delete VM {vm.name}")
     if vm.state == VM.State.DELETING:
         raise Conflict(f"VM {vm.name} is already being deleted.")
-    if vm.state != VM.State.STOPPED:
+    if vm.state == VM.State.CREATING:
+        raise Conflict(f"VM {vm.name} is still being created: delete it once that has finished or failed.")
+    if vm.state not in {VM.State.STOPPED, VM.State.ERROR}:
         raise Conflict(
             f"VM {vm.name} is {vm.get_state_display().lower()}: stop it first, then delete it. "
             "Nothing was changed."
         )
     fates = volume_fates(vm, volumes)
+    kept_unmade = [
+        volume.name
+        for volume, fate in fates.items()
+        if volume.state == Volume.State.ERROR and fate == VolumeFate.KEEP
+    ]
+    if kept_unmade:
+        raise InvalidRequest(
+            f"Volume {', '.join(kept_unmade)} was never made (its create failed): it can only be deleted.",
+            field="volumes",
+        )
     creating = [volume.name for volume in fates if volume.state == Volume.State.CREATING]
+    resizing = [volume.name for volume in fates if volume.state == Volume.State.RESIZING]
     busy = hooks.vm_delete_blockers(vm)
+    if resizing:
+        busy.insert(0, f"volume {', '.join(resizing)} is being resized")
     if creating:
         busy.insert(0, f"volume {', '.join(creating)} is still being created (a restore is under way)")
     if busy:
@@ -555,8 +590,9 @@ def delete_vm(*, actor, vm: VM, confirm: str, volumes: dict | None = None) -> VM
     return vm
 
 
-def resume_delete_vm(vm: VM) -> None:
-    enqueue(tasks.finish_delete_vm, str(vm.pk), queue=hypervisor_queue(vm.region_id))
+def resume_vm_operation(vm: VM) -> None:
+    task = tasks.finish_create_vm if vm.state == VM.State.CREATING else tasks.finish_delete_vm
+    enqueue(task, str(vm.pk), queue=hypervisor_queue(vm.region_id))
 
 
 @audited("compute.vm.tag", target="vm")

@@ -1,8 +1,9 @@
 """Thin tasks: each runs one worker step (`work.py`) on the region's hypervisor queue.
 
-The long operations (detach, delete a volume, delete a VM) run through `operations.run`: it claims the
-row in the state the step starts from and records a failure on the row, so a duplicate delivery or a
-re-queue by the reconciler does nothing while another worker holds it (clouddigit/operations.py).
+The long operations (create a volume or a VM, resize, detach, delete a volume or a VM) run through
+`operations.run`: it claims the row in the state the step starts from and records a failure on the
+row, so a duplicate delivery or a re-queue by the reconciler does nothing while another worker holds
+it (clouddigit/operations.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,33 @@ def apply_power_state(vm_id: str) -> None:
 @shared_task
 def define_vm(vm_id: str) -> None:
     work.define_vm(vm_id)
+
+
+@shared_task
+def finish_create_volume(volume_id: str) -> None:
+    run(
+        Volume,
+        volume_id,
+        state=Volume.State.CREATING,
+        step=work.finish_create_volume,
+        fail=work.fail_volume_operation,
+    )
+
+
+@shared_task
+def finish_create_vm(vm_id: str) -> None:
+    run(VM, vm_id, state=VM.State.CREATING, step=work.finish_create_vm, fail=work.fail_create_vm)
+
+
+@shared_task
+def finish_resize(volume_id: str) -> None:
+    run(
+        Volume,
+        volume_id,
+        state=Volume.State.RESIZING,
+        step=work.finish_resize,
+        fail=work.fail_volume_operation,
+    )
 
 
 @shared_task

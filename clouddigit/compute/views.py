@@ -97,6 +97,7 @@ def vm_page(request, vm: VM, **forms):
 POWER = {
     "start": (services.start_vm, "compute.vm.start"),
     "stop": (services.stop_vm, "compute.vm.stop"),
+    "retry": (services.retry_vm, "compute.vm.retry"),
 }
 
 
@@ -225,7 +226,7 @@ def volume_create(request):
         ),
         page=lambda: volume_list(request, create_form=form),
         form=form,
-        success=lambda volume: f"Volume {volume.name} is ready to attach.",
+        success=lambda volume: f"Creating volume {volume.name}: it is ready to attach once available.",
         then=lambda volume: reverse("compute:volume-detail", args=[volume.pk]),
     )
 
@@ -285,6 +286,18 @@ def volume_detach(request, pk):
 
 @login_required
 @require_POST
+def volume_retry(request, pk):
+    return _on_volume(
+        request,
+        pk,
+        action="compute.volume.retry",
+        run=lambda volume: services.retry_volume(actor=request.user, volume=volume),
+        success=lambda volume: f"Creating volume {volume.name} again.",
+    )
+
+
+@login_required
+@require_POST
 def volume_resize(request, pk):
     form = ResizeForm(request.POST)
     return _on_volume(
@@ -295,7 +308,8 @@ def volume_resize(request, pk):
             actor=request.user, volume=volume, size_gib=form.cleaned_data["size_gib"]
         ),
         success=lambda volume: (
-            f"Volume {volume.name} is now {volume.size_gib:g} GiB: grow its file system inside the guest."
+            f"Growing volume {volume.name} to {(volume.resize_to_bytes or 0) / 2**30:g} GiB; once done, grow "
+            "its file system inside the guest."
         ),
         form=form,
         form_key="resize_form",

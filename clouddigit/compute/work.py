@@ -1,8 +1,10 @@
-"""The worker side of the compute inventory: a VM's domain on its host, made to match its row; a
-volume plugged into or out of it; a deleted VM's or volume's files removed.
+"""The worker side of the compute inventory: a new volume's file made (empty or copied from an image)
+and a new VM defined; a VM's domain on its host, made to match its row; a volume grown, plugged into or
+out of it; a deleted VM's or volume's files removed. No qemu-img runs in a web request.
 
 Tasks (`clouddigit/compute/tasks.py`) call these on the region's hypervisor queue (the long operations,
-detach and the deletes, under the row's claim through `operations.run`); other apps' worker steps call
+create, resize, detach and the deletes, under the row's claim through `operations.run`); other apps'
+worker steps call
 them too (a restore starts its VM, a drill removes its sandbox VM). Nothing here imports the
 request side (`services`) or queues a task: services -> tasks -> work (docs/decisions.md).
 """
@@ -15,8 +17,8 @@ from pathlib import Path
 from clouddigit import operations
 from clouddigit.audit.log import Target, record
 from clouddigit.audit.models import AuditEntry
-from clouddigit.backends import hypervisor
-from clouddigit.compute import chainlocks
+from clouddigit.backends import hypervisor, volumes
+from clouddigit.compute import chainlocks, recorded_chain
 from clouddigit.compute.models import VM, Volume
 
 
@@ -101,6 +103,91 @@ def apply_power_state(vm_id: str) -> None:
     vm.transition(done)
 
 
+# --- Create: a volume's file, a VM's boot volume and domain ------------------------------------------
+
+
+def make_volume_file(volume: Volume) -> None:
+    """A volume being created gets its qcow2 file: empty, or a copy of the image file `source_path` grown
+    to the volume's size. What an interrupted attempt left is removed first: nothing reads a volume
+    while it is being created, and a copy cut off half-way must not pass for a whole one."""
+    path = Path(volume.path)
+    path.unlink(missing_ok=True)
+    if not volume.source_path:
+        volumes.create(path, volume.size_bytes)
+    else:
+        volumes.convert(volume.source_path, "qcow2", path)
+        operations.checkpoint(f"copied image into {volume.name}")
+        try:
+            volumes.grow(path, volume.size_bytes)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+    recorded_chain.record(volume)
+
+
+def finish_create_volume(volume_id: str) -> None:
+    """Worker side of `create_volume` for a volume of its own (a VM's boot volume is the VM's step)."""
+    volume = Volume.objects.filter(pk=volume_id).first()
+    if volume is None or volume.state != Volume.State.CREATING:
+        return
+    operations.checkpoint(f"creating file of {volume.name}")
+    make_volume_file(volume)
+    volume.transition(Volume.State.AVAILABLE, last_error="", claimed_by="", lease_until=None)
+
+
+def finish_create_vm(vm_id: str) -> None:
+    """Worker side of `create_vm`: the files of its volumes being created, then the domain defined on
+    its host, and started when the owner asked for it. Each step can run again after an interruption."""
+    vm = VM.objects.select_related("host", "project__account").filter(pk=vm_id).first()
+    if vm is None or vm.state != VM.State.CREATING:
+        return
+    for volume in vm.volumes.filter(state=Volume.State.CREATING):
+        operations.checkpoint(f"creating file of {volume.name}")
+        make_volume_file(volume)
+        volume.transition(Volume.State.ATTACHED, last_error="")
+    operations.checkpoint(f"defining VM {vm.name}")
+    if not vm.start_when_created:
+        hypervisor.ensure_domain(vm.host.libvirt_uri, domain_spec(vm))
+    vm.transition(VM.State.STOPPED, last_error="", claimed_by="", lease_until=None)
+    if vm.start_when_created:
+        # As a start by its owner: a start that fails leaves the VM stopped with the reason.
+        vm.transition(VM.State.STARTING)
+        apply_power_state(str(vm.pk))
+
+
+def fail_create_vm(vm_id: str, error: str) -> None:
+    """A create that failed: the VM and the volumes it was making are errors that say why; the owner
+    retries (`retry_vm`) or deletes the VM."""
+    vm = VM.objects.filter(pk=vm_id).first()
+    if vm is None or vm.state != VM.State.CREATING:
+        return
+    reason = f"Create failed: {error}"[:2000]
+    vm.transition(VM.State.ERROR, last_error=reason, claimed_by="", lease_until=None)
+    for volume in vm.volumes.filter(state=Volume.State.CREATING):
+        Path(volume.path).unlink(missing_ok=True)
+        volume.transition(Volume.State.ERROR, last_error=reason)
+    record(
+        actor=None,
+        action="compute.vm.create",
+        outcome=AuditEntry.Outcome.FAILED,
+        target=Target.of(vm),
+        message=error,
+    )
+
+
+def fail_vm_operation(vm_id: str, error: str) -> None:
+    """A create or a delete that failed, each as its own `fail_*` says."""
+    vm = VM.objects.filter(pk=vm_id).first()
+    if vm is not None and vm.state == VM.State.CREATING:
+        fail_create_vm(vm_id, error)
+    elif vm is not None and vm.state == VM.State.DELETING:
+        fail_delete_vm(vm_id, error)
+
+
+def give_up_vm_operation(vm: VM, reason: str) -> None:
+    fail_vm_operation(str(vm.pk), f"Gave up: {reason}")
+
+
 def destroy_vm(vm_id: str) -> None:
     """Worker side of removing a VM with all its volumes: restore drills clean up with it, and a failed
     restore's VM goes with it. The sealed layers its volumes backed onto belong to snapshots."""
@@ -138,12 +225,14 @@ def finish_delete_vm(vm_id: str) -> None:
 
 
 def fail_delete_vm(vm_id: str, error: str) -> None:
-    """A delete that failed leaves the VM stopped with the reason; what was already removed stays
-    removed (the row is the truth: the domain is defined again from it when needed), and the owner
-    deletes it again."""
+    """A delete that failed leaves the VM stopped (an error, when it was never created) with the reason;
+    what was already removed stays removed (the row is the truth: the domain is defined again from it
+    when needed), and the owner deletes it again."""
     vm = VM.objects.filter(pk=vm_id).first()
     if vm is not None and vm.state == VM.State.DELETING:
-        vm.transition(VM.State.STOPPED, last_error=f"Delete failed: {error}"[:2000])
+        never_created = vm.volumes.filter(state=Volume.State.ERROR).exists()
+        back = VM.State.ERROR if never_created else VM.State.STOPPED
+        vm.transition(back, last_error=f"Delete failed: {error}"[:2000])
         record(
             actor=None,
             action="compute.vm.delete",
@@ -153,11 +242,35 @@ def fail_delete_vm(vm_id: str, error: str) -> None:
         )
 
 
-def give_up_delete_vm(vm: VM, reason: str) -> None:
-    fail_delete_vm(str(vm.pk), f"Gave up: {reason}")
+# --- Volumes: grow, attach to a running VM, detach, delete --------------------------------------------
 
 
-# --- Volumes: attach to a running VM, detach, delete ------------------------------------------------
+def finish_resize(volume_id: str) -> None:
+    """Worker side of `resize_volume`: grow the file (a running real-qemu VM's qemu grows it, so the
+    guest sees the size at once), under the chain's lock: a snapshot job may be working on the chain,
+    and the volume's active file is read again once the lock is held (a snapshot moves it)."""
+    volume = Volume.objects.filter(pk=volume_id).first()
+    if volume is None or volume.state != Volume.State.RESIZING or volume.resize_to_bytes is None:
+        return
+    size_bytes = volume.resize_to_bytes
+    with chainlocks.locked(volume, purpose=f"resizing volume {volume.name}"):
+        volume = Volume.objects.select_related("vm__host", "vm__project__account").get(pk=volume_id)
+        operations.checkpoint(f"resizing {volume.name}")
+        vm = volume.vm
+        target = hypervisor_target(vm) if vm is not None and vm.state == VM.State.RUNNING else None
+        if target is not None and hypervisor.live_overlays_supported(*target):
+            hypervisor.resize_disk_live(*target, volume.device, size_bytes)
+        else:
+            volumes.grow(volume.path, size_bytes)
+        recorded_chain.record(volume)
+        volume.transition(
+            Volume.State.ATTACHED if volume.vm_id else Volume.State.AVAILABLE,
+            size_bytes=size_bytes,
+            resize_to_bytes=None,
+            last_error="",
+            claimed_by="",
+            lease_until=None,
+        )
 
 
 def plug_in(volume_id: str) -> None:
@@ -196,12 +309,25 @@ def finish_detach(volume_id: str) -> None:
 
 
 def fail_volume_operation(volume_id: str, error: str) -> None:
-    """A detach goes back to `attached`, a delete to `available`, with the reason shown on the volume."""
+    """A create becomes an error (retried or deleted by the owner, its partial file removed); a resize
+    or a detach goes back to what the volume was, a delete to `available`; each with the reason shown
+    on the volume."""
     volume = Volume.objects.filter(pk=volume_id).first()
     if volume is None or not volume.in_transition:
         return
-    back = Volume.State.ATTACHED if volume.state == Volume.State.DETACHING else Volume.State.AVAILABLE
-    volume.transition(back, last_error=error[:2000], claimed_by="", lease_until=None)
+    fields: dict = {"last_error": error[:2000], "claimed_by": "", "lease_until": None}
+    if volume.state == Volume.State.CREATING:
+        Path(volume.path).unlink(missing_ok=True)
+        back = Volume.State.ERROR
+        fields["last_error"] = f"Create failed: {error}"[:2000]
+    elif volume.state == Volume.State.RESIZING:
+        back = Volume.State.ATTACHED if volume.vm_id else Volume.State.AVAILABLE
+        fields.update(resize_to_bytes=None, last_error=f"Resize failed: {error}"[:2000])
+    elif volume.state == Volume.State.DETACHING:
+        back = Volume.State.ATTACHED
+    else:
+        back = Volume.State.AVAILABLE
+    volume.transition(back, **fields)
 
 
 def give_up_volume_operation(volume: Volume, reason: str) -> None:

@@ -10,6 +10,7 @@ from clouddigit.audit.models import AuditEntry
 from clouddigit.compute import services as compute
 from clouddigit.compute.models import Volume
 from snapshots import services as snapshots
+from tests.worker import created
 
 VOLUMES = "/api/v1/compute/volumes/"
 
@@ -34,7 +35,8 @@ def post(django_capture_on_commit_callbacks):
 @pytest.fixture
 def spare(post, alice, prod, dha):
     response = post(alice, VOLUMES, {"project": "acme/prod", "name": "spare-01", "size_gib": 3})
-    assert response.status_code == 201, response.json()
+    assert response.status_code == 202, response.json()
+    assert response.json()["state"] == "creating"  # the worker makes the file (run here on commit)
     return Volume.objects.get(pk=response.json()["id"])
 
 
@@ -53,7 +55,10 @@ def test_create_attach_detach_resize_delete(
     assert api(alice).get(f"{VOLUMES}{spare.pk}/").json()["state"] == "available"
 
     resized = post(alice, f"{VOLUMES}{spare.pk}/resize/", {"size_gib": 4})
-    assert resized.status_code == 200 and resized.json()["size_bytes"] == 4 * 2**30
+    assert resized.status_code == 202, resized.json()
+    assert (resized.json()["state"], resized.json()["resize_to_bytes"]) == ("resizing", 4 * 2**30)
+    after = api(alice).get(f"{VOLUMES}{spare.pk}/").json()
+    assert (after["state"], after["size_bytes"], after["resize_to_bytes"]) == ("available", 4 * 2**30, None)
 
     with django_capture_on_commit_callbacks(execute=True):
         deleted = api(alice).delete(f"{VOLUMES}{spare.pk}/?confirm=spare-01")
@@ -115,7 +120,9 @@ def test_delete_of_a_volume_with_snapshots_asks_keep_or_delete(run, alice, spare
 
 def test_restore_names_the_disk_by_device(run, post, alice, make_vm, prod, dha):
     vm = make_vm(prod, "db-01")
-    data = compute.create_empty_volume(actor=alice, project=prod, region=dha, name="db-data", size_gib=1)
+    data = created(
+        compute.create_empty_volume(actor=alice, project=prod, region=dha, name="db-data", size_gib=1)
+    )
     post(alice, f"{VOLUMES}{data.pk}/attach/", {"vm": "db-01"})
     snapshot = run(snapshots.create_snapshot, actor=alice, vm=vm, name="db-snap")
 

@@ -21,6 +21,7 @@ from clouddigit.compute import services as compute
 from clouddigit.compute import work as compute_work
 from snapshots import services, work
 from snapshots.models import Snapshot, SnapshotDisk
+from tests.worker import created
 
 GiB, MiB = 2**30, 2**20
 RUNS = 10
@@ -56,8 +57,8 @@ def test_snapshot_create_restore_and_merge(operator, make_vm, prod, dha, no_queu
 
     restore_times = {}
     for label, size in (("1g", GiB), ("20g", 20 * GiB)):
-        volume = compute.create_volume(
-            actor=None, project=prod, region=dha, name=f"r-{label}", size_bytes=size
+        volume = created(
+            compute.create_volume(actor=None, project=prod, region=dha, name=f"r-{label}", size_bytes=size)
         )
         volumes.write_pattern(volume.path, 0, 8 * MiB, 0x5A)
         snapshot = services.create_snapshot(actor=operator, volume=volume)
@@ -72,7 +73,9 @@ def test_snapshot_create_restore_and_merge(operator, make_vm, prod, dha, no_queu
         restore_times[label] = _median(timings)
 
     merge_bytes = 256 * MiB
-    volume = compute.create_volume(actor=None, project=prod, region=dha, name="merge", size_bytes=GiB)
+    volume = created(
+        compute.create_volume(actor=None, project=prod, region=dha, name="merge", size_bytes=GiB)
+    )
     first = services.create_snapshot(actor=operator, volume=volume)
     work.take(str(first.pk))
     volume.refresh_from_db()

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from clouddigit.compute.models import VM
+from tests.worker import created
 
 pytestmark = pytest.mark.django_db
 
@@ -86,7 +87,11 @@ def test_volume_create_attach_detach_resize_delete(cli, alice, make_vm, prod, dh
         "create", "--name", "spare-01", "--size-gib", "2", "--project", "acme/prod", "-o", "json"
     )
     assert created.code == 0, created.err
-    assert json.loads(created.out)["size_bytes"] == 2 * 2**30
+    assert (json.loads(created.out)["size_bytes"], json.loads(created.out)["state"]) == (
+        2 * 2**30,
+        "creating",
+    )
+    assert as_alice("list", "-o", "json").out.count('"available"') == 1  # the worker made its file
 
     attached = as_alice("attach", "--volume", "spare-01", "--vm", "web-02", "-o", "json")
     assert attached.code == 0, attached.err
@@ -94,8 +99,12 @@ def test_volume_create_attach_detach_resize_delete(cli, alice, make_vm, prod, dh
 
     detached = as_alice("detach", "--volume", "spare-01", "-o", "json")
     assert detached.code == 0 and json.loads(detached.out)["state"] == "detaching"
-    resized = as_alice("resize", "--volume", "spare-01", "--size-gib", "3", "-o", "json")
-    assert resized.code == 0 and json.loads(resized.out)["state"] == "available"
+    resized = as_alice("resize", "--volume", "spare-01", "--size-gib", "3", "--wait", "-o", "json")
+    assert resized.code == 0, resized.err
+    assert (json.loads(resized.out)["state"], json.loads(resized.out)["size_bytes"]) == (
+        "available",
+        3 * 2**30,
+    )
 
     deleted = as_alice("delete", "--volume", "spare-01", "--confirm", "spare-01")
     assert deleted.code == 0, deleted.err
@@ -122,7 +131,9 @@ def test_snapshot_restore_names_the_disk_by_device(cli, alice, committed, make_v
     from snapshots import services as snapshots
 
     vm = make_vm(prod, "db-01")
-    data = compute.create_empty_volume(actor=alice, project=prod, region=dha, name="db-data", size_gib=1)
+    data = created(
+        compute.create_empty_volume(actor=alice, project=prod, region=dha, name="db-data", size_gib=1)
+    )
     compute.attach_volume_to(actor=alice, volume=data, vm="db-01")
     with committed():
         snapshot = snapshots.create_snapshot(actor=alice, vm=vm, name="db-snap")

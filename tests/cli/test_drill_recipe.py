@@ -18,6 +18,7 @@ from policies.engine import in_scope
 from snapshots import services
 from snapshots.models import Restore, Snapshot
 from tests.policies.test_scheduler import _policy
+from tests.worker import created
 
 SCRIPT = Path(sys.executable).parent / "clouddigit"
 
@@ -35,7 +36,9 @@ cd compute vm restore \\
 def test_the_spec_drill_recipe_runs_verbatim(live_server, alice, make_vm, prod, dha):
     policy = _policy(prod)
     db01 = make_vm(prod, "db-01", tags={"env": "prod", "role": "db"})
-    data = compute.create_volume(actor=None, project=prod, region=dha, name="db-01-data", size_bytes=2**24)
+    data = created(
+        compute.create_volume(actor=None, project=prod, region=dha, name="db-01-data", size_bytes=2**24)
+    )
     compute.attach_volume(actor=None, volume=data, vm=db01, device="vdb")
     vm_snapshot = services.create_snapshot(actor=None, vm=VM.objects.get(pk=db01.pk), name="db-01-nightly")
     # Newer, and db-01's too: a volume snapshot of its data disk, which `vm restore` cannot take.

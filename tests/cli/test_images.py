@@ -19,6 +19,7 @@ from iam.services import grant_role
 from images import services
 from images.models import Image, ImageQuota
 from snapshots import services as snapshots
+from tests.worker import created
 
 pytestmark = pytest.mark.django_db
 
@@ -432,8 +433,8 @@ def test_promote_a_multi_volume_snapshot_needs_a_device(
 ):
     vm = make_vm(prod, "db-01")
     with committed():
-        data = compute.create_volume(
-            actor=None, project=prod, region=dha, name="db-data", size_bytes=16 * MiB
+        data = created(
+            compute.create_volume(actor=None, project=prod, region=dha, name="db-data", size_bytes=16 * MiB)
         )
         compute.attach_volume(actor=None, volume=data, vm=vm, device="vdb")
         snapshots.create_snapshot(actor=None, vm=vm, name="db-snap")

@@ -16,6 +16,7 @@ from clouddigit.compute import services as compute
 from clouddigit.compute.models import VM
 from snapshots import services
 from snapshots.models import Restore, Snapshot
+from tests.worker import created
 
 pytestmark = pytest.mark.django_db
 
@@ -27,7 +28,9 @@ POLICY = {"origin": "policy", "policy_name": "acme-prod-default"}
 @pytest.fixture
 def data_volume(prod, dha, committed):
     with committed():
-        return compute.create_volume(actor=None, project=prod, region=dha, name="data-01", size_bytes=2**24)
+        return created(
+            compute.create_volume(actor=None, project=prod, region=dha, name="data-01", size_bytes=2**24)
+        )
 
 
 def lines(result) -> list[list[str]]:

@@ -8,6 +8,7 @@ from clouddigit.backends import hypervisor, volumes
 from clouddigit.compute import services, work
 from clouddigit.compute.models import VM, Volume
 from clouddigit.errors import Conflict, InvalidRequest, PermissionRefused
+from tests.worker import created
 
 GiB = 2**30
 
@@ -105,7 +106,9 @@ def test_a_viewer_may_not_start_a_vm(make_vm, prod, bob):
 
 def test_volume_rows_match_files_on_disk(make_vm, prod, alice, dha):
     vm = make_vm(prod, "db-01")
-    data = services.create_volume(actor=alice, project=prod, region=dha, name="db-01-data", size_bytes=GiB)
+    data = created(
+        services.create_volume(actor=alice, project=prod, region=dha, name="db-01-data", size_bytes=GiB)
+    )
     services.attach_volume(actor=alice, volume=data, vm=vm, device="vdb")
     volumes.write_pattern(data.path, 0, 2**20, 0x61)
 

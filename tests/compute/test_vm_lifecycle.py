@@ -20,6 +20,7 @@ from snapshots import services as snapshots
 from snapshots.models import Snapshot
 from tests.api.test_api import api
 from tests.policies.test_scheduler import _policy
+from tests.worker import created
 
 pytestmark = pytest.mark.django_db
 MiB = 2**20
@@ -29,7 +30,9 @@ MiB = 2**20
 def db01(make_vm, prod, dha, committed):
     """db-01, stopped, with a data volume on vdb and a VM snapshot."""
     vm = make_vm(prod, "db-01", tags={"env": "prod", "role": "db"})
-    data = compute.create_volume(actor=None, project=prod, region=dha, name="db-01-data", size_bytes=8 * MiB)
+    data = created(
+        compute.create_volume(actor=None, project=prod, region=dha, name="db-01-data", size_bytes=8 * MiB)
+    )
     compute.attach_volume(actor=None, volume=data, vm=vm, device="vdb")
     with committed():
         snapshots.create_snapshot(actor=None, vm=VM.objects.get(pk=vm.pk), name="db-01-nightly")
@@ -244,14 +247,16 @@ def test_a_10000_character_name_is_a_short_clear_error_audited_nothing_made(alic
         assert "(10000 characters) is not a valid name" in answer.json()["message"]
         assert len(answer.json()["message"]) < 300
     with pytest.raises(InvalidRequest, match="10000 characters"):
-        compute.create_vm(
-            actor=alice,
-            project=prod,
-            region=db01.region,
-            name=long_name,
-            flavor="std-2x4",
-            vpc="v",
-            boot_size_bytes=MiB,
+        created(
+            compute.create_vm(
+                actor=alice,
+                project=prod,
+                region=db01.region,
+                name=long_name,
+                flavor="std-2x4",
+                vpc="v",
+                boot_size_bytes=MiB,
+            )
         )
     assert (VM.objects.count(), Snapshot.objects.count()) == (vms_before, snapshots_before)
     assert _last_entry("compute.vm.create").outcome == AuditEntry.Outcome.REFUSED
@@ -274,3 +279,37 @@ def test_a_publisher_who_sees_no_snapshots_is_told_what_promoting_needs(bob, db0
     message = answer.json()["message"]
     assert message.startswith(f"There is no snapshot {snapshot.pk} that you can see.")
     assert "needs a role that sees the project's snapshots (snapshot.viewer or above) in acme/prod" in message
+
+
+def test_a_vm_whose_create_failed_is_an_error_retried_or_deleted_by_its_owner(
+    alice, prod, dha, run, monkeypatch, tmp_path
+):
+    missing = tmp_path / "gone.qcow2"
+    with pytest.raises(Exception, match="gone.qcow2"):  # the worker's task fails
+        run(
+            compute.create_vm,
+            actor=alice,
+            project=prod,
+            region=dha,
+            name="web-9",
+            flavor="std-2x4",
+            vpc="v",
+            boot_size_bytes=MiB,
+            boot_source_path=str(missing),
+        )
+
+    vm = VM.objects.get(name="web-9")
+    boot = vm.volumes.get()
+    assert vm.state == "error" and vm.last_error.startswith("Create failed:")
+    assert boot.state == "error" and not Path(boot.path).exists()
+    assert AuditEntry.objects.filter(action="compute.vm.create", outcome="failed").exists()
+    with pytest.raises(InvalidRequest, match="was never made"):
+        compute.delete_vm(actor=alice, vm=vm, confirm="web-9", volumes={"web-9-boot": "keep"})
+
+    with pytest.raises(Exception, match="gone.qcow2"):  # retried while the file is still missing
+        run(compute.retry_vm, actor=alice, vm=vm)
+    vm.refresh_from_db()
+    assert vm.state == "error"
+
+    run(compute.delete_vm, actor=alice, vm=vm, confirm="web-9")
+    assert not VM.objects.filter(pk=vm.pk).exists() and not Volume.objects.filter(pk=boot.pk).exists()

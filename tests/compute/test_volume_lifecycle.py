@@ -16,6 +16,7 @@ from clouddigit.compute.models import VM, Volume
 from clouddigit.errors import Conflict, InvalidRequest, NotFound
 from snapshots import services as snapshots
 from snapshots.models import Snapshot
+from tests.worker import created
 
 GiB = 2**30
 
@@ -27,7 +28,9 @@ def web(make_vm, prod):
 
 @pytest.fixture
 def spare(alice, prod, dha):
-    return services.create_empty_volume(actor=alice, project=prod, region=dha, name="spare-01", size_gib=2)
+    return created(
+        services.create_empty_volume(actor=alice, project=prod, region=dha, name="spare-01", size_gib=2)
+    )
 
 
 def refused(action: str) -> AuditEntry:
@@ -43,7 +46,9 @@ def test_create_makes_an_empty_qcow2_file_of_that_size(spare, dha):
 @pytest.mark.parametrize("size", [0, -5, 10**9, 2.5, True])
 def test_create_refuses_sizes_out_of_range_and_makes_no_file(alice, prod, dha, size):
     with pytest.raises(InvalidRequest, match="whole number of GiB from 1 to 16384") as error:
-        services.create_empty_volume(actor=alice, project=prod, region=dha, name="bad", size_gib=size)
+        created(
+            services.create_empty_volume(actor=alice, project=prod, region=dha, name="bad", size_gib=size)
+        )
 
     assert error.value.field == "size_gib"
     assert not Volume.objects.exists() and not list(Path(dha.volume_dir).glob("*.qcow2"))
@@ -52,7 +57,9 @@ def test_create_refuses_sizes_out_of_range_and_makes_no_file(alice, prod, dha, s
 
 def test_create_refuses_a_name_of_ten_thousand_characters(alice, prod, dha):
     with pytest.raises(InvalidRequest) as error:
-        services.create_empty_volume(actor=alice, project=prod, region=dha, name="x" * 10_000, size_gib=1)
+        created(
+            services.create_empty_volume(actor=alice, project=prod, region=dha, name="x" * 10_000, size_gib=1)
+        )
 
     assert error.value.field == "name" and not Volume.objects.exists()
     assert refused("compute.volume.create")
@@ -86,7 +93,9 @@ def test_attach_as_boot_uses_the_flavors_boot_device(run, alice, make_vm, prod, 
     metal = make_vm(prod, "metal-01", flavor="bm-c1")
     boot = metal.volumes.get()
     run(services.detach_volume, actor=alice, volume=boot)
-    spare = services.create_empty_volume(actor=alice, project=prod, region=dha, name="boot-2", size_gib=1)
+    spare = created(
+        services.create_empty_volume(actor=alice, project=prod, region=dha, name="boot-2", size_gib=1)
+    )
 
     attached = run(services.attach_volume_to, actor=alice, volume=spare, vm="metal-01", boot=True)
 
@@ -115,7 +124,9 @@ def test_a_second_boot_disk_is_refused(alice, spare, web):
 
 def test_a_device_already_used_is_refused(run, alice, spare, web, prod, dha):
     run(services.attach_volume_to, actor=alice, volume=spare, vm="web-02")
-    other = services.create_empty_volume(actor=alice, project=prod, region=dha, name="other", size_gib=1)
+    other = created(
+        services.create_empty_volume(actor=alice, project=prod, region=dha, name="other", size_gib=1)
+    )
 
     with pytest.raises(Conflict, match="already has volume spare-01 at vdb"):
         services.attach_volume_to(actor=alice, volume=other, vm="web-02", device="vdb")
@@ -178,11 +189,58 @@ def test_a_failed_detach_goes_back_to_attached_with_the_reason(alice, spare, web
     assert (spare.state, spare.last_error) == ("attached", "the guest has not released vdb")
 
 
-def test_resize_grows_the_file(alice, spare):
-    grown = services.resize_volume(actor=alice, volume=spare, size_gib=5)
+def test_resize_is_resizing_until_the_worker_has_grown_the_file(
+    alice, spare, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as queued:
+        resizing = services.resize_volume(actor=alice, volume=spare, size_gib=5)
 
-    assert grown.size_bytes == 5 * GiB == Volume.objects.get(pk=spare.pk).size_bytes
+    assert (resizing.state, resizing.resize_to_bytes, resizing.size_bytes) == ("resizing", 5 * GiB, 2 * GiB)
+    assert volume_files.info(spare.path)["virtual-size"] == 2 * GiB
+    with pytest.raises(Conflict, match="is resizing: resize it once that has finished"):
+        services.resize_volume(actor=alice, volume=Volume.objects.get(pk=spare.pk), size_gib=6)
+
+    for task in queued:
+        task()
+
+    grown = Volume.objects.get(pk=spare.pk)
+    assert (grown.state, grown.size_bytes, grown.resize_to_bytes) == ("available", 5 * GiB, None)
     assert volume_files.info(spare.path)["virtual-size"] == 5 * GiB
+    assert grown.backing_chain[0]["virtual_size"] == 5 * GiB
+
+
+def test_a_failed_create_is_an_error_retried_by_its_owner(alice, prod, dha, run, monkeypatch):
+    def broken(path, size_bytes):
+        raise volume_files.VolumeError("qemu-img create failed: No space left on device")
+
+    monkeypatch.setattr(volume_files, "create", broken)
+    with pytest.raises(volume_files.VolumeError):  # the worker's task fails
+        run(services.create_empty_volume, actor=alice, project=prod, region=dha, name="v-1", size_gib=1)
+
+    volume = Volume.objects.get(name="v-1")
+    assert volume.state == "error" and "No space left on device" in volume.last_error
+    assert not Path(volume.path).exists()
+
+    monkeypatch.undo()
+    volume = run(services.retry_volume, actor=alice, volume=volume)
+    assert (volume.state, volume.last_error) == ("available", "")
+    assert volume_files.info(volume.path)["virtual-size"] == GiB
+
+
+def test_a_create_lost_with_its_worker_is_resumed_by_the_reconciler(
+    alice, prod, dha, django_capture_on_commit_callbacks
+):
+    from clouddigit import operations
+
+    with django_capture_on_commit_callbacks():  # the queued step is lost with its worker
+        volume = services.create_empty_volume(actor=alice, project=prod, region=dha, name="v-1", size_gib=1)
+    Volume.objects.filter(pk=volume.pk).update(lease_until=None)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert operations.reconcile() == 1
+
+    volume.refresh_from_db()
+    assert volume.state == "available" and Path(volume.path).exists()
 
 
 def test_resize_never_shrinks(alice, spare):

@@ -11,6 +11,7 @@ from clouddigit.compute import services, work
 from clouddigit.compute.models import Volume
 from snapshots import services as snapshots
 from snapshots.models import Snapshot
+from tests.worker import created
 
 
 @pytest.fixture
@@ -21,7 +22,9 @@ def signed_in(client, alice):
 
 @pytest.fixture
 def spare(alice, prod, dha):
-    return services.create_empty_volume(actor=alice, project=prod, region=dha, name="spare-01", size_gib=1)
+    return created(
+        services.create_empty_volume(actor=alice, project=prod, region=dha, name="spare-01", size_gib=1)
+    )
 
 
 def detail(volume) -> str:
@@ -126,7 +129,9 @@ def test_delete_keeping_the_snapshots(signed_in, alice, spare, run, django_captu
 
 def test_restore_one_disk_of_a_vm_snapshot_from_the_console(signed_in, alice, make_vm, prod, dha, run):
     vm = make_vm(prod, "db-01")
-    data = services.create_empty_volume(actor=alice, project=prod, region=dha, name="db-data", size_gib=1)
+    data = created(
+        services.create_empty_volume(actor=alice, project=prod, region=dha, name="db-data", size_gib=1)
+    )
     services.attach_volume(actor=alice, volume=data, vm=vm, device="vdb")
     snapshot = run(snapshots.create_snapshot, actor=alice, vm=vm, name="db-snap")
     page = signed_in.get(reverse("snapshots:detail", args=[snapshot.pk])).content.decode()
@@ -144,7 +149,9 @@ def test_delete_with_the_snapshots_keeps_a_vm_snapshot_of_other_volumes_too(
     signed_in, alice, make_vm, prod, dha, run, django_capture_on_commit_callbacks
 ):
     vm = make_vm(prod, "db-01")
-    data = services.create_empty_volume(actor=alice, project=prod, region=dha, name="db-data", size_gib=1)
+    data = created(
+        services.create_empty_volume(actor=alice, project=prod, region=dha, name="db-data", size_gib=1)
+    )
     services.attach_volume(actor=alice, volume=data, vm=vm, device="vdb")
     run(snapshots.create_snapshot, actor=alice, vm=vm, name="db-snap")
     run(snapshots.create_snapshot, actor=alice, volume=Volume.objects.get(pk=data.pk), name="data-snap")

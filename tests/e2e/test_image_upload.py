@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from images.models import Image
 from tests.e2e.test_browser import browser  # noqa: F401  (the fixture: Debian's Chromium via Playwright)
+from tests.worker import created
 
 SHOTS = Path("/tmp/shots")
 VMDK_REFUSAL = "ERROR: ImageUploadFailed: format 'qcow2' but file has VMDK signature"
@@ -200,8 +201,8 @@ def test_promoting_all_disks_of_a_vm_snapshot_is_refused_on_its_page(
     from snapshots import services as snapshot_services
 
     vm = make_vm(prod, "db-01")
-    data = compute.create_volume(
-        actor=None, project=prod, region=dha, name="db-01-data", size_bytes=8 * 2**20
+    data = created(
+        compute.create_volume(actor=None, project=prod, region=dha, name="db-01-data", size_bytes=8 * 2**20)
     )
     compute.attach_volume(actor=None, volume=data, vm=vm, device="vdb")
     snapshot = snapshot_services.create_snapshot(actor=None, vm=vm, name="db-01-nightly")

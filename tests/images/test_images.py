@@ -21,6 +21,7 @@ from images.errors import ImagePromoteFailed, ImageQuotaExceeded, ImageUploadFai
 from images.models import Image
 from snapshots import chains
 from snapshots import services as snapshots
+from tests.worker import created
 
 MiB = 2**20
 
@@ -202,7 +203,9 @@ def test_promoting_a_snapshot_waits_for_a_job_changing_its_chain_and_says_which(
 
 def test_promote_multi_volume_snapshot_is_refused(run, alice, prod, make_vm, dha, image_stores):
     vm = make_vm(prod, "db-01")
-    data = compute.create_volume(actor=None, project=prod, region=dha, name="db-data", size_bytes=16 * MiB)
+    data = created(
+        compute.create_volume(actor=None, project=prod, region=dha, name="db-data", size_bytes=16 * MiB)
+    )
     compute.attach_volume(actor=None, volume=data, vm=vm, device="vdb")
     snapshot = run(snapshots.create_snapshot, actor=alice, vm=vm, name="db-snap")
 

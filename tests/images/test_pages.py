@@ -16,6 +16,7 @@ from clouddigit.compute import services as compute
 from images import services
 from images.models import Image, ImageShare
 from snapshots import services as snapshot_services
+from tests.worker import created
 
 MiB = 2**20
 VMDK_REFUSAL = "format 'qcow2' but file has VMDK signature"
@@ -351,7 +352,9 @@ def test_an_outsider_cannot_upload_into_an_image(client, charlie, alice, prod, d
 @pytest.fixture
 def vm_snapshot(run, make_vm, prod, dha):
     vm = make_vm(prod, "db-01", tags={"env": "prod"})
-    data = compute.create_volume(actor=None, project=prod, region=dha, name="db-01-data", size_bytes=8 * MiB)
+    data = created(
+        compute.create_volume(actor=None, project=prod, region=dha, name="db-01-data", size_bytes=8 * MiB)
+    )
     compute.attach_volume(actor=None, volume=data, vm=vm, device="vdb")
     return run(snapshot_services.create_snapshot, actor=None, vm=vm, name="db-01-nightly")
 

@@ -15,6 +15,7 @@ from policies.services import apply_policy
 from snapshots import services as snapshots
 from snapshots import work as snapshot_work
 from tests.policies.test_scheduler import POLICY
+from tests.worker import created
 
 MiB = 2**20
 
@@ -22,7 +23,9 @@ MiB = 2**20
 @pytest.fixture
 def db01(make_vm, prod, dha, django_capture_on_commit_callbacks):
     vm = make_vm(prod, "db-01", tags={"env": "prod"})
-    data = compute.create_volume(actor=None, project=prod, region=dha, name="db-01-data", size_bytes=8 * MiB)
+    data = created(
+        compute.create_volume(actor=None, project=prod, region=dha, name="db-01-data", size_bytes=8 * MiB)
+    )
     compute.attach_volume(actor=None, volume=data, vm=vm, device="vdb")
     volumes.write_pattern(data.path, 0, MiB, 0x5D)
     with django_capture_on_commit_callbacks(execute=True):

@@ -44,6 +44,7 @@ from snapshots import services as snapshots
 from snapshots import work as snapshot_work
 from snapshots.models import Restore, Snapshot
 from tests.slow.conftest import Session, guest_write
+from tests.worker import created
 
 pytestmark = pytest.mark.slow
 
@@ -74,17 +75,19 @@ def test_snapshot_services_on_a_running_vm_on_real_qemu(
     dha.volume_dir = str(session.volumes)
     dha.save()
 
-    vm = compute.create_vm(
-        actor=None,
-        project=prod,
-        region=dha,
-        name="qemu-vm",
-        flavor="std-1x2",
-        vpc="test-vpc",
-        boot_size_bytes=SIZES["vda"],
+    vm = created(
+        compute.create_vm(
+            actor=None,
+            project=prod,
+            region=dha,
+            name="qemu-vm",
+            flavor="std-1x2",
+            vpc="test-vpc",
+            boot_size_bytes=SIZES["vda"],
+        )
     )
-    data = compute.create_volume(
-        actor=None, project=prod, region=dha, name="qemu-data", size_bytes=SIZES["vdb"]
+    data = created(
+        compute.create_volume(actor=None, project=prod, region=dha, name="qemu-data", size_bytes=SIZES["vdb"])
     )
     compute.attach_volume(actor=None, volume=data, vm=vm, device="vdb")
     assert vm.host.libvirt_uri == uri

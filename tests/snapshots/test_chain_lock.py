@@ -17,6 +17,7 @@ from clouddigit.compute import services as compute
 from clouddigit.compute.models import Layer
 from snapshots import chains, services, work
 from snapshots.models import Snapshot, SnapshotDisk
+from tests.worker import created
 
 MiB = 2**20
 
@@ -26,7 +27,9 @@ def two_snapshots(monkeypatch, prod, dha):
     """Snapshot `first` holds 128 MiB of data; `second` sits on it. Deleting `first` rebases the second
     layer, copying those 128 MiB into it; checksumming `second` reads them: both take a while."""
     monkeypatch.setattr(services, "enqueue", lambda *args, **kwargs: None)  # this test is the worker
-    volume = compute.create_volume(actor=None, project=prod, region=dha, name="big", size_bytes=256 * MiB)
+    volume = created(
+        compute.create_volume(actor=None, project=prod, region=dha, name="big", size_bytes=256 * MiB)
+    )
     volumes.write_pattern(volume.path, 0, 128 * MiB, 0x5A)
     first = services.create_snapshot(actor=None, volume=volume, name="first")
     work.take(str(first.pk))
@@ -114,7 +117,7 @@ def test_a_restored_volume_shares_the_lock_of_the_chain_it_was_restored_from(
     settings.VOLUME_CHAIN_WAIT_SECONDS = 0.2
     snapshot = run(services.create_snapshot, actor=operator, volume=data_volume, name="nightly")
     restore = run(services.restore_to_volume, actor=operator, snapshot=snapshot, name="data-01-copy")
-    other = compute.create_volume(actor=None, project=prod, region=dha, name="other", size_bytes=MiB)
+    other = created(compute.create_volume(actor=None, project=prod, region=dha, name="other", size_bytes=MiB))
 
     layer = snapshot.disks.get().layer
 

@@ -21,6 +21,7 @@ from clouddigit.compute import services as compute
 from clouddigit.compute.models import Layer, Volume
 from snapshots import diagnosis, services, work
 from snapshots.models import Snapshot
+from tests.worker import created
 
 ROOT = Path(__file__).resolve().parents[2]
 MiB = 2**20
@@ -85,7 +86,9 @@ def test_a_create_killed_between_two_volumes_is_explained_and_completed_by_retry
     operator, make_vm, prod, dha, no_queue
 ):
     vm = make_vm(prod, "db-01")
-    data = compute.create_volume(actor=None, project=prod, region=dha, name="db-01-data", size_bytes=16 * MiB)
+    data = created(
+        compute.create_volume(actor=None, project=prod, region=dha, name="db-01-data", size_bytes=16 * MiB)
+    )
     compute.attach_volume(actor=None, volume=data, vm=vm, device="vdb")
     volumes.write_pattern(data.path, 0, 2 * MiB, 0x77)
     before = {v.name: volumes.checksum(v.path) for v in vm.volumes.all()}

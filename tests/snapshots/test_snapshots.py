@@ -15,6 +15,7 @@ from clouddigit.compute.models import VM, Volume
 from clouddigit.errors import Conflict, InvalidRequest, PermissionRefused
 from snapshots import services, work
 from snapshots.models import Restore, Snapshot
+from tests.worker import created
 
 MiB = 2**20
 CLUSTER = 64 * 1024
@@ -222,7 +223,9 @@ def test_app_consistent_on_a_running_vm_freezes_and_always_thaws(run, operator, 
 
 def test_vm_snapshot_records_the_definition_and_restores_to_a_running_vm(run, operator, make_vm, prod, dha):
     vm = make_vm(prod, "db-01", tags={"env": "prod"})
-    data = compute.create_volume(actor=None, project=prod, region=dha, name="db-01-data", size_bytes=8 * MiB)
+    data = created(
+        compute.create_volume(actor=None, project=prod, region=dha, name="db-01-data", size_bytes=8 * MiB)
+    )
     compute.attach_volume(actor=None, volume=data, vm=vm, device="vdb")
     volumes.write_pattern(data.path, 0, MiB, 0x66)
     snapshot = run(services.create_snapshot, actor=operator, vm=vm)

@@ -18,7 +18,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from clouddigit.backends import volumes as volume_files
-from clouddigit.compute import services
+from clouddigit.compute import services, tasks
 from clouddigit.compute.models import VM, Account, Project, Region, Volume
 from iam.models import AccountMember, RoleBinding
 from iam.services import add_member, grant_role
@@ -209,6 +209,10 @@ class Command(BaseCommand):
             tags=spec.tags,
             guest_agent=spec.guest_agent,
         )
+        # The demo runs before the worker starts: it does the worker's step itself, so it can write
+        # sample data into the new files (the queued step then finds nothing left to do).
+        tasks.finish_create_vm(str(vm.pk))
+        vm.refresh_from_db()
         volume_files.write_pattern(vm.volumes.get().path, 0, 4 * MiB, 0x42)
         for index, (name, size_gib, written_mib) in enumerate(spec.data_volumes):
             volume = services.create_volume(
@@ -219,6 +223,8 @@ class Command(BaseCommand):
                 size_bytes=size_gib * GiB,
                 tags=spec.tags,
             )
+            tasks.finish_create_volume(str(volume.pk))
+            volume.refresh_from_db()
             volume_files.write_pattern(volume.path, 0, written_mib * MiB, 0x61 + index)
             services.attach_volume(actor=actor, volume=volume, vm=vm, device=f"vd{chr(ord('b') + index)}")
         if spec.running:
@@ -235,7 +241,7 @@ class Command(BaseCommand):
     def _loose_volume(self, actor, project):
         region = Region.objects.get(slug="bd-dha-1")
         if not Volume.objects.filter(project=project, region=region, name="scratch-01").exists():
-            services.create_volume(
+            volume = services.create_volume(
                 actor=actor,
                 project=project,
                 region=region,
@@ -243,6 +249,7 @@ class Command(BaseCommand):
                 size_bytes=50 * GiB,
                 tags={"env": "prod", "owner": "data-team"},
             )
+            tasks.finish_create_volume(str(volume.pk))
 
     def _images(self, publisher, project):
         """The stock and hardened catalogue, plus two custom images of acme/prod (one deprecated). They

@@ -11,6 +11,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from clouddigit.csvfile import neutralise
+from clouddigit.errors import InvalidRequest
 from iam.services import grant_role
 from snapshots import services as snapshot_services
 
@@ -43,18 +44,22 @@ def _rows(content: bytes) -> list[dict]:
 
 @pytest.fixture
 def hostile_entries(django_user_model, alice, prod, data_volume):
-    """A snapshot named as a formula, taken by a user whose name starts with `@`."""
+    """A user whose name starts with `@` takes a snapshot, and tries one named as a formula (the name
+    rule refuses it; the refusal is audited with the name in its message)."""
     django_user_model.objects.create_user("@mallory")
     grant_role(actor=None, role="snapshot.operator", account=prod.account, project=prod, username="@mallory")
     mallory = django_user_model.objects.get(username="@mallory")
-    snapshot_services.create_snapshot(actor=mallory, volume=data_volume, name=FORMULA)
+    snapshot_services.create_snapshot(actor=mallory, volume=data_volume, name="mallory-snap")
+    with pytest.raises(InvalidRequest):
+        snapshot_services.create_snapshot(actor=mallory, volume=data_volume, name=FORMULA)
 
 
 def _assert_neutralised(rows: list[dict]) -> None:
     taken = [row for row in rows if row["action"] == "snapshot.create"]
     assert taken, rows
-    assert {row["target"] for row in taken} == {"'" + FORMULA}
     assert {row["actor"] for row in taken} == {"'@mallory"}
+    assert {row["outcome"] for row in taken} == {"success", "refused"}
+    assert any("HYPERLINK" in row["message"] for row in taken)
     for row in rows:
         for cell in row.values():
             assert not cell.lstrip(" ").startswith(("=", "+", "-", "@", "\t", "\r")), row

@@ -284,7 +284,9 @@ class CopyFailure(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     source_region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="+")
     target_region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="+")
-    copy = models.ForeignKey(Snapshot, on_delete=models.SET_NULL, null=True, blank=True, related_name="failures")
+    copy = models.ForeignKey(
+        Snapshot, on_delete=models.SET_NULL, null=True, blank=True, related_name="failures"
+    )
     reason = models.TextField()
     failed_at = models.DateTimeField(default=timezone.now)
 
@@ -309,7 +311,8 @@ class InterRegionTransfer(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["project", "source_region", "target_region", "month"], name="transfer_unique_per_month"
+                fields=["project", "source_region", "target_region", "month"],
+                name="transfer_unique_per_month",
             )
         ]
 

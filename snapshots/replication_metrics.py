@@ -140,9 +140,11 @@ def pair_metrics(
 def in_flight(projects: QuerySet[Project], region: Region | None = None) -> list[Snapshot]:
     """The copies not landed yet (Creating or Error), oldest first; at most `IN_FLIGHT_SHOWN`."""
     queryset = _scoped(copies().filter(state__in=PENDING), projects, region, "region")
-    return list(queryset.select_related("region", "source_snapshot", "project__account").order_by("created_at")[
-        :IN_FLIGHT_SHOWN
-    ])
+    return list(
+        queryset.select_related("region", "source_snapshot", "project__account").order_by("created_at")[
+            :IN_FLIGHT_SHOWN
+        ]
+    )
 
 
 # --- Failures and metering, written by the copy worker -------------------------------------------
@@ -176,7 +178,9 @@ def meter(copy: Snapshot, sent: int, now: datetime | None = None) -> None:
     }
     with transaction.atomic():
         if not InterRegionTransfer.objects.filter(**fields).update(bytes_sent=F("bytes_sent") + sent):
-            transfer, created = InterRegionTransfer.objects.get_or_create(**fields, defaults={"bytes_sent": sent})
+            transfer, created = InterRegionTransfer.objects.get_or_create(
+                **fields, defaults={"bytes_sent": sent}
+            )
             if not created:
                 InterRegionTransfer.objects.filter(pk=transfer.pk).update(bytes_sent=F("bytes_sent") + sent)
 

@@ -101,9 +101,7 @@ def test_no_pending_copy_is_zero_lag_and_pairs_are_per_project(prod, globex_main
     assert len(replication_metrics.pair_metrics()) == 2
 
 
-def test_metrics_take_the_same_queries_for_a_thousand_copies(
-    prod, regions, django_assert_max_num_queries
-):
+def test_metrics_take_the_same_queries_for_a_thousand_copies(prod, regions, django_assert_max_num_queries):
     rows = [
         copy_row(prod, age_seconds=index, state=state, sent=index, name=f"c{index}", save=False)
         for index in range(1000)

@@ -118,3 +118,53 @@ def test_metrics_take_the_same_queries_for_a_thousand_copies(prod, regions, djan
     assert pair.lag_seconds >= 998
     with django_assert_max_num_queries(1):
         assert len(replication_metrics.in_flight(type(prod).objects.filter(pk=prod.pk))) == 50
+
+
+# --- Stalled copies explain themselves (diagnosis) --------------------------------------------------
+
+
+def _causes(copy):
+    from snapshots import diagnosis
+
+    copy = Snapshot.objects.select_related("region", "source_snapshot").get(pk=copy.pk)
+    return {finding.cause: finding.detail for finding in diagnosis.diagnose(copy)}
+
+
+def test_a_copy_waiting_on_a_source_that_is_not_available_says_what_holds_it(prod, image_stores):
+    source = copy_row(prod, name="src")
+    Snapshot.objects.filter(pk=source.pk).update(
+        region_id="bd-dha-1", source_region=None, state=Snapshot.State.DELETING, step="merging data-01"
+    )
+    copy = copy_row(prod, age_seconds=2000)
+    Snapshot.objects.filter(pk=copy.pk).update(source_snapshot=source)
+    causes = _causes(copy)
+    (detail,) = [d for c, d in causes.items() if c.startswith("The source snapshot is not Available")]
+    assert detail == "src is Deleting: merging data-01 (no worker now)"
+    assert not [c for c in causes if "object store" in c]  # the target answers
+
+
+def test_a_target_store_that_does_not_answer_is_named_with_its_latency(prod, image_stores, settings):
+    copy = copy_row(prod, age_seconds=2000)
+    dead = {**settings.REGIONS["bd-ctg-1"], "s3_endpoint": "http://127.0.0.1:9"}
+    settings.REGIONS = {**settings.REGIONS, "bd-ctg-1": dead}
+    settings.REPLICATION_LINK_TIMEOUT_SECONDS = 1
+    detail = _causes(copy)["The target region's object store does not answer"]
+    assert detail.startswith("bd-ctg-1 did not answer in ") and " ms: " in detail
+
+
+def test_a_copy_that_keeps_failing_is_set_aside_with_its_reasons(prod, image_stores):
+    copy = copy_row(prod, state=Snapshot.State.ERROR)
+    Snapshot.objects.filter(pk=copy.pk).update(last_error="403 from bd-ctg-1")
+    for _ in range(3):
+        replication_metrics.record_failure(copy, "403 from bd-ctg-1")
+    assert _causes(copy)["This copy keeps failing"] == "3 failed attempts; last: 403 from bd-ctg-1"
+
+
+def test_a_copy_whose_worker_keeps_dying_is_given_up_and_counted(prod, regions):
+    from snapshots import work
+
+    copy = copy_row(prod)
+    work.give_up(copy, "its worker was lost 5 times")
+    copy.refresh_from_db()
+    assert copy.state == Snapshot.State.ERROR and copy.last_error.startswith("Gave up: its worker was lost")
+    assert replication_metrics.pair_metrics()[0].failures_24h == 1

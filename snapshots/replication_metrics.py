@@ -151,6 +151,7 @@ def in_flight(projects: QuerySet[Project], region: Region | None = None) -> list
 
 
 def record_failure(copy: Snapshot, reason: str) -> None:
+    assert copy.source_region_id is not None, "only a copy fails as a copy"
     CopyFailure.objects.create(
         project_id=copy.project_id,
         source_region_id=copy.source_region_id,

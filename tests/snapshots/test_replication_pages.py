@@ -128,3 +128,11 @@ def test_a_copys_page_shows_its_charge(client, alice, acme_copies):
     page = client.get(reverse("snapshots:detail", args=[acme_copies.pk])).content.decode()
     assert "0.06 USD" in page and "3.000 GiB sent, charged as inter-region transfer" in page
     assert "This copy" not in page  # failed once, but it is Creating: not set aside
+
+
+def test_diagnose_in_the_api_and_cli_names_a_copy_set_aside(alice, acme_copies):
+    Snapshot.objects.filter(pk=acme_copies.pk).update(state=Snapshot.State.ERROR, last_error="403")
+    replication_metrics.record_failure(acme_copies, "403")
+    answer = api(alice).get(f"/api/v1/compute/snapshots/{acme_copies.pk}/diagnose/")
+    assert answer.status_code == 200 and "This copy keeps failing" in answer.content.decode()
+    assert "2 failed attempts; last: 403" in answer.content.decode()

@@ -339,6 +339,12 @@ RECONCILE_SECONDS = env_int("CLOUDDIGIT_RECONCILE_SECONDS", 30)
 # at the same time re-references it meanwhile, docs/decisions.md).
 REPLICATION_CHUNK_BYTES = env_int("CLOUDDIGIT_REPLICATION_CHUNK_BYTES", 4 * 1024 * 1024)
 REPLICATION_CHUNK_GRACE_SECONDS = env_int("CLOUDDIGIT_REPLICATION_CHUNK_GRACE_SECONDS", 3600)
+# Cross-region replication monitoring (snapshots/replication_metrics.py): the price of a GiB sent between
+# regions, the `/metrics` scrape token (empty: only platform staff may read it) and how long the
+# inter-region link check waits for the target's object store.
+INTER_REGION_PRICE_PER_GIB = env_str("CLOUDDIGIT_INTER_REGION_PRICE_PER_GIB", "0.02")
+METRICS_TOKEN = env_str("CLOUDDIGIT_METRICS_TOKEN", "")
+REPLICATION_LINK_TIMEOUT_SECONDS = env_int("CLOUDDIGIT_REPLICATION_LINK_TIMEOUT_SECONDS", 2)
 CELERY_BEAT_SCHEDULE = {
     "heartbeat": {"task": "clouddigit.beat.heartbeat", "schedule": 30.0},
     "reconcile-operations": {"task": "clouddigit.beat.reconcile", "schedule": float(RECONCILE_SECONDS)},

@@ -19,5 +19,6 @@ urlpatterns = [
     path("iam/", include("iam.urls")),
     path("audit/", include("clouddigit.audit.urls")),
     path("api/v1/", include("clouddigit.api.urls")),
+    path("metrics", include("snapshots.metrics_urls")),
     path("admin/", admin.site.urls),
 ]

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from clouddigit.models import Heartbeat
 from images import storage
+from snapshots import replication_health
 from snapshots.models import Restore, Snapshot
 
 STUCK_AFTER = timedelta(minutes=5)
@@ -61,7 +62,9 @@ def diagnose(snapshot: Snapshot) -> list[Finding]:
     findings = []
     waited = _elapsed(snapshot)
     minutes = f"{waited.total_seconds() / 60:.1f} min"
-    if snapshot.state == Snapshot.State.ERROR:
+    if snapshot.is_copy:
+        findings += _copy_findings(snapshot)
+    elif snapshot.state == Snapshot.State.ERROR:
         findings.append(
             Finding(
                 "The operation failed", "The error below", "Fix its cause, then Retry", snapshot.last_error
@@ -104,6 +107,56 @@ def diagnose(snapshot: Snapshot) -> list[Finding]:
     findings += _storage_quota(snapshot)
     if not findings and waited > STUCK_AFTER:
         findings.append(Finding(*BACKEND_SLOW, f"step '{snapshot.step}' has taken {minutes}"))
+    return findings
+
+
+SOURCE_NOT_AVAILABLE = (
+    "The source snapshot is not Available (a copy reads it only then)",
+    "The source snapshot's page: its state and the operation on it",
+    "Wait for that operation to finish, then Retry the copy; a deleted source cannot be copied: delete "
+    "this copy",
+)
+TARGET_NOT_ANSWERING = (
+    "The target region's object store does not answer",
+    "Snapshots → Replication, Network → Inter-region: link status and latency",
+    "Wait for the link to come back, then Retry the copy; open a ticket if it is sustained",
+)
+COPY_KEEPS_FAILING = (
+    "This copy keeps failing",
+    "Its failures below (and `snapshot diagnose`)",
+    "It is set aside as Error so the other copies go on; fix the cause named, then `snapshot retry` takes "
+    "it up again, or delete it",
+)
+
+
+def _copy_findings(copy: Snapshot) -> list[Finding]:
+    """The spec's "Cross-region copy stalled" causes, checked now: the source snapshot, the target
+    region's object store, and the copy's own failures (`CopyFailure`)."""
+    findings = []
+    source = copy.source_snapshot
+    if source is None:
+        findings.append(Finding(*SOURCE_NOT_AVAILABLE, "the source snapshot has been deleted"))
+    elif source.state != Snapshot.State.AVAILABLE:
+        holder = f"worker {source.claimed_by}" if source.worker_on_it else "no worker now"
+        doing = source.step or source.last_error or "no step recorded"
+        findings.append(
+            Finding(
+                *SOURCE_NOT_AVAILABLE, f"{source.name} is {source.get_state_display()}: {doing} ({holder})"
+            )
+        )
+    target = replication_health.check_store(copy.region)
+    if not target.answers:
+        findings.append(
+            Finding(
+                *TARGET_NOT_ANSWERING,
+                f"{copy.region_id} did not answer in {target.latency_ms} ms: {target.detail}",
+            )
+        )
+    if copy.state == Snapshot.State.ERROR:
+        failures = list(copy.failures.order_by("-failed_at").values_list("reason", flat=True)[:100])
+        count = len(failures) or 1
+        cause = COPY_KEEPS_FAILING if count > 1 else ("The copy failed", *COPY_KEEPS_FAILING[1:])
+        findings.append(Finding(*cause, f"{count} failed attempts; last: {copy.last_error}"))
     return findings
 
 

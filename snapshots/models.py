@@ -275,3 +275,46 @@ class ChunkRef(models.Model):
 
     def __str__(self) -> str:
         return f"{self.disk_id} -> {self.chunk}"
+
+
+class CopyFailure(models.Model):
+    """One failed attempt of a cross-region copy, kept after the copy is retried and lands, so
+    `snap.replicate.failures_24h` counts it (snapshots/replication_metrics.py)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    source_region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="+")
+    target_region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="+")
+    copy = models.ForeignKey(
+        Snapshot, on_delete=models.SET_NULL, null=True, blank=True, related_name="failures"
+    )
+    reason = models.TextField()
+    failed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "failed_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.source_region_id}->{self.target_region_id} failed at {self.failed_at:%Y-%m-%d %H:%M}"
+
+
+class InterRegionTransfer(models.Model):
+    """Bytes a project's copies sent from one region to another in a month: metered, and charged as
+    inter-region transfer (`CLOUDDIGIT_INTER_REGION_PRICE_PER_GIB`). Advanced by the copy worker in the
+    transaction that advances the copy's `bytes_sent`."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    source_region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="+")
+    target_region = models.ForeignKey(Region, on_delete=models.PROTECT, related_name="+")
+    month = models.DateField(help_text="The first day of the month (UTC)")
+    bytes_sent = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "source_region", "target_region", "month"],
+                name="transfer_unique_per_month",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} {self.source_region_id}->{self.target_region_id} {self.month:%Y-%m}"

@@ -36,7 +36,7 @@ from clouddigit.backends.objectstore import ObjectStore
 from clouddigit.compute.models import Layer, Region
 from clouddigit.errors import Conflict
 from clouddigit.statemachine import TransitionRefused
-from snapshots import chains
+from snapshots import chains, replication_metrics
 from snapshots.models import Chunk, ChunkRef, Snapshot, SnapshotDisk
 
 READ_WINDOW_CHUNKS = 16
@@ -183,13 +183,15 @@ def _send_disk(
                 listed.append([start + at, len(data), sha256])
             done += 1
             # Progress is a step of its own: the sweeper marks only a copy that stopped moving as stuck.
-            Snapshot.objects.filter(pk=copy.pk).update(
-                bytes_done=F("bytes_done") + len(data),
-                bytes_sent=F("bytes_sent") + sent,
-                step=f"sending {disk.volume_name}: {done} of {len(offsets)} chunks"[:200],
-                step_started_at=timezone.now(),
-                stuck_reason="",
-            )
+            with transaction.atomic():  # the bytes sent and their metering move together
+                Snapshot.objects.filter(pk=copy.pk).update(
+                    bytes_done=F("bytes_done") + len(data),
+                    bytes_sent=F("bytes_sent") + sent,
+                    step=f"sending {disk.volume_name}: {done} of {len(offsets)} chunks"[:200],
+                    step_started_at=timezone.now(),
+                    stuck_reason="",
+                )
+                replication_metrics.meter(copy, sent)
             operations.checkpoint(f"sent chunk at {start + at} of {disk.volume_name}")
     return listed
 
@@ -290,5 +292,10 @@ def collect(now=None) -> int:
 
 
 def fail(copy_id: str, error: str) -> None:
+    """The copy is set aside as Error with its reason (the other copies go on: each is its own task), and
+    the failure is recorded for `snap.replicate.failures_24h`; `snapshot retry` takes it up again."""
     with suppress(Snapshot.DoesNotExist, TransitionRefused):
-        Snapshot.objects.get(pk=copy_id).transition(Snapshot.State.ERROR, last_error=error[:2000])
+        copy = Snapshot.objects.get(pk=copy_id)
+        with transaction.atomic():
+            copy.transition(Snapshot.State.ERROR, last_error=error[:2000])
+            replication_metrics.record_failure(copy, error)

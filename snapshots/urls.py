@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from django.urls import path
 
-from snapshots import views
+from snapshots import replication_views, views
 
 app_name = "snapshots"
 urlpatterns = [
     path("", views.snapshot_list, name="list"),
+    path("replication/", replication_views.replication_page, name="replication"),
     path("<uuid:pk>/", views.snapshot_detail, name="detail"),
     path("<uuid:pk>/restore-volume/", views.restore_volume, name="restore-volume"),
     path("<uuid:pk>/restore-vm/", views.restore_vm, name="restore-vm"),

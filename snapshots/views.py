@@ -16,7 +16,7 @@ from clouddigit.compute.permissions import Perm
 from clouddigit.console import ConfirmForm, act, page_at, settle
 from clouddigit.htmx import render_page_or_fragment
 from clouddigit.listing import in_scope, list_page
-from snapshots import diagnosis, replication, services
+from snapshots import diagnosis, replication, replication_metrics, services
 from snapshots.filters import SnapshotFilter
 from snapshots.forms import CopyForm, CreateForm, LimitForm, RestoreVMForm, RestoreVolumeForm, TagForm
 from snapshots.models import Restore, Snapshot, SnapshotDisk
@@ -62,6 +62,7 @@ def snapshot_context(request, snapshot: Snapshot, **forms) -> dict:
         "tag_form": forms.get("tag_form") or TagForm(),
         "copy_form": forms.get("copy_form") or copy_form(snapshot),
         "copy_progress": replication.progress(snapshot) if snapshot.is_copy else None,
+        "copy_charge": replication_metrics.copy_charge(snapshot) if snapshot.is_copy else None,
         "copying": replication.copying(snapshot),
     }
 

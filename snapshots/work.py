@@ -228,8 +228,9 @@ def fail(snapshot_id: str, error: str) -> None:
 
 
 def give_up(snapshot: Snapshot, reason: str) -> None:
-    """The reconciler's last word on an operation whose worker kept dying."""
-    fail(str(snapshot.pk), f"Gave up: {reason}")
+    """The reconciler's last word on an operation whose worker kept dying (a copy's is recorded as one of
+    its failures, too)."""
+    (replication_work.fail if snapshot.is_copy else fail)(str(snapshot.pk), f"Gave up: {reason}")
 
 
 def fail_restore(restore_id: str, error: str) -> None:

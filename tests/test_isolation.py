@@ -40,12 +40,15 @@ from tests.worker import created
 
 # Public by design, or changing nothing but the caller's own session (the project/region switcher,
 # which ignores projects the caller cannot see: tests/compute/test_pages.py).
-SKIPPED = {"login", "logout", "api:token", "switch-scope"}
+SKIPPED = {"login", "logout", "api:token", "switch-scope", "metrics"}
+# `metrics`: platform staff or the scrape token only, 404 to anyone else
+# (tests/snapshots/test_replication_pages.py).
 # Endpoints that need a query: it names an acme project, which the outsider must be refused (400).
 QUERIES = {
     "api:image-picker": "?project=acme/prod&region=bd-dha-1",
     "api:image-why-missing": "?project=acme/prod&region=bd-dha-1&image=acme-golden",
     "api:storage-quota-usage": "?project=acme/prod",
+    "api:replication-list": "?project=acme/prod",
 }
 # Console forms that name their project in the body: every person's write names an acme project.
 BODIES = {

@@ -87,7 +87,9 @@ class ObjectStore:
         region_name: str = DEFAULT_REGION_NAME,
         multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD,
         multipart_chunksize: int = DEFAULT_MULTIPART_CHUNKSIZE,
+        timeout_seconds: float | None = None,
     ):
+        """`timeout_seconds`: one attempt, waiting at most that long to connect and to read (a check)."""
         self.endpoint = endpoint.rstrip("/")
         self.bucket = bucket
         self.region_name = region_name
@@ -102,9 +104,9 @@ class ObjectStore:
             region_name=region_name,
             signature_version="s3v4",
             s3={"addressing_style": "path"},
-            connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            read_timeout=READ_TIMEOUT_SECONDS,
-            retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
+            connect_timeout=timeout_seconds or CONNECT_TIMEOUT_SECONDS,
+            read_timeout=timeout_seconds or READ_TIMEOUT_SECONDS,
+            retries={"max_attempts": 1 if timeout_seconds else MAX_ATTEMPTS, "mode": "standard"},
         )
         with _client_lock:
             self.client = boto3.client(

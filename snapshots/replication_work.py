@@ -306,8 +306,9 @@ def _send_disk(
                 data = volumes.read_bytes(layer.path, start, sum(window[-1]) - start)
             for offset, length in window:
                 piece = data[offset - start : offset - start + length]
-                if piece.count(0) == len(piece):  # written zeros read as zeros: nothing to send
+                if piece.count(0) == len(piece):  # written zeros: listed as a zero range, nothing sent
                     in_flight[pool.submit(int)] = (offset, length)  # done at once, 0 bytes sent
+                    listed.append([offset, length, ""])
                     continue
                 sha256 = hashlib.sha256(piece).hexdigest()
                 _reference(disk, copy.region, sha256, length)
@@ -361,22 +362,7 @@ def land(copy_id: str) -> Snapshot:
             raw = Path(scratch) / "disk.raw"
             with raw.open("wb") as out:
                 out.truncate(manifest["size_bytes"])
-                for offset, length, sha256 in manifest["chunks"]:
-                    if not sha256:  # a range that reads as zeros since the base copy
-                        out.seek(offset)
-                        for at in range(0, length, manifest["chunk_bytes"]):
-                            out.write(bytes(min(manifest["chunk_bytes"], length - at)))
-                        continue
-                    data = target.get_bytes(f"chunks/{sha256}")
-                    actual = hashlib.sha256(data).hexdigest()
-                    if actual != sha256 or len(data) != length:
-                        raise ChunkMismatch(
-                            f"Chunk chunks/{sha256} (offset {offset} of {disk.volume_name}) holds "
-                            f"{len(data)} bytes with SHA-256 {actual} in {copy.region_id}, not the source's "
-                            f"{length} bytes with SHA-256 {sha256}. Retry the copy to send it again."
-                        )
-                    out.seek(offset)
-                    out.write(data)
+                _write_chunks(copy, disk, manifest, target, out)
             volumes.convert(raw, "raw", path)
         landed = volumes.checksum(path)
         if landed != manifest["checksum"]:
@@ -391,6 +377,34 @@ def land(copy_id: str) -> Snapshot:
         operations.checkpoint(f"landed {disk.volume_name}")
     copy.transition(Snapshot.State.AVAILABLE, completed_at=timezone.now(), step="", last_error="")
     return copy
+
+
+def _write_chunks(copy: Snapshot, disk: SnapshotDisk, manifest: dict, target: ObjectStore, out) -> None:
+    """Write the manifest's entries into `out` in order, later over earlier; chunks are fetched
+    `REPLICATION_SEND_THREADS` at a time and each is checked against its SHA-256 before it is written."""
+    entries = manifest["chunks"]
+    batch = 2 * settings.REPLICATION_SEND_THREADS
+    with ThreadPoolExecutor(settings.REPLICATION_SEND_THREADS, thread_name_prefix="replication-land") as pool:
+        for first in range(0, len(entries), batch):
+            group = entries[first : first + batch]
+            fetched = [
+                pool.submit(target.get_bytes, f"chunks/{sha256}") if sha256 else None for *_, sha256 in group
+            ]
+            for (offset, length, sha256), future in zip(group, fetched, strict=True):
+                out.seek(offset)
+                if future is None:  # a range that reads as zeros since the base copy
+                    for at in range(0, length, manifest["chunk_bytes"]):
+                        out.write(bytes(min(manifest["chunk_bytes"], length - at)))
+                    continue
+                data = future.result()
+                actual = hashlib.sha256(data).hexdigest()
+                if actual != sha256 or len(data) != length:
+                    raise ChunkMismatch(
+                        f"Chunk chunks/{sha256} (offset {offset} of {disk.volume_name}) holds "
+                        f"{len(data)} bytes with SHA-256 {actual} in {copy.region_id}, not the source's "
+                        f"{length} bytes with SHA-256 {sha256}. Retry the copy to send it again."
+                    )
+                out.write(data)
 
 
 def manifests_written(copy: Snapshot) -> bool:

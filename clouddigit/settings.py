@@ -338,6 +338,7 @@ RECONCILE_SECONDS = env_int("CLOUDDIGIT_RECONCILE_SECONDS", 30)
 # copy uses any more is deleted from the region's object store after the grace period (a copy running
 # at the same time re-references it meanwhile, docs/decisions.md).
 REPLICATION_CHUNK_BYTES = env_int("CLOUDDIGIT_REPLICATION_CHUNK_BYTES", 4 * 1024 * 1024)
+REPLICATION_SEND_THREADS = env_int("CLOUDDIGIT_REPLICATION_SEND_THREADS", 8)  # chunks in flight at once
 REPLICATION_CHUNK_GRACE_SECONDS = env_int("CLOUDDIGIT_REPLICATION_CHUNK_GRACE_SECONDS", 3600)
 # Cross-region replication monitoring (snapshots/replication_metrics.py): the price of a GiB sent between
 # regions, the `/metrics` scrape token (empty: only platform staff may read it) and how long the

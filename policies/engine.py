@@ -18,18 +18,23 @@ from clouddigit.compute.models import VM, Volume
 from clouddigit.errors import BackendUnavailable, ServiceError
 from clouddigit.names import derived_name
 from policies import notifications
-from policies.models import Policy, SlotRun
+from policies.models import CopyRun, Policy, SlotRun
 from policies.schedule import slots_between, spread
+from snapshots import replication
 from snapshots import services as snapshots
 from snapshots.models import Snapshot
 
 
-def in_scope(policy: Policy):
-    """The policy's VMs: by tag, never by name (every listed tag must match)."""
-    vms = VM.objects.filter(project=policy.project_id)
-    for key, value in policy.parsed.vm_tags:
+def tagged(project_id, vm_tags):
+    """A project's VMs carrying every one of `vm_tags`: a policy's scope is by tag, never by name."""
+    vms = VM.objects.filter(project=project_id)
+    for key, value in vm_tags:
         vms = vms.with_tag(key, value)
     return vms
+
+
+def in_scope(policy: Policy):
+    return tagged(policy.project_id, policy.parsed.vm_tags)
 
 
 # A throttled run is retried on later ticks until this long after its spread window.
@@ -55,6 +60,9 @@ class LiveEffects:
 
     def delete(self, snapshot: Snapshot) -> None:
         snapshots.delete_snapshot(actor=None, snapshot=snapshot, confirm=snapshot.name)
+
+    def copy(self, snapshot: Snapshot, region: str) -> Snapshot:
+        return replication.copy_snapshot(actor=None, snapshot=snapshot, target_region=region)
 
 
 LIVE = LiveEffects()
@@ -92,7 +100,9 @@ def tick(now: datetime, effects: LiveEffects = LIVE, policies=None) -> list[Slot
         Policy.objects.filter(pk=policy.pk).filter(
             Q(scanned_until__isnull=True) | Q(scanned_until__lt=now)
         ).update(scanned_until=now)
+        schedule_copies(policy, effects)
         apply_retention(policy, effects)
+        apply_copy_retention(policy, effects)
     return ran
 
 
@@ -130,39 +140,127 @@ def _run_all(
                 )
             except ServiceError as error:
                 _decide(run, SlotRun.Outcome.FAILED, error.message)
-    SlotRun.objects.bulk_update(runs, ["outcome", "reason", "snapshot", "updated_at"], batch_size=2000)
+    _write_outcomes(runs)
     return runs
+
+
+def _write_outcomes(runs: list[SlotRun], batch: int = 2000) -> None:
+    """One UPDATE per distinct (outcome, reason, snapshot) and batch of rows: a tick that skips 10,000
+    stopped VMs for the same reason writes them in a few statements (`bulk_update`'s CASE per row and
+    field cost seconds there)."""
+    groups: dict[tuple, list] = {}
+    for run in runs:
+        groups.setdefault((run.outcome, run.reason, run.snapshot_id), []).append(run.pk)
+    now = timezone.now()
+    for (outcome, reason, snapshot_id), ids in groups.items():
+        for first in range(0, len(ids), batch):
+            SlotRun.objects.filter(pk__in=ids[first : first + batch]).update(
+                outcome=outcome, reason=reason, snapshot_id=snapshot_id, updated_at=now
+            )
 
 
 def _decide(run: SlotRun, outcome: str, reason: str = "", snapshot: Snapshot | None = None) -> None:
     run.outcome, run.reason, run.snapshot, run.updated_at = outcome, reason[:300], snapshot, timezone.now()
 
 
-def apply_retention(policy: Policy, effects: LiveEffects = LIVE) -> list[SlotRun]:
-    """Per VM and class keep the newest N snapshots the policy created; delete the others through the
-    same delete service as a user (layers merge safely). A held snapshot, or one being restored, stays."""
-    spec = policy.parsed
-    keep = {"daily": spec.keep_daily, "weekly": spec.keep_weekly}
+def schedule_copies(policy: Policy, effects: LiveEffects = LIVE) -> list[CopyRun]:
+    """Copy each of the policy's snapshots that has become available into every copy rule's region, once.
+
+    Copies are made when their source has landed (the tick after), not when the slot is claimed: the
+    due tick itself gains no query per VM. A few queries per policy and rule find what is due; each copy
+    is one `copy_snapshot` (its row and its task on the replication queue), so the work grows with the
+    snapshots that landed, never with the VMs in scope."""
+    made: list[CopyRun] = []
+    for rule in policy.parsed.copy_to:
+        due = (
+            SlotRun.objects.filter(
+                policy=policy,
+                outcome=SlotRun.Outcome.CREATED,
+                retired=False,
+                snapshot__state=Snapshot.State.AVAILABLE,
+            )
+            .exclude(copy_runs__region_id=rule.region)
+            .select_related("snapshot__project")
+        )
+        rows = []
+        for run in due:
+            snapshot = run.snapshot
+            assert snapshot is not None  # `due` holds runs with an available snapshot
+            row = CopyRun(run=run, region_id=rule.region)
+            if snapshot.region_id == rule.region:
+                row.reason = f"the snapshot is in {rule.region} already"
+            else:
+                try:
+                    row.copy = effects.copy(snapshot, rule.region)
+                except ServiceError as error:
+                    row.reason = error.message[:300]
+            rows.append(row)
+        made += CopyRun.objects.bulk_create(rows, ignore_conflicts=True, batch_size=2000)
+    return made
+
+
+def _prune(policy: Policy, entries, keep: dict[str, int], effects: LiveEffects, retire) -> list:
+    """Per VM and class keep the newest `keep[class]` snapshots of `entries` ((vm id, class, snapshot,
+    row), newest first per VM and class); delete the others through the same delete service as a user
+    (layers merge safely) and `retire(row)` each. A held snapshot, or one being restored, stays."""
     retired = []
-    live = SlotRun.objects.filter(
-        policy=policy, outcome=SlotRun.Outcome.CREATED, retired=False, snapshot__isnull=False
-    ).select_related("snapshot__project__account")
     seen: dict[tuple, int] = {}
-    for run in live.order_by("vm_id", "klass", "-slot_at"):
-        key = (run.vm_id, run.klass)
+    for vm_id, klass, snapshot, row in entries:
+        key = (vm_id, klass)
         seen[key] = seen.get(key, 0) + 1
-        snapshot = run.snapshot
-        assert snapshot is not None  # `live` holds runs with a snapshot
-        if seen[key] <= keep[run.klass] or snapshot.hold:
+        if seen[key] <= keep[klass] or snapshot.hold:
             continue
         try:
             effects.delete(snapshot)
         except ServiceError as error:
             if effects is LIVE:
                 notifications.notify_retention_error(
-                    policy, run.slot_at, f"could not delete {snapshot.name}: {error.message}"
+                    policy, _slot_of(row), f"could not delete {snapshot.name}: {error.message}"
                 )
             continue  # in use by a restore: retention tries again next tick
-        SlotRun.objects.filter(pk=run.pk).update(retired=True)
-        retired.append(run)
+        retire(row)
+        retired.append(row)
+    return retired
+
+
+def _slot_of(row) -> datetime:
+    return row.slot_at if isinstance(row, SlotRun) else row.run.slot_at
+
+
+def apply_retention(policy: Policy, effects: LiveEffects = LIVE) -> list[SlotRun]:
+    """The policy's retention over the snapshots it created (per VM and class, the newest N)."""
+    spec = policy.parsed
+    live = SlotRun.objects.filter(
+        policy=policy, outcome=SlotRun.Outcome.CREATED, retired=False, snapshot__isnull=False
+    ).select_related("snapshot__project__account")
+    entries = (
+        (run.vm_id, run.klass, run.snapshot, run) for run in live.order_by("vm_id", "klass", "-slot_at")
+    )
+    return _prune(
+        policy,
+        entries,
+        {"daily": spec.keep_daily, "weekly": spec.keep_weekly},
+        effects,
+        lambda run: SlotRun.objects.filter(pk=run.pk).update(retired=True),
+    )
+
+
+def apply_copy_retention(policy: Policy, effects: LiveEffects = LIVE) -> list[CopyRun]:
+    """Each copy rule's own retention over the copies it made in its region, pruned like the source."""
+    retired: list[CopyRun] = []
+    for rule in policy.parsed.copy_to:
+        live = CopyRun.objects.filter(
+            run__policy=policy, region_id=rule.region, retired=False, copy__isnull=False
+        ).select_related("run", "copy__project__account")
+        entries = (
+            (row.run.vm_id, row.run.klass, row.copy, row)
+            for row in live.order_by("run__vm_id", "run__klass", "-run__slot_at")
+        )
+        retired += _prune(
+            policy,
+            entries,
+            {"daily": rule.keep_daily, "weekly": rule.keep_weekly},
+            effects,
+            lambda row: CopyRun.objects.filter(pk=row.pk).update(retired=True),
+        )
     return retired

@@ -12,7 +12,7 @@ from clouddigit.compute.models import Project, ProjectScopedQuerySet
 from clouddigit.compute.permissions import Perm
 from clouddigit.operations import Leased
 from clouddigit.statemachine import StateMachineMixin
-from policies.spec import PolicySpec, Slot
+from policies.spec import CopyRule, PolicySpec, Slot
 
 
 class PolicyQuerySet(ProjectScopedQuerySet):
@@ -66,6 +66,7 @@ class Policy(models.Model):
             "application_consistent": spec.application_consistent,
             "notify_channel": spec.notify_channel,
             "when_stopped": spec.when_stopped,
+            "copy_to": [[rule.region, rule.keep_daily, rule.keep_weekly] for rule in spec.copy_to],
         }
 
     @property
@@ -87,6 +88,7 @@ class Policy(models.Model):
             application_consistent=data["application_consistent"],
             notify_channel=data["notify_channel"],
             when_stopped=data["when_stopped"],
+            copy_to=tuple(CopyRule(*rule) for rule in data.get("copy_to", [])),
         )
 
 
@@ -125,6 +127,26 @@ class SlotRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.policy} {self.vm_id} {self.slot_at:%Y-%m-%d %H:%M} {self.klass}: {self.outcome}"
+
+
+class CopyRun(models.Model):
+    """A policy snapshot's copy into one copy rule's region: made once (a copy that retention deleted or
+    a user deleted is not made again), then kept or retired by the rule's own retention."""
+
+    run = models.ForeignKey(SlotRun, on_delete=models.CASCADE, related_name="copy_runs")
+    region = models.ForeignKey("compute.Region", on_delete=models.CASCADE, related_name="+")
+    copy = models.ForeignKey(
+        "snapshots.Snapshot", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    reason = models.CharField(max_length=300, blank=True, help_text="Why no copy was made")
+    retired = models.BooleanField(default=False, help_text="Its copy was deleted by the rule's retention")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "region"], name="one_copy_per_run_and_region")]
+
+    def __str__(self) -> str:
+        return f"{self.run} -> {self.region_id}"
 
 
 class NotificationChannelQuerySet(ProjectScopedQuerySet):

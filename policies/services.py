@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from clouddigit.access import actor_name, require
 from clouddigit.audit.log import audited
-from clouddigit.compute.models import Project
+from clouddigit.compute.models import Project, Region
 from clouddigit.compute.permissions import Perm
 from clouddigit.errors import InvalidRequest
+from policies import engine
 from policies import spec as policy_spec
 from policies.models import Policy
 from snapshots.models import Snapshot
@@ -24,6 +25,7 @@ def apply_policy(*, actor, project: Project, text: str) -> Policy:
             f"The policy is larger than {MAX_YAML_BYTES // 1024} KiB.", field="yaml"
         )
     parsed = policy_spec.parse(text)
+    check_copy_regions(project, parsed)
     policy, _ = Policy.objects.update_or_create(
         project=project,
         name=parsed.name,
@@ -34,6 +36,27 @@ def apply_policy(*, actor, project: Project, text: str) -> Policy:
         },
     )
     return policy
+
+
+def check_copy_regions(project: Project, parsed: policy_spec.PolicySpec) -> None:
+    """Every copy rule names a known region other than the regions of the VMs the policy snapshots now."""
+    if not parsed.copy_to:
+        return
+    known = set(Region.objects.values_list("slug", flat=True))
+    in_scope = set(engine.tagged(project.pk, parsed.vm_tags).values_list("region_id", flat=True).distinct())
+    for index, rule in enumerate(parsed.copy_to):
+        where = f"copy_to[{index}].region"
+        if rule.region not in known:
+            raise policy_spec.PolicyError(
+                f"{where}: unknown region {rule.region!r}; the regions are {', '.join(sorted(known))}.",
+                field=where,
+            )
+        if rule.region in in_scope:
+            raise policy_spec.PolicyError(
+                f"{where}: the policy's VMs are in {rule.region}, so its snapshots are there already; "
+                "copy them to another region.",
+                field=where,
+            )
 
 
 def export_policy(policy: Policy) -> str:

@@ -5,7 +5,9 @@ simulated clock, inside a transaction that is always rolled back, with effects t
 nothing is snapshotted, deleted or kept. It answers two questions:
 - which of the policy's existing snapshots the (new) retention would keep and delete, and how many
   billed bytes deleting them frees;
-- every snapshot it would create from `start` for `days`, and whether each is still kept at the end.
+- every snapshot it would create from `start` for `days`, and whether each is still kept at the end;
+- with copy rules, every copy it would make in each rule's region and whether that rule's own retention
+  still keeps it at the end (and which existing copies the rules would delete now).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from clouddigit.compute.models import Project
 from clouddigit.compute.permissions import Perm
 from clouddigit.names import derived_name
 from policies import engine
-from policies.models import Policy, SlotRun
+from policies.models import CopyRun, Policy, SlotRun
 from policies.schedule import slots_between
+from policies.services import check_copy_regions
 from policies.spec import PolicyError, parse
 from snapshots.models import Snapshot
 
@@ -52,6 +55,21 @@ class SimulatedEffects(engine.LiveEffects):
             created_at=run.slot_at,
         )
 
+    def copy(self, snapshot: Snapshot, region: str) -> Snapshot:
+        return Snapshot.objects.create(
+            project=snapshot.project,
+            region_id=region,
+            name=snapshot.name,
+            kind=snapshot.kind,
+            vm_name=snapshot.vm_name,
+            consistency_requested=snapshot.consistency_requested,
+            source_snapshot=snapshot,
+            source_region_id=snapshot.region_id,
+            state=Snapshot.State.AVAILABLE,
+            created_by="simulator",
+            created_at=snapshot.created_at,
+        )
+
     def delete(self, snapshot: Snapshot) -> None:
         self.deleted.append(snapshot)
         Snapshot.objects.filter(pk=snapshot.pk).delete()
@@ -67,6 +85,7 @@ class Outcome:
     existing_deleted: list[dict]
     freed_bytes: int
     created: list[dict]
+    copies: list[dict]
 
 
 def _row(snapshot: Snapshot) -> dict:
@@ -74,6 +93,7 @@ def _row(snapshot: Snapshot) -> dict:
         "id": str(snapshot.pk),
         "name": snapshot.name,
         "vm": snapshot.vm_name,
+        "region": snapshot.region_id,
         "created_at": snapshot.created_at.isoformat(),
         "billed_bytes": snapshot.billed_bytes,
     }
@@ -82,6 +102,7 @@ def _row(snapshot: Snapshot) -> dict:
 def simulate(*, actor, project: Project, text: str, start: datetime | None = None, days: int = 0) -> Outcome:
     require(actor, Perm.VIEW_SNAPSHOTS, project, "simulate snapshot policies")
     spec = parse(text)
+    check_copy_regions(project, spec)
     if not 0 <= days <= MAX_DAYS:
         raise PolicyError(f"Simulate between 0 and {MAX_DAYS} days.", field="days")
     start = start or timezone.now()
@@ -102,14 +123,19 @@ def _run(project: Project, spec, text: str, start: datetime, days: int) -> dict:
         defaults={"spec": Policy.spec_to_json(spec), "source": text, "applied_by": "simulator"},
     )
     existing = list(Snapshot.objects.filter(project=project, policy_name=spec.name))
+    existing += list(
+        Snapshot.objects.filter(pk__in=CopyRun.objects.filter(run__policy=policy).values("copy_id"))
+    )
     effects = SimulatedEffects()
     engine.apply_retention(policy, effects)
+    engine.apply_copy_retention(policy, effects)
     deleted_ids = {snapshot.pk for snapshot in effects.deleted}
     answer = {
         "existing_kept": [_row(s) for s in existing if s.pk not in deleted_ids],
         "existing_deleted": [_row(s) for s in effects.deleted],
         "freed_bytes": sum(snapshot.billed_bytes for snapshot in effects.deleted),
         "created": [],
+        "copies": [],
     }
     if days:
         Policy.objects.filter(pk=policy.pk).update(created_at=start, scanned_until=start)
@@ -133,5 +159,21 @@ def _run(project: Project, spec, text: str, start: datetime, days: int) -> dict:
                 "kept": run.outcome == SlotRun.Outcome.CREATED and not run.retired,
             }
             for run in runs
+        ]
+        copies = (
+            CopyRun.objects.filter(run__policy=policy, run__slot_at__gt=start)
+            .select_related("run__vm")
+            .order_by("run__slot_at", "run__vm__name", "region_id")
+        )
+        answer["copies"] = [
+            {
+                "vm": row.run.vm.name,
+                "slot": row.run.slot_at.isoformat(),
+                "class": row.run.klass,
+                "region": row.region_id,
+                "reason": row.reason,
+                "kept": row.copy_id is not None and not row.retired,
+            }
+            for row in copies
         ]
     return answer

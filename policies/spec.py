@@ -12,6 +12,13 @@
     application_consistent: true
     notify_channel: slack-ops
     when_stopped: skip
+    copy_to:
+      - region: bd-ctg-1
+        retention: {daily: 7, weekly: 4}
+
+`copy_to` copies every snapshot the policy takes into another region, where the copies keep their own
+retention (AWS DLM's cross-region copy rule). The regions are checked against the catalogue when the
+policy is applied (`services.apply_policy`), not here: parsing needs no database.
 
 The document is read as YAML nodes, not as Python values, so that `02:00` stays a time (YAML 1.1 would
 make it the number 120) and every error can name its line and field.
@@ -57,6 +64,15 @@ class Slot:
 
 
 @dataclass(frozen=True)
+class CopyRule:
+    """Copy every snapshot the policy takes to `region`; keep the newest N copies per VM and class there."""
+
+    region: str
+    keep_daily: int
+    keep_weekly: int
+
+
+@dataclass(frozen=True)
 class PolicySpec:
     name: str
     daily: Slot | None
@@ -67,6 +83,7 @@ class PolicySpec:
     application_consistent: bool = True
     notify_channel: str = ""
     when_stopped: str = "skip"
+    copy_to: tuple[CopyRule, ...] = ()
 
     def to_yaml(self) -> str:
         """The canonical text of the policy: what `export` prints and `apply` accepts back."""
@@ -80,6 +97,11 @@ class PolicySpec:
             "notify_channel": self.notify_channel,
             "when_stopped": self.when_stopped,
         }
+        if self.copy_to:
+            document["copy_to"] = [
+                {"region": rule.region, "retention": {"daily": rule.keep_daily, "weekly": rule.keep_weekly}}
+                for rule in self.copy_to
+            ]
         return yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
 
 
@@ -156,6 +178,36 @@ def _tags(node: yaml.Node, where: str) -> tuple[tuple[str, str], ...]:
     return tuple(tags)
 
 
+def _copy_rules(node: yaml.Node, where: str) -> tuple[CopyRule, ...]:
+    example = "[{region: bd-ctg-1, retention: {daily: 7, weekly: 4}}]"
+    if not isinstance(node, yaml.SequenceNode):
+        raise _error(node, where, f"must be a list of copy rules, e.g. {example}")
+    rules: list[CopyRule] = []
+    for index, item in enumerate(node.value):
+        at = f"{where}[{index}]"
+        fields = _mapping(item, at, {"region", "retention"}, {"region", "retention"})
+        region = _scalar(fields["region"], f"{at}.region")
+        if not NAME_RE.match(region):
+            raise _error(
+                fields["region"], f"{at}.region", f"write a region's name, e.g. bd-ctg-1, not {region!r}"
+            )
+        if region in {rule.region for rule in rules}:
+            raise _error(
+                fields["region"], f"{at}.region", f"{region} has a copy rule already; keep one per region"
+            )
+        retention = _mapping(fields["retention"], f"{at}.retention", {"daily", "weekly"}, set())
+        rules.append(
+            CopyRule(
+                region=region,
+                keep_daily=_count(retention["daily"], f"{at}.retention.daily") if "daily" in retention else 0,
+                keep_weekly=_count(retention["weekly"], f"{at}.retention.weekly")
+                if "weekly" in retention
+                else 0,
+            )
+        )
+    return tuple(rules)
+
+
 def parse(text: str) -> PolicySpec:
     """The policy in `text`, or a PolicyError naming the line and the field at fault."""
     try:
@@ -177,6 +229,7 @@ def parse(text: str) -> PolicySpec:
             "application_consistent",
             "notify_channel",
             "when_stopped",
+            "copy_to",
         },
         {"name", "schedule", "retention", "scope"},
     )
@@ -205,6 +258,7 @@ def parse(text: str) -> PolicySpec:
         ),
         notify_channel=_scalar(top["notify_channel"], "notify_channel") if "notify_channel" in top else "",
         when_stopped=when_stopped,
+        copy_to=_copy_rules(top["copy_to"], "copy_to") if "copy_to" in top else (),
     )
     for cls, slot, keep in (
         ("daily", spec.daily, spec.keep_daily),
@@ -214,4 +268,11 @@ def parse(text: str) -> PolicySpec:
             raise _error(
                 top["retention"], f"retention.{cls}", f"a {cls} schedule needs a {cls} retention of 1 or more"
             )
+        for index, rule in enumerate(spec.copy_to):
+            if slot and getattr(rule, f"keep_{cls}") == 0:
+                raise _error(
+                    top["copy_to"].value[index],
+                    f"copy_to[{index}].retention.{cls}",
+                    f"a {cls} schedule needs a {cls} retention of 1 or more for its copies in {rule.region}",
+                )
     return spec

@@ -18,10 +18,13 @@ is not sent again (so a copy is incremental against every earlier copy into that
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import tempfile
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import suppress
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -78,15 +81,33 @@ def data_chunks(path: str, chunk_bytes: int) -> list[int]:
     return sorted(offsets)
 
 
-def _windows(offsets: list[int], chunk_bytes: int) -> list[tuple[int, int]]:
-    """Runs of adjacent chunk offsets as (offset, chunk count), at most READ_WINDOW_CHUNKS long: one
-    qemu-img read each."""
-    runs: list[tuple[int, int]] = []
-    for offset in offsets:
-        if runs and runs[-1][0] + runs[-1][1] * chunk_bytes == offset and runs[-1][1] < READ_WINDOW_CHUNKS:
-            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+def changed_extents(path: str, depth: int) -> list[tuple[int, int, bool]]:
+    """(start, length, zero) of the guest ranges written in the `depth` top layers of the chain at
+    `path`: what changed since the layer at that depth (qemu-img map at the layers' cluster granularity)."""
+    return [
+        (extent["start"], extent["length"], bool(extent["zero"]))
+        for extent in volumes.map(path)
+        if extent.get("depth", depth) < depth
+    ]
+
+
+def _pieces(extents: list[tuple[int, int]], chunk_bytes: int) -> list[tuple[int, int]]:
+    """(offset, length) pieces of at most `chunk_bytes` covering `extents`."""
+    return [
+        (at, min(chunk_bytes, start + length - at))
+        for start, length in extents
+        for at in range(start, start + length, chunk_bytes)
+    ]
+
+
+def _windows(pieces: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """Runs of adjacent pieces, at most READ_WINDOW_CHUNKS long: one qemu-img read each."""
+    runs: list[list[tuple[int, int]]] = []
+    for offset, length in pieces:
+        if runs and sum(runs[-1][-1]) == offset and len(runs[-1]) < READ_WINDOW_CHUNKS:
+            runs[-1].append((offset, length))
         else:
-            runs.append((offset, 1))
+            runs.append([(offset, length)])
     return runs
 
 
@@ -101,6 +122,52 @@ def _reference(disk: SnapshotDisk, region: Region, sha256: str, size: int) -> Ch
         if chunk.unreferenced_since is not None:
             Chunk.objects.filter(pk=chunk.pk).update(unreferenced_since=None)
     return chunk
+
+
+def _reference_held(disk: SnapshotDisk, region: Region, sha256s: set[str]) -> bool:
+    """Reference chunks an earlier copy holds in `region`, under their rows' locks; False (nothing
+    referenced) when `collect` has deleted any of them meanwhile."""
+    with transaction.atomic():
+        chunks = list(Chunk.objects.select_for_update().filter(region=region, sha256__in=sha256s))
+        if len(chunks) != len(sha256s):
+            transaction.set_rollback(True)
+            return False
+        ChunkRef.objects.bulk_create(
+            [ChunkRef(disk=disk, chunk=chunk) for chunk in chunks], ignore_conflicts=True, batch_size=2000
+        )
+        Chunk.objects.filter(pk__in=[chunk.pk for chunk in chunks], unreferenced_since__isnull=False).update(
+            unreferenced_since=None
+        )
+    return True
+
+
+def _base(copy: Snapshot, source_disk: SnapshotDisk) -> tuple[SnapshotDisk, int] | None:
+    """The landed copy in the target region of an earlier snapshot of this disk whose layer is still in
+    its chain, the nearest one: (that copy's disk, the depth of its source layer in this chain)."""
+    depths: dict = {}
+    layer = source_disk.layer
+    depth = 0
+    while layer is not None:
+        depths[layer.pk] = depth
+        layer, depth = layer.parent, depth + 1
+    del depths[source_disk.layer_id]
+    sources = dict(
+        SnapshotDisk.objects.filter(layer_id__in=depths, volume_name=source_disk.volume_name).values_list(
+            "snapshot_id", "layer_id"
+        )
+    )
+    copies = Snapshot.objects.filter(
+        source_snapshot_id__in=sources, region=copy.region, state=Snapshot.State.AVAILABLE
+    ).values_list("pk", "source_snapshot_id")
+    nearest = min(((depths[sources[source_id]], copy_id) for copy_id, source_id in copies), default=None)
+    if nearest is None:
+        return None
+    base = (
+        SnapshotDisk.objects.filter(snapshot_id=nearest[1], volume_name=source_disk.volume_name)
+        .exclude(manifest_key="")
+        .first()
+    )
+    return (base, nearest[0]) if base is not None else None
 
 
 def _reading(copy: Snapshot, layer: Layer):
@@ -124,22 +191,23 @@ def send(copy_id: str) -> Snapshot:
         layer = source_disk.layer
         if layer is None:
             raise Conflict(f"Snapshot {copy.source_snapshot} has no data for {source_disk.volume_name}.")
-        with _reading(copy, layer):
-            offsets = data_chunks(layer.path, chunk_bytes)
-        plans.append((source_disk, disk, layer, offsets))
-    total = sum(min(chunk_bytes, d.size_bytes - o) for _, d, _, offsets in plans for o in offsets)
+        plans.append((source_disk, disk, layer, _plan(copy, source_disk, disk, layer, target, chunk_bytes)))
+    total = sum(length for *_, plan in plans for _, length in plan.pieces)
     Snapshot.objects.filter(pk=copy.pk).update(bytes_total=total, bytes_done=0)  # counted again below
-    for source_disk, disk, layer, offsets in plans:
+    for source_disk, disk, layer, plan in plans:
         if disk.manifest_key:
-            done = sum(min(chunk_bytes, disk.size_bytes - o) for o in offsets)
+            done = sum(length for _, length in plan.pieces)
             Snapshot.objects.filter(pk=copy.pk).update(bytes_done=F("bytes_done") + done)
             continue
-        _step(copy, f"sending {disk.volume_name}: {len(offsets)} chunks of data")
+        _step(copy, f"sending {disk.volume_name}: {len(plan.pieces)} chunks of data")
         if not source_disk.checksum:
             with _reading(copy, layer):
                 source_disk.checksum = volumes.checksum(layer.path)
             SnapshotDisk.objects.filter(pk=source_disk.pk).update(checksum=source_disk.checksum)
-        chunks = _send_disk(copy, disk, layer, offsets, target, chunk_bytes)
+        sent = _send_disk(copy, disk, layer, plan.pieces, target)
+        # Entries are written in order when the copy lands, later ones over earlier ones: the base
+        # copy's chunks, then what changed since (zeros as an empty SHA-256, then the new chunks).
+        chunks = plan.base + [[offset, length, ""] for offset, length in plan.zeros] + sent
         manifest = {
             "disk": disk.volume_name,
             "size_bytes": disk.size_bytes,
@@ -155,45 +223,126 @@ def send(copy_id: str) -> Snapshot:
     return copy
 
 
-def _send_disk(
+@dataclass
+class Plan:
+    """What a disk's copy sends (`pieces`: (offset, length)) and what it takes from an earlier copy in
+    the target region (`base` manifest entries, with the ranges that became zeros since)."""
+
+    pieces: list[tuple[int, int]]
+    base: list[list] = field(default_factory=list)
+    zeros: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _plan(
     copy: Snapshot,
+    source_disk: SnapshotDisk,
     disk: SnapshotDisk,
     layer: Layer,
-    offsets: list[int],
     target: ObjectStore,
     chunk_bytes: int,
-) -> list[list]:
-    """Send the disk's data chunks the target lacks; return the manifest's [offset, length, sha256] list."""
-    listed: list[list] = []
-    done = 0
-    for start, count in _windows(offsets, chunk_bytes):
-        length = min(count * chunk_bytes, disk.size_bytes - start)
+) -> Plan:
+    """Incremental at the layers' cluster granularity when an earlier snapshot of the disk has a landed
+    copy in the target region and its layer is still in this chain: the layers above it hold exactly the
+    clusters written since, so only those are read and sent, and the rest comes from that copy's
+    manifest. Otherwise (a first copy, or its base was merged away) every chunk that may hold data,
+    which content addressing still sends only when the target lacks it."""
+    found = _base(copy, source_disk)
+    if found is not None:
+        base_disk, depth = found
         with _reading(copy, layer):
-            window = volumes.read_bytes(layer.path, start, length)
-        for at in range(0, length, chunk_bytes):
-            data = window[at : at + chunk_bytes]
-            sent = 0
-            if data.count(0) != len(data):  # written zeros read as zeros: nothing to send
-                sha256 = hashlib.sha256(data).hexdigest()
-                chunk = _reference(disk, copy.region, sha256, len(data))
-                held = target.head(chunk.key)
-                if held is None or held["sha256"] != sha256:
-                    target.put_bytes(chunk.key, data, sha256=sha256)  # the server checks the SHA-256
-                    sent = len(data)
-                listed.append([start + at, len(data), sha256])
-            done += 1
-            # Progress is a step of its own: the sweeper marks only a copy that stopped moving as stuck.
-            with transaction.atomic():  # the bytes sent and their metering move together
-                Snapshot.objects.filter(pk=copy.pk).update(
-                    bytes_done=F("bytes_done") + len(data),
-                    bytes_sent=F("bytes_sent") + sent,
-                    step=f"sending {disk.volume_name}: {done} of {len(offsets)} chunks"[:200],
-                    step_started_at=timezone.now(),
-                    stuck_reason="",
-                )
-                replication_metrics.meter(copy, sent)
-            operations.checkpoint(f"sent chunk at {start + at} of {disk.volume_name}")
+            changed = changed_extents(layer.path, depth)
+        entries = json.loads(target.get_bytes(base_disk.manifest_key))["chunks"]
+        written = [(start, length) for start, length, zero in changed if not zero]
+        zeros = [(start, length) for start, length, zero in changed if zero]
+        covered = sorted(written + zeros)
+        # Entries wholly rewritten since are dropped, so a chain of incremental copies stays small.
+        kept = [entry for entry in entries if not _inside(entry[0], entry[1], covered)]
+        if _reference_held(disk, copy.region, {entry[2] for entry in kept if entry[2]}):
+            return Plan(pieces=_pieces(written, chunk_bytes), base=kept, zeros=zeros)
+    with _reading(copy, layer):
+        offsets = data_chunks(layer.path, chunk_bytes)
+    return Plan(pieces=[(offset, min(chunk_bytes, disk.size_bytes - offset)) for offset in offsets])
+
+
+def _inside(offset: int, length: int, extents: list[tuple[int, int]]) -> bool:
+    """Whether [offset, offset + length) lies inside one of the sorted, merged `extents`."""
+    index = bisect.bisect_right(extents, (offset, float("inf"))) - 1
+    return index >= 0 and extents[index][0] + extents[index][1] >= offset + length
+
+
+def _send_disk(
+    copy: Snapshot, disk: SnapshotDisk, layer: Layer, pieces: list[tuple[int, int]], target: ObjectStore
+) -> list[list]:
+    """Send the pieces the target lacks, `REPLICATION_SEND_THREADS` at a time; return the manifest's
+    [offset, length, sha256] list, in order.
+
+    Each piece's reference row is committed before it is looked at (as `_reference` says); its HEAD and
+    PUT run in a thread; its progress is recorded by this thread only once its upload has completed, so
+    after a SIGKILL `bytes_done` and `bytes_sent` count no piece that was still in flight (a resumed copy
+    finds such a piece in the target by its HEAD and does not send it again)."""
+    listed: list[list] = []
+    in_flight: dict[Future, tuple[int, int]] = {}
+    counts = {"done": 0}
+    limit = 2 * settings.REPLICATION_SEND_THREADS
+
+    def settle(wait_for: str) -> None:
+        finished, _ = wait(in_flight, return_when=wait_for)
+        done = sent = 0
+        offsets = []
+        for future in finished:
+            offset, length = in_flight.pop(future)
+            sent += future.result()  # raises the upload's error
+            done += length
+            offsets.append(offset)
+        counts["done"] += len(finished)
+        _progress(copy, disk, done, sent, counts["done"], len(pieces))
+        for offset in sorted(offsets):
+            operations.checkpoint(f"sent chunk at {offset} of {disk.volume_name}")
+
+    with ThreadPoolExecutor(settings.REPLICATION_SEND_THREADS, thread_name_prefix="replication-send") as pool:
+        for window in _windows(pieces):
+            start = window[0][0]
+            with _reading(copy, layer):
+                data = volumes.read_bytes(layer.path, start, sum(window[-1]) - start)
+            for offset, length in window:
+                piece = data[offset - start : offset - start + length]
+                if piece.count(0) == len(piece):  # written zeros: listed as a zero range, nothing sent
+                    in_flight[pool.submit(int)] = (offset, length)  # done at once, 0 bytes sent
+                    listed.append([offset, length, ""])
+                    continue
+                sha256 = hashlib.sha256(piece).hexdigest()
+                _reference(disk, copy.region, sha256, length)
+                in_flight[pool.submit(_put_if_missing, target, sha256, piece)] = (offset, length)
+                listed.append([offset, length, sha256])
+                while len(in_flight) >= limit:
+                    settle(FIRST_COMPLETED)
+        while in_flight:
+            settle(ALL_COMPLETED)
     return listed
+
+
+def _put_if_missing(target: ObjectStore, sha256: str, data: bytes) -> int:
+    """HEAD, then PUT unless the target holds the chunk; the bytes sent."""
+    key = f"chunks/{sha256}"
+    held = target.head(key)
+    if held is not None and held["sha256"] == sha256:
+        return 0
+    target.put_bytes(key, data, sha256=sha256)  # the server checks the SHA-256
+    return len(data)
+
+
+def _progress(copy: Snapshot, disk: SnapshotDisk, done: int, sent: int, count: int, of: int) -> None:
+    """Record pieces whose upload completed. Progress is a step of its own: the sweeper marks only a
+    copy that stopped moving as stuck. The bytes sent and their metering move together."""
+    with transaction.atomic():
+        Snapshot.objects.filter(pk=copy.pk).update(
+            bytes_done=F("bytes_done") + done,
+            bytes_sent=F("bytes_sent") + sent,
+            step=f"sending {disk.volume_name}: {count} of {of} chunks"[:200],
+            step_started_at=timezone.now(),
+            stuck_reason="",
+        )
+        replication_metrics.meter(copy, sent)
 
 
 def landing_path(disk: SnapshotDisk, region: Region) -> Path:
@@ -215,17 +364,7 @@ def land(copy_id: str) -> Snapshot:
             raw = Path(scratch) / "disk.raw"
             with raw.open("wb") as out:
                 out.truncate(manifest["size_bytes"])
-                for offset, length, sha256 in manifest["chunks"]:
-                    data = target.get_bytes(f"chunks/{sha256}")
-                    actual = hashlib.sha256(data).hexdigest()
-                    if actual != sha256 or len(data) != length:
-                        raise ChunkMismatch(
-                            f"Chunk chunks/{sha256} (offset {offset} of {disk.volume_name}) holds "
-                            f"{len(data)} bytes with SHA-256 {actual} in {copy.region_id}, not the source's "
-                            f"{length} bytes with SHA-256 {sha256}. Retry the copy to send it again."
-                        )
-                    out.seek(offset)
-                    out.write(data)
+                _write_chunks(copy, disk, manifest, target, out)
             volumes.convert(raw, "raw", path)
         landed = volumes.checksum(path)
         if landed != manifest["checksum"]:
@@ -240,6 +379,34 @@ def land(copy_id: str) -> Snapshot:
         operations.checkpoint(f"landed {disk.volume_name}")
     copy.transition(Snapshot.State.AVAILABLE, completed_at=timezone.now(), step="", last_error="")
     return copy
+
+
+def _write_chunks(copy: Snapshot, disk: SnapshotDisk, manifest: dict, target: ObjectStore, out) -> None:
+    """Write the manifest's entries into `out` in order, later over earlier; chunks are fetched
+    `REPLICATION_SEND_THREADS` at a time and each is checked against its SHA-256 before it is written."""
+    entries = manifest["chunks"]
+    batch = 2 * settings.REPLICATION_SEND_THREADS
+    with ThreadPoolExecutor(settings.REPLICATION_SEND_THREADS, thread_name_prefix="replication-land") as pool:
+        for first in range(0, len(entries), batch):
+            group = entries[first : first + batch]
+            fetched = [
+                pool.submit(target.get_bytes, f"chunks/{sha256}") if sha256 else None for *_, sha256 in group
+            ]
+            for (offset, length, sha256), future in zip(group, fetched, strict=True):
+                out.seek(offset)
+                if future is None:  # a range that reads as zeros since the base copy
+                    for at in range(0, length, manifest["chunk_bytes"]):
+                        out.write(bytes(min(manifest["chunk_bytes"], length - at)))
+                    continue
+                data = future.result()
+                actual = hashlib.sha256(data).hexdigest()
+                if actual != sha256 or len(data) != length:
+                    raise ChunkMismatch(
+                        f"Chunk chunks/{sha256} (offset {offset} of {disk.volume_name}) holds "
+                        f"{len(data)} bytes with SHA-256 {actual} in {copy.region_id}, not the source's "
+                        f"{length} bytes with SHA-256 {sha256}. Retry the copy to send it again."
+                    )
+                out.write(data)
 
 
 def manifests_written(copy: Snapshot) -> bool:

@@ -193,6 +193,10 @@ def simulate_policy(args: argparse.Namespace) -> None:
         f"{len(outcome['existing_deleted'])} deleted ({outcome['freed_bytes']} billed bytes freed)",
         file=sys.stderr,
     )
+    for region in sorted({copy["region"] for copy in outcome.get("copies", [])}):
+        made = [copy for copy in outcome["copies"] if copy["region"] == region]
+        kept = sum(1 for copy in made if copy["kept"])
+        print(f"copies to {region}: {len(made)} made, {kept} kept at the end", file=sys.stderr)
 
 
 def delete_policy(args: argparse.Namespace) -> None:

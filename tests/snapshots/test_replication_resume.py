@@ -54,8 +54,12 @@ def test_a_killed_copy_resumes_without_resending_what_landed(prod, dha, image_st
             copy = replication.copy_snapshot(actor=None, snapshot=snapshot, target_region="bd-ctg-1")
             workers.wait_for_death("the second chunk")
             landed = Snapshot.objects.get(pk=copy.pk)
-            assert landed.state == Snapshot.State.CREATING and landed.bytes_sent == 8 * MiB
-            assert len(image_stores["bd-ctg-1"].list("chunks/")) == 2
+            # Chunks go several at a time: what is recorded is what had landed, at least the two first;
+            # more may have landed unrecorded while in flight.
+            assert landed.state == Snapshot.State.CREATING and landed.bytes_sent >= 8 * MiB
+            assert landed.bytes_sent == landed.bytes_done
+            held = len(image_stores["bd-ctg-1"].list("chunks/"))
+            assert held * 4 * MiB >= landed.bytes_sent
 
             killed = time.monotonic()
             workers.ensure_running()
@@ -69,5 +73,6 @@ def test_a_killed_copy_resumes_without_resending_what_landed(prod, dha, image_st
     assert copy.state == Snapshot.State.AVAILABLE, copy.last_error
     assert copy.attempts == 3  # the killed send, the resumed send, the landing
     assert copy.bytes_total == 16 * MiB and copy.bytes_done == 16 * MiB
-    assert copy.bytes_sent == 16 * MiB  # the two chunks that had landed were not sent again
+    # Every chunk crossed once: those that had landed (recorded or still in flight) were not sent again.
+    assert copy.bytes_sent == 16 * MiB - (held * 4 * MiB - landed.bytes_sent)
     assert volumes.checksum(copy.disks.get().layer.path) == snapshot.disks.get().checksum

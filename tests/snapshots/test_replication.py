@@ -15,6 +15,7 @@ from clouddigit.errors import Conflict, InvalidRequest, PermissionRefused
 from iam.services import grant_role
 from snapshots import replication, replication_work, services
 from snapshots.models import Chunk, ChunkRef, Restore, Snapshot, SnapshotDisk
+from tests.worker import created
 
 MiB = 2**20
 
@@ -193,8 +194,10 @@ def test_a_vm_snapshot_copies_every_disk_and_restores_to_a_vm_in_the_target(
     run, operator, make_vm, prod, stores
 ):
     vm = make_vm(prod, "db-01")
-    data = compute.create_volume(
-        actor=None, project=prod, region=vm.region, name="db-01-data", size_bytes=16 * MiB
+    data = created(
+        compute.create_volume(
+            actor=None, project=prod, region=vm.region, name="db-01-data", size_bytes=16 * MiB
+        )
     )
     compute.attach_volume(actor=None, volume=data, vm=vm, device="vdb")
     volumes.write_pattern(Volume.objects.get(pk=data.pk).path, 2 * MiB, 3 * MiB, 0x77)

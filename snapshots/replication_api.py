@@ -4,7 +4,8 @@ copies in flight and its inter-region transfer (the numbers of Snapshots → Rep
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import serializers, viewsets
+from rest_framework import serializers
+from rest_framework.generics import GenericAPIView
 from rest_framework.response import Response
 
 from clouddigit.access import project_by_reference
@@ -74,8 +75,9 @@ def _in_flight(copy) -> dict:
     }
 
 
-class ReplicationViewSet(viewsets.GenericViewSet):
-    """Cross-region replication of a project's snapshots, per region pair."""
+class ReplicationView(GenericAPIView):
+    """Cross-region replication of a project's snapshots, per region pair: one report, not a list of
+    items (so no page, and a schema that says so)."""
 
     serializer_class = ReplicationSerializer
     queryset = Project.objects.none()  # for the schema: the project is named in the query
@@ -87,7 +89,7 @@ class ReplicationViewSet(viewsets.GenericViewSet):
         ],
         responses={200: ReplicationSerializer},
     )
-    def list(self, request):
+    def get(self, request):
         """The project's `snap.replicate.*` metrics (lag < 600 s healthy, > 1800 s or a failure: alert),
         its copies in flight and its inter-region transfer."""
         reference = request.query_params.get("project", "")

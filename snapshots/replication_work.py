@@ -283,6 +283,7 @@ def _send_disk(
     listed: list[list] = []
     in_flight: dict[Future, tuple[int, int]] = {}
     counts = {"done": 0}
+    queued: set[str] = set()  # chunks already on their way: pieces with equal bytes are sent once
     limit = 2 * settings.REPLICATION_SEND_THREADS
 
     def settle(wait_for: str) -> None:
@@ -312,7 +313,11 @@ def _send_disk(
                     continue
                 sha256 = hashlib.sha256(piece).hexdigest()
                 _reference(disk, copy.region, sha256, length)
-                in_flight[pool.submit(_put_if_missing, target, sha256, piece)] = (offset, length)
+                if sha256 in queued:  # the same bytes earlier in this disk: one upload serves both
+                    in_flight[pool.submit(int)] = (offset, length)
+                else:
+                    queued.add(sha256)
+                    in_flight[pool.submit(_put_if_missing, target, sha256, piece)] = (offset, length)
                 listed.append([offset, length, sha256])
                 while len(in_flight) >= limit:
                     settle(FIRST_COMPLETED)

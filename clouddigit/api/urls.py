@@ -15,7 +15,7 @@ from images.attestation_api import ImagePolicyViewSet, SigningKeyViewSet
 from images.storage_api import StorageQuotaViewSet
 from policies.api import DrillViewSet, PolicyViewSet
 from snapshots.api import RestoreViewSet, SnapshotLimitViewSet, SnapshotViewSet
-from snapshots.replication_api import ReplicationViewSet
+from snapshots.replication_api import ReplicationView
 
 
 class Router(DefaultRouter):
@@ -31,7 +31,6 @@ router.register("compute/volumes", VolumeViewSet, basename="volume")
 router.register("compute/snapshots", SnapshotViewSet, basename="snapshot")
 router.register("compute/restores", RestoreViewSet, basename="restore")
 router.register("compute/snapshot-limits", SnapshotLimitViewSet, basename="snapshot-limit")
-router.register("compute/replication", ReplicationViewSet, basename="replication")
 router.register("compute/images", ImageViewSet, basename="image")
 router.register("compute/image-limits", ImageLimitViewSet, basename="image-limit")
 router.register("compute/image-policies", ImagePolicyViewSet, basename="image-policy")
@@ -55,6 +54,7 @@ urlpatterns = [
         ),
         name="docs",
     ),
+    path("compute/replication/", ReplicationView.as_view(), name="replication-list"),
     path("", include(router.urls)),
     re_path(r"", not_found),
 ]

@@ -340,7 +340,5 @@ def finish_delete_volume(volume_id: str) -> None:
     volume = Volume.objects.filter(pk=volume_id).select_related("region").first()
     if volume is None or volume.state != Volume.State.DELETING:
         return
-    with chainlocks.locked(volume, purpose=f"deleting volume {volume.name}"):
-        operations.checkpoint(f"deleting file of {volume.name}")
-        Path(volume.path).unlink(missing_ok=True)
-        volume.delete()
+    operations.checkpoint(f"deleting file of {volume.name}")
+    _remove_volume_file(volume, purpose=f"deleting volume {volume.name}")
